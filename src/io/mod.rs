@@ -1,0 +1,3 @@
+//! Readers and writers for the file formats tracerd consumes and produces.
+
+pub mod nifti;

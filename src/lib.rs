@@ -1,0 +1,13 @@
+//! tracerd: a scanner-side PET/CT inference daemon.
+//!
+//! The binary (`src/main.rs`) only parses the command line; everything it does lives in this
+//! library so that it can be tested without spawning processes. Module map: see the README's
+//! architecture section.
+
+pub mod config;
+pub mod fsio;
+pub mod io;
+pub mod synth;
+pub mod volume;
+
+pub use volume::{Geometry, Interpolation, Volume};
