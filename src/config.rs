@@ -1,1 +1,365 @@
-//! Configuration.
+//! The configuration tree: one TOML file, every key optional, defaults embedded here.
+//!
+//! Unknown keys are an error (a misspelt key silently ignored is how a console ends up watching
+//! the wrong folder). [`Config::validate`] reports every semantic problem at once. Relative paths
+//! in a config file are resolved against the directory that holds the file, so a config can be
+//! moved together with its folders. The README's configuration reference is generated from the
+//! doc comments below; keep them in step.
+
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub paths: Paths,
+    pub watch: Watch,
+    pub inference: Inference,
+}
+
+/// Where studies live. All five study folders must be on one filesystem: studies move between
+/// them by `rename(2)`, which is atomic only within a filesystem.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Paths {
+    /// Drop folder the scanner exports into; each top-level entry is one study.
+    pub inbox: PathBuf,
+    /// Studies being processed (claimed from the inbox by rename).
+    pub work: PathBuf,
+    /// Published results, one folder per study, each appearing in one rename.
+    pub outbox: PathBuf,
+    /// Studies that could not be processed: the untouched inputs plus `error.json`.
+    pub failed: PathBuf,
+    /// Inputs of published studies.
+    pub archive: PathBuf,
+    /// Model files and their `model.toml` cards.
+    pub models: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        let state = Path::new("/var/lib/tracerd");
+        Paths {
+            inbox: state.join("inbox"),
+            work: state.join("work"),
+            outbox: state.join("outbox"),
+            failed: state.join("failed"),
+            archive: state.join("archive"),
+            models: PathBuf::from("/usr/share/tracerd/models"),
+        }
+    }
+}
+
+/// How the inbox is watched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Watch {
+    /// Quiet period in seconds: a study counts as complete once none of its files has changed
+    /// (size or modification time) for this long. Must be > 0 and at most one day.
+    pub settle_seconds: f64,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch {
+            settle_seconds: 30.0,
+        }
+    }
+}
+
+/// The inference engines tracerd may use, in order of preference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Inference {
+    /// Engines to try, best first, per model: `ort-cuda` (ONNX Runtime on the GPU), `ort-cpu`
+    /// (ONNX Runtime on the CPU), `tract` (built in, always available).
+    pub engines: Vec<Engine>,
+    /// Path to `libonnxruntime.so`; when absent, tracerd looks in `ORT_DYLIB_PATH`, its own
+    /// library directory and a pip-installed `onnxruntime`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ort_library: Option<PathBuf>,
+}
+
+impl Default for Inference {
+    fn default() -> Self {
+        Inference {
+            engines: vec![Engine::OrtCuda, Engine::OrtCpu, Engine::Tract],
+            ort_library: None,
+        }
+    }
+}
+
+/// One inference engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    OrtCuda,
+    OrtCpu,
+    Tract,
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Engine::OrtCuda => "ort-cuda",
+            Engine::OrtCpu => "ort-cpu",
+            Engine::Tract => "tract",
+        })
+    }
+}
+
+/// A config that could not be loaded or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("{}", invalid_message(.0))]
+    Invalid(Vec<String>),
+}
+
+fn invalid_message(problems: &[String]) -> String {
+    format!(
+        "invalid configuration ({} problem{}): {}",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        problems.join("; ")
+    )
+}
+
+impl Config {
+    /// Loads `path` (defaults for every absent key), or the embedded defaults when `None`.
+    /// Relative paths are resolved against the file's directory. Does not validate.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        config.paths.resolve_relative_to(base);
+        Ok(config)
+    }
+
+    /// Parses TOML text; the error is a one-line message naming the key and line.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_string();
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    format!("line {line}: {message}")
+                }
+                None => message,
+            }
+        })
+    }
+
+    /// The effective configuration as TOML, for logs and `tracerd check`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// Checks every rule that needs no filesystem access and reports all violations together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let study_dirs = self.paths.study_dirs();
+        for (name, path) in study_dirs
+            .iter()
+            .chain([("models", &self.paths.models)].iter())
+        {
+            if path.as_os_str().is_empty() {
+                problems.push(format!("paths.{name} is empty"));
+            }
+        }
+        for (a, (name_a, path_a)) in study_dirs.iter().enumerate() {
+            for (name_b, path_b) in &study_dirs[a + 1..] {
+                let (pa, pb) = (normalise(path_a), normalise(path_b));
+                if pa.as_os_str().is_empty() || pb.as_os_str().is_empty() {
+                    continue;
+                }
+                if pa == pb {
+                    problems.push(format!(
+                        "paths.{name_a} and paths.{name_b} are the same folder ({})",
+                        pa.display()
+                    ));
+                } else if pa.starts_with(&pb) {
+                    problems.push(format!("paths.{name_a} is inside paths.{name_b}"));
+                } else if pb.starts_with(&pa) {
+                    problems.push(format!("paths.{name_b} is inside paths.{name_a}"));
+                }
+            }
+        }
+        let settle = self.watch.settle_seconds;
+        if !(settle.is_finite() && settle > 0.0 && settle <= 86_400.0) {
+            problems.push(format!(
+                "watch.settle_seconds is {settle}; it must be > 0 and at most 86400"
+            ));
+        }
+        if self.inference.engines.is_empty() {
+            problems.push("inference.engines is empty; list at least \"tract\"".into());
+        }
+        for (i, engine) in self.inference.engines.iter().enumerate() {
+            if self.inference.engines[..i].contains(engine) {
+                problems.push(format!("inference.engines lists \"{engine}\" twice"));
+            }
+        }
+        if let Some(lib) = &self.inference.ort_library
+            && lib.as_os_str().is_empty()
+        {
+            problems.push("inference.ort_library is empty; remove the key to search".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+impl Paths {
+    /// The five folders a study moves between, with their config key names.
+    pub fn study_dirs(&self) -> [(&'static str, &PathBuf); 5] {
+        [
+            ("inbox", &self.inbox),
+            ("work", &self.work),
+            ("outbox", &self.outbox),
+            ("failed", &self.failed),
+            ("archive", &self.archive),
+        ]
+    }
+
+    fn resolve_relative_to(&mut self, base: &Path) {
+        for p in [
+            &mut self.inbox,
+            &mut self.work,
+            &mut self.outbox,
+            &mut self.failed,
+            &mut self.archive,
+            &mut self.models,
+        ] {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+}
+
+/// Lexical normalisation (`a/./b/../c` → `a/c`) so that nesting checks are not fooled by
+/// spelling; symbolic links are a filesystem question for `tracerd check`.
+fn normalise(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_an_empty_file_means_defaults() {
+        Config::default().validate().unwrap();
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn partial_files_keep_other_defaults() {
+        let c = Config::from_toml("[watch]\nsettle_seconds = 5\n").unwrap();
+        assert_eq!(c.watch.settle_seconds, 5.0);
+        assert_eq!(c.paths, Paths::default());
+        let c = Config::from_toml("[inference]\nengines = [\"tract\"]\n").unwrap();
+        assert_eq!(c.inference.engines, vec![Engine::Tract]);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_line_number() {
+        let err = Config::from_toml("[watch]\nsettle_secs = 5\n").unwrap_err();
+        assert!(
+            err.contains("line 2") && err.contains("settle_secs"),
+            "{err}"
+        );
+        let err = Config::from_toml("[inference]\nengines = [\"cuda\"]\n").unwrap_err();
+        assert!(err.contains("cuda"), "{err}");
+        let err = Config::from_toml("[pathz]\n").unwrap_err();
+        assert!(err.contains("pathz"), "{err}");
+    }
+
+    #[test]
+    fn validate_reports_every_problem_at_once() {
+        let text = r#"
+            [paths]
+            inbox = "/data/in"
+            work = "/data/in/work"
+            outbox = "/data/out"
+            failed = "/data/./out"
+            [watch]
+            settle_seconds = -1
+            [inference]
+            engines = ["tract", "tract"]
+            ort_library = ""
+        "#;
+        let err = Config::from_toml(text).unwrap().validate().unwrap_err();
+        let ConfigError::Invalid(problems) = &err else {
+            panic!("{err}")
+        };
+        let all = problems.join("\n");
+        for expected in [
+            "paths.work is inside paths.inbox",
+            "paths.outbox and paths.failed are the same folder",
+            "watch.settle_seconds is -1",
+            "lists \"tract\" twice",
+            "inference.ort_library is empty",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in {all}");
+        }
+        assert_eq!(problems.len(), 5, "{all}");
+        assert!(
+            err.to_string()
+                .starts_with("invalid configuration (5 problems): ")
+        );
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tracerd.toml");
+        std::fs::write(&file, "[paths]\ninbox = \"spool/in\"\n").unwrap();
+        let c = Config::load(Some(&file)).unwrap();
+        assert_eq!(c.paths.inbox, dir.path().join("spool/in"));
+        assert_eq!(c.paths.outbox, Paths::default().outbox);
+    }
+
+    #[test]
+    fn rendered_config_parses_back() {
+        let mut c = Config::default();
+        c.inference.ort_library = Some("/opt/ort/libonnxruntime.so".into());
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+    }
+}

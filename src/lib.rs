@@ -4,6 +4,7 @@
 //! library so that it can be tested without spawning processes. Module map: see the README's
 //! architecture section.
 
+pub mod check;
 pub mod config;
 pub mod fsio;
 pub mod io;

@@ -455,7 +455,10 @@ mod tests {
         g.shape = [2, 2, 2];
         g.direction = Matrix3::from_columns(&[Vector3::x(), Vector3::x(), Vector3::z()]);
         assert_eq!(g.validate(), Err(GeometryError::SingularDirection));
-        let err = Volume::new(Geometry::axial([2, 2, 2], [1.0; 3], [0.0; 3]), vec![0f32; 7]);
+        let err = Volume::new(
+            Geometry::axial([2, 2, 2], [1.0; 3], [0.0; 3]),
+            vec![0f32; 7],
+        );
         assert!(matches!(err, Err(GeometryError::DataLength { got: 7, .. })));
     }
 
@@ -469,9 +472,9 @@ mod tests {
         for k in 0..30 {
             for j in 0..36 {
                 for i in 0..40 {
-                    data.push(ramp(src_geom.index_to_world(Vector3::new(
-                        i as f64, j as f64, k as f64,
-                    ))) as f32);
+                    data.push(ramp(
+                        src_geom.index_to_world(Vector3::new(i as f64, j as f64, k as f64)),
+                    ) as f32);
                 }
             }
         }
@@ -511,9 +514,9 @@ mod tests {
         for k in 0..g.shape[2] {
             for j in 0..g.shape[1] {
                 for i in 0..g.shape[0] {
-                    let inside = (i as i64 - 5).pow(2) + (j as i64 - 6).pow(2) + (k as i64 - 4).pow(2)
-                        <= 9
-                        || (i == 1 && j == 1 && k == 1);
+                    let inside =
+                        (i as i64 - 5).pow(2) + (j as i64 - 6).pow(2) + (k as i64 - 4).pow(2) <= 9
+                            || (i == 1 && j == 1 && k == 1);
                     data[g.linear_index(i, j, k)] = if inside { 1 + (i % 2) as u8 } else { 0 };
                 }
             }

@@ -23,9 +23,7 @@ use flate2::read::MultiGzDecoder;
 use nalgebra::Matrix4;
 use ndarray::{ArrayView3, ShapeBuilder};
 use nifti::writer::WriterOptions;
-use nifti::{
-    DataElement, Extender, InMemNiftiVolume, IntoNdArray, NiftiHeader, NiftiType, XForm,
-};
+use nifti::{DataElement, Extender, InMemNiftiVolume, IntoNdArray, NiftiHeader, NiftiType, XForm};
 
 use crate::fsio;
 use crate::volume::{Geometry, GeometryError, Volume};
@@ -58,7 +56,9 @@ pub enum NiftiErrorKind {
     TruncatedHeader,
     #[error("gzip stream is corrupt or truncated ({0})")]
     Gzip(#[source] io::Error),
-    #[error("truncated: the header declares {expected} bytes of voxel data but the file holds {got}")]
+    #[error(
+        "truncated: the header declares {expected} bytes of voxel data but the file holds {got}"
+    )]
     Truncated { expected: u64, got: u64 },
     #[error("{0}")]
     NotThreeD(String),
@@ -165,10 +165,11 @@ fn read_with(
     let header = &checked.header;
 
     // Skip the extender and any extensions: voxel data starts at vox_offset.
-    let _ = Extender::from_reader_optional(&mut stream).map_err(|e| err(decode_kind(e, gzipped)))?;
+    let _ =
+        Extender::from_reader_optional(&mut stream).map_err(|e| err(decode_kind(e, gzipped)))?;
     let skip = (header.vox_offset as u64).saturating_sub(352);
-    let skipped = io::copy(&mut (&mut stream).take(skip), &mut io::sink())
-        .map_err(|e| err(io_kind(e)))?;
+    let skipped =
+        io::copy(&mut (&mut stream).take(skip), &mut io::sink()).map_err(|e| err(io_kind(e)))?;
     let expected = voxel_bytes(header, &checked.shape);
     if skipped < skip {
         return Err(err(NiftiErrorKind::Truncated { expected, got: 0 }));
@@ -182,8 +183,8 @@ fn read_with(
             }));
         }
     }
-    let volume =
-        InMemNiftiVolume::from_reader(&mut stream, header).map_err(|e| err(decode_kind(e, gzipped)))?;
+    let volume = InMemNiftiVolume::from_reader(&mut stream, header)
+        .map_err(|e| err(decode_kind(e, gzipped)))?;
     let data = decode(volume).map_err(|e| err(NiftiErrorKind::Decode(e.to_string())))?;
     Volume::new(checked.geometry, data).map_err(|e| {
         err(NiftiErrorKind::Affine {
@@ -276,13 +277,16 @@ fn check_header(mut header: NiftiHeader) -> Result<Checked, NiftiErrorKind> {
     }
 
     let affine = pick_affine(&mut header)?;
-    let geometry =
-        Geometry::from_nifti_affine(shape, &affine).map_err(|e: GeometryError| {
-            NiftiErrorKind::Affine {
-                form: if header.sform_code > 0 { "sform" } else { "qform" },
-                detail: e.to_string(),
-            }
-        })?;
+    let geometry = Geometry::from_nifti_affine(shape, &affine).map_err(|e: GeometryError| {
+        NiftiErrorKind::Affine {
+            form: if header.sform_code > 0 {
+                "sform"
+            } else {
+                "qform"
+            },
+            detail: e.to_string(),
+        }
+    })?;
     Ok(Checked {
         header,
         shape,
@@ -409,7 +413,9 @@ mod tests {
             write_f32(&path, &v).unwrap();
             let back = read_f32(&path).unwrap();
             assert_eq!(back.data(), v.data());
-            let d = (back.geometry().affine_lps() - v.geometry().affine_lps()).abs().max();
+            let d = (back.geometry().affine_lps() - v.geometry().affine_lps())
+                .abs()
+                .max();
             assert!(d < 1e-4, "{name}: affine differs by {d}");
         }
     }

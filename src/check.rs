@@ -1,0 +1,238 @@
+//! `tracerd check`: what an operator (or systemd's `ExecStartPre`) needs to know before the
+//! daemon starts — is the config valid, are the folders usable and on one filesystem.
+//!
+//! Each finding is one line; the report fails when any finding is an error.
+
+use std::fmt;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, ConfigError};
+use crate::fsio::TEMP_PREFIX;
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Ok,
+    Warn,
+    Error,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub level: Level,
+    pub message: String,
+}
+
+/// Everything `tracerd check` found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    fn push(&mut self, level: Level, message: impl Into<String>) {
+        self.findings.push(Finding {
+            level,
+            message: message.into(),
+        });
+    }
+
+    /// True when nothing is an error.
+    pub fn passed(&self) -> bool {
+        self.findings.iter().all(|f| f.level != Level::Error)
+    }
+
+    pub fn errors(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.level == Level::Error)
+            .count()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for finding in &self.findings {
+            let tag = match finding.level {
+                Level::Ok => "ok   ",
+                Level::Warn => "warn ",
+                Level::Error => "ERROR",
+            };
+            writeln!(f, "{tag} {}", finding.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a loaded config against the filesystem.
+pub fn check(config: &Config) -> Report {
+    let mut report = Report::default();
+    match config.validate() {
+        Ok(()) => report.push(Level::Ok, "configuration is valid"),
+        Err(ConfigError::Invalid(problems)) => {
+            for p in problems {
+                report.push(Level::Error, p);
+            }
+        }
+        Err(other) => report.push(Level::Error, other.to_string()),
+    }
+
+    let mut devices: Vec<(&str, u64)> = Vec::new();
+    for (name, dir) in config.paths.study_dirs() {
+        if dir.as_os_str().is_empty() {
+            continue;
+        }
+        match study_dir_state(dir) {
+            DirState::Usable(dev) => {
+                report.push(
+                    Level::Ok,
+                    format!("paths.{name} {} is writable", dir.display()),
+                );
+                devices.push((name, dev));
+            }
+            DirState::WillCreate { ancestor, dev } => {
+                report.push(
+                    Level::Warn,
+                    format!(
+                        "paths.{name} {} does not exist yet; it will be created (under {})",
+                        dir.display(),
+                        ancestor.display()
+                    ),
+                );
+                devices.push((name, dev));
+            }
+            DirState::Unusable(why) => report.push(
+                Level::Error,
+                format!("paths.{name} {}: {why}", dir.display()),
+            ),
+        }
+    }
+    if let Some((first, dev)) = devices.first() {
+        for (name, other) in &devices[1..] {
+            if other != dev {
+                report.push(
+                    Level::Error,
+                    format!(
+                        "paths.{name} is on a different filesystem from paths.{first}; studies move \
+                         by rename, which needs one filesystem"
+                    ),
+                );
+            }
+        }
+    }
+
+    let models = &config.paths.models;
+    if models.is_dir() {
+        report.push(
+            Level::Ok,
+            format!("paths.models {} exists", models.display()),
+        );
+    } else {
+        report.push(
+            Level::Warn,
+            format!("paths.models {} does not exist", models.display()),
+        );
+    }
+    report
+}
+
+enum DirState {
+    Usable(u64),
+    WillCreate { ancestor: PathBuf, dev: u64 },
+    Unusable(String),
+}
+
+fn study_dir_state(dir: &Path) -> DirState {
+    match fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => DirState::Unusable("exists but is not a folder".into()),
+        Ok(meta) => match probe_writable(dir) {
+            Ok(()) => DirState::Usable(meta.dev()),
+            Err(e) => DirState::Unusable(format!("not writable ({e})")),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let Some(ancestor) = dir.ancestors().skip(1).find(|a| a.exists()) else {
+                return DirState::Unusable("no existing parent folder".into());
+            };
+            match fs::metadata(ancestor) {
+                Ok(meta) if meta.is_dir() => match probe_writable(ancestor) {
+                    Ok(()) => DirState::WillCreate {
+                        ancestor: ancestor.to_path_buf(),
+                        dev: meta.dev(),
+                    },
+                    Err(e) => DirState::Unusable(format!(
+                        "missing, and {} is not writable ({e})",
+                        ancestor.display()
+                    )),
+                },
+                _ => DirState::Unusable(format!("{} is not a folder", ancestor.display())),
+            }
+        }
+        Err(e) => DirState::Unusable(e.to_string()),
+    }
+}
+
+/// Creates and removes a temporary file: the only reliable writability test (permissions, ACLs,
+/// read-only mounts and systemd's `ProtectSystem` all show up here).
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!("{TEMP_PREFIX}check-{}", std::process::id()));
+    fs::File::create(&probe)?;
+    fs::remove_file(&probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_in(root: &Path) -> Config {
+        let mut c = Config::default();
+        c.paths.inbox = root.join("inbox");
+        c.paths.work = root.join("work");
+        c.paths.outbox = root.join("outbox");
+        c.paths.failed = root.join("failed");
+        c.paths.archive = root.join("archive");
+        c.paths.models = root.join("models");
+        c
+    }
+
+    #[test]
+    fn missing_folders_are_warnings_and_present_ones_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let report = check(&config);
+        assert!(report.passed(), "{report}");
+        assert!(report.to_string().contains("will be created"));
+        for (_, d) in config.paths.study_dirs() {
+            fs::create_dir(d).unwrap();
+        }
+        let report = check(&config);
+        assert!(report.passed(), "{report}");
+        assert!(!report.to_string().contains("will be created"), "{report}");
+        assert_eq!(fs::read_dir(dir.path().join("inbox")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_file_in_place_of_a_folder_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        fs::write(&config.paths.outbox, b"").unwrap();
+        let report = check(&config);
+        assert!(!report.passed());
+        assert!(
+            report.to_string().contains("exists but is not a folder"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn invalid_config_is_reported_line_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config_in(dir.path());
+        config.paths.work = config.paths.inbox.join("w");
+        config.watch.settle_seconds = 0.0;
+        let report = check(&config);
+        assert_eq!(report.errors(), 2, "{report}");
+    }
+}

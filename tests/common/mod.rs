@@ -1,0 +1,68 @@
+//! Helpers shared by the integration tests: the Python oracle interpreter and small file tools.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Repository root (where Cargo.toml is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python interpreter that has the oracle packages: `TRACERD_PYTHON`, else the repo's
+/// `.venv` (made by `.ci/run`), else `python3` on the PATH.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("TRACERD_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("python3")
+}
+
+/// Runs `tests/oracle/<script>` with `args`; panics with the script's stderr on failure, and
+/// with set-up instructions when the interpreter or its packages are missing.
+pub fn run_oracle(script: &str, args: &[&Path]) {
+    let py = python();
+    let out = Command::new(&py)
+        .arg(repo_root().join("tests/oracle").join(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e}; run `bash .ci/run` once or set TRACERD_PYTHON",
+                py.display()
+            )
+        });
+    if !out.status.success() {
+        panic!(
+            "oracle {script} failed ({}); run `bash .ci/run` once to create .venv with the \
+             oracle packages, or set TRACERD_PYTHON.\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Reads a little-endian float32 file written by an oracle.
+pub fn read_f32_file(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Reads a JSON file written by an oracle.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A 4×4 matrix from a JSON list of rows.
+pub fn matrix4(value: &serde_json::Value) -> nalgebra::Matrix4<f64> {
+    let rows: Vec<Vec<f64>> = serde_json::from_value(value.clone()).expect("4x4 list");
+    nalgebra::Matrix4::from_fn(|r, c| rows[r][c])
+}
