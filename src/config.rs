@@ -163,7 +163,7 @@ impl Config {
             let message = e.message().trim().to_string();
             match e.span() {
                 Some(span) => {
-                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
                     format!("line {line}: {message}")
                 }
                 None => message,
