@@ -115,7 +115,7 @@ fn phase(name: &str, dir: &Path, size: &str) {
             let ct = nifti::read_f32(&dir.join("CT.nii.gz")).expect("read CT");
             for (label, vol) in [("SUV", &pet), ("CT", &ct)] {
                 let raw: &[u8] = bytemuck::cast_slice(vol.data());
-                for level in [1, 6, 9] {
+                for level in [1, 2, 3, 6] {
                     let t = Instant::now();
                     let mut enc = GzEncoder::new(Vec::new(), Compression::new(level));
                     enc.write_all(raw).expect("compress");

@@ -1,0 +1,67 @@
+"""Inference exactly as the Rust side must do it, on onnxruntime (CPU): the reference
+implementation of every pre- and post-processing step in the cards."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+import data
+
+
+def session(path, threads=2) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def location_cue(sess, pet_suv: np.ndarray, batch: int = 16) -> np.ndarray:
+    """pet_suv [z, y, x] -> cue [z, y, x]: every coronal slice pet[:, j, :] through loc2d."""
+    nz, ny, nx = pet_suv.shape
+    sl = data.coronal_slices(pet_suv, data.L2SNET["loc2d_multiple"])      # [ny, 1, Zp, Xp]
+    name = sess.get_inputs()[0].name
+    outs = [sess.run(None, {name: sl[i:i + batch]})[0] for i in range(0, ny, batch)]
+    cue = np.concatenate(outs, 0)[:, 0, :nz, :nx]                          # [y, z, x]
+    return np.ascontiguousarray(cue.transpose(1, 0, 2))
+
+
+def petct_input(pet_suv: np.ndarray, ct_hu: np.ndarray) -> np.ndarray:
+    """[2, z, y, x]: channel 0 = normalised PET, channel 1 = normalised CT (both on the PET grid)."""
+    return np.stack([data.pet_norm(pet_suv), data.ct_norm(ct_hu)], 0)
+
+
+def sliding_window(sess, x: np.ndarray, patch=None, overlap=None) -> np.ndarray:
+    """x [2, z, y, x] -> probability [z, y, x]. Windows from data.window_starts on each axis;
+    a volume smaller than the patch on an axis is zero-padded at the high end; overlapping
+    window probabilities are averaged with uniform weights."""
+    patch = patch or data.L2SNET["patch_zyx"]
+    overlap = data.L2SNET["overlap"] if overlap is None else overlap
+    c, *shape = x.shape
+    padded = [max(n, p) for n, p in zip(shape, patch)]
+    xp = np.zeros((c, *padded), np.float32)
+    xp[:, :shape[0], :shape[1], :shape[2]] = x
+    acc = np.zeros(padded, np.float32)
+    cnt = np.zeros(padded, np.float32)
+    name = sess.get_inputs()[0].name
+    for z in data.window_starts(padded[0], patch[0], overlap):
+        for y in data.window_starts(padded[1], patch[1], overlap):
+            for w in data.window_starts(padded[2], patch[2], overlap):
+                sl = (slice(z, z + patch[0]), slice(y, y + patch[1]), slice(w, w + patch[2]))
+                p = sess.run(None, {name: xp[(slice(None),) + sl][None]})[0][0, 0]
+                acc[sl] += p
+                cnt[sl] += 1
+    return (acc / cnt)[:shape[0], :shape[1], :shape[2]]
+
+
+def segment(loc_sess, seg_sess, study: data.Study):
+    cue = location_cue(loc_sess, study.pet)
+    prob = sliding_window(seg_sess, petct_input(study.pet, study.ct))
+    p = data.L2SNET
+    mask_plain = prob > p["threshold"]
+    mask_adaptive = prob > np.where(cue > p["cue_threshold"], p["lowered_threshold"], p["threshold"])
+    return cue, prob, mask_plain, mask_adaptive
+
+
+def risk(sess, study: data.Study, variant: str) -> np.ndarray:
+    x = data.two_be_three_input(study, variant)[None]
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0][0]

@@ -1,0 +1,236 @@
+"""Train 2Be3-Net [WS] and [H&N] plus the experiment-1 baselines (ResNet+Conv2d, 3D CNN).
+
+1. Pre-train the extractor (ResNet-50 conv1..layer1) on a slice-level task on transverse PET
+   slices (ImageNet weights are unavailable): per slice, BCE on "slice holds lesion voxels" and
+   "slice holds >= 4 lesion voxels", MSE on the slice's relative height z / (nz - 1).
+2. Freeze it (BatchNorm in eval mode) and cache its features for all slices of the train/val
+   studies (float16 memmap), so the heads train on random ordered K-slice subsets cheaply.
+3. Train each head with weighted BCE (pos_weight = n_neg / n_pos per outcome), AdamW, keep the
+   epoch with the best mean validation AUC.
+Writes runs/two_be_three/{extractor.pt, ws.pt, hn.pt, resnet_conv2d.pt, cnn3d.pt, train.json}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import data
+from two_be_three import CNN3D, FEAT_C, ResNetConv2d, SliceTaskNet, TwoBeThreeNet, feat_hw
+
+RUNS = data.HERE / "runs" / "two_be_three"
+K, CROP = data.TWO_BE_THREE["K"], data.TWO_BE_THREE["crop"]
+
+
+def auc(y, s):
+    """Mann-Whitney AUC with tie handling; nan when one class is absent."""
+    y, s = np.asarray(y), np.asarray(s)
+    pos, neg = s[y == 1], s[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    allv = np.concatenate([pos, neg])[order]
+    ranks = np.empty(len(allv))
+    i = 0
+    while i < len(allv):
+        j = i
+        while j + 1 < len(allv) and allv[j + 1] == allv[i]:
+            j += 1
+        ranks[i:j + 1] = (i + j) / 2 + 1
+        i = j + 1
+    r = np.empty(len(allv))
+    r[order] = ranks
+    return float((r[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def slices_of(study):
+    """All transverse slices, normalised and centre-cropped: [nz, 90, 90]."""
+    return data.centre_crop(data.pet_norm(study.pet), CROP)
+
+
+def pretrain(studies, args, log):
+    rng = np.random.default_rng(3)
+    torch.manual_seed(3)
+    net = SliceTaskNet(3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    imgs = [slices_of(s) for s in studies]
+    segs = [s.seg.reshape(s.seg.shape[0], -1).sum(1) for s in studies]
+    pos = [(i, k) for i, c in enumerate(segs) for k in np.nonzero(c)[0]]
+    t0 = time.time()
+    net.train()
+    for it in range(args.pre_iters):
+        for g in opt.param_groups:
+            g["lr"] = 1e-3 * (1 - it / args.pre_iters) ** 0.9
+        xb, yb = [], []
+        for _ in range(args.pre_batch):
+            if rng.random() < 0.5:
+                i, k = pos[rng.integers(len(pos))]
+            else:
+                i = int(rng.integers(len(imgs)))
+                k = int(rng.integers(imgs[i].shape[0]))
+            x = imgs[i][k]
+            if rng.random() < 0.5:
+                x = x[:, ::-1]
+            xb.append(x.copy())
+            n = segs[i][k]
+            yb.append([float(n > 0), float(n >= 4), k / (imgs[i].shape[0] - 1)])
+        xb = torch.from_numpy(np.stack(xb))[:, None]
+        yb = torch.tensor(yb, dtype=torch.float32)
+        out = net(xb)
+        loss = F.binary_cross_entropy_with_logits(out[:, :2], yb[:, :2]) + 4 * F.mse_loss(out[:, 2], yb[:, 2])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if it % 25 == 0 or it == args.pre_iters - 1:
+            log(f"pretrain it {it} loss {loss.item():.4f} {time.time() - t0:.0f}s")
+    return net.extractor, time.time() - t0
+
+
+@torch.no_grad()
+def cache_features(extractor, studies, path, log):
+    """float16 memmap [n, nz, 256, h, h] of extractor features for every slice."""
+    extractor.eval()
+    nz = studies[0].pet.shape[0]
+    h = feat_hw(CROP)
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(len(studies), nz, FEAT_C, h, h))
+    t0 = time.time()
+    for i, s in enumerate(studies):
+        x = torch.from_numpy(slices_of(s))[:, None]
+        mm[i] = extractor(torch.cat([x, x, x], 1)).numpy().astype(np.float16)
+    mm.flush()
+    log(f"cached features of {len(studies)} studies -> {path.name} in {time.time() - t0:.0f}s")
+    return np.load(path, mmap_mode="r")
+
+
+def feats_batch(mm, studies, idxs, variant, rng):
+    out = []
+    for i in idxs:
+        k = data.slice_indices(studies[i], variant, rng, K)
+        out.append(np.asarray(mm[i][k], dtype=np.float32))           # [K, 256, h, h]
+    return torch.from_numpy(np.stack(out)).permute(0, 2, 1, 3, 4)   # [B, 256, K, h, h]
+
+
+def raw_batch(studies, idxs, variant, rng):
+    return torch.from_numpy(np.stack([data.two_be_three_input(studies[i], variant, rng) for i in idxs]))
+
+
+def train_head(kind, variant, extractor, tr, va, mm_tr, mm_va, args, log):
+    rng = np.random.default_rng(4)
+    torch.manual_seed(4)
+    if kind == "cnn3d":
+        model = CNN3D(K, CROP)
+        params = model.parameters()
+    else:
+        model = (TwoBeThreeNet if kind == "2be3" else ResNetConv2d)(K, CROP)
+        model.extractor.load_state_dict(extractor.state_dict())
+        for p in model.extractor.parameters():
+            p.requires_grad_(False)
+        params = [p for n, p in model.named_parameters() if not n.startswith("extractor.")]
+    y_tr = np.stack([s.outcomes for s in tr])
+    y_va = np.stack([s.outcomes for s in va])
+    pw = torch.tensor((len(y_tr) - y_tr.sum(0)) / np.maximum(y_tr.sum(0), 1), dtype=torch.float32)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
+    steps = args.epochs * (len(tr) // args.batch)
+    best, best_state, hist, it = -1.0, None, [], 0
+    t0 = time.time()
+
+    def run(studies, mm, idxs, r):
+        if kind == "cnn3d":
+            return model.fc(model.blocks(raw_batch(studies, idxs, variant, r).unsqueeze(1)))
+        return model.head(feats_batch(mm, studies, idxs, variant, r))
+
+    for ep in range(args.epochs):
+        model.train()
+        model.extractor.eval() if kind != "cnn3d" else None
+        perm = rng.permutation(len(tr))
+        for b in range(len(tr) // args.batch):
+            for g in opt.param_groups:
+                g["lr"] = args.lr * (1 - it / steps) ** 0.9
+            idx = perm[b * args.batch:(b + 1) * args.batch]
+            logits = run(tr, mm_tr, idx, rng)
+            loss = F.binary_cross_entropy_with_logits(logits, torch.from_numpy(y_tr[idx]), pos_weight=pw)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            it += 1
+        model.eval()
+        with torch.no_grad():
+            s_va = np.concatenate([torch.sigmoid(run(va, mm_va, list(range(i, min(i + 8, len(va)))), None)).numpy()
+                                   for i in range(0, len(va), 8)])
+        aucs = [auc(y_va[:, j], s_va[:, j]) for j in range(3)]
+        m = float(np.nanmean(aucs))
+        hist.append({"epoch": ep, "loss": loss.item(), "val_auc": aucs, "s": time.time() - t0})
+        log(f"{kind}[{variant}] ep {ep} loss {loss.item():.4f} val AUC LR/DM/OS {aucs[0]:.3f}/{aucs[1]:.3f}/{aucs[2]:.3f} {time.time() - t0:.0f}s")
+        if m > best:
+            best, best_state = m, {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    return model, {"history": hist, "best_val_mean_auc": best, "seconds": time.time() - t0,
+                   "pos_weight": pw.tolist()}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n-train", type=int, default=400)
+    ap.add_argument("--n-val", type=int, default=100)
+    ap.add_argument("--pre-iters", type=int, default=300)
+    ap.add_argument("--pre-batch", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=6)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--heads", default="2be3:ws,2be3:hn,resnet_conv2d:ws,cnn3d:ws")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reuse", action="store_true", help="reuse extractor.pt and cached features")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    logf = open(RUNS / "train.log", "a")
+
+    def log(msg):
+        print(msg, flush=True)
+        logf.write(msg + "\n")
+        logf.flush()
+
+    t_all = time.time()
+    tr = data.load_many(data.split("train", args.n_train))
+    va = data.load_many(data.split("val", args.n_val))
+    info_path = RUNS / "train.json"
+    info = json.loads(info_path.read_text()) if (args.reuse and info_path.exists()) else {}
+    info.update({"args": vars(args), "train_seeds": [tr[0].seed, tr[-1].seed], "val_seeds": [va[0].seed, va[-1].seed]})
+    prev = {}
+    for s in tr:
+        for n, v in s.labels["outcomes"].items():
+            prev[n] = prev.get(n, 0) + v
+    info["train_prevalence"] = {k: v / len(tr) for k, v in prev.items()}
+    log(f"train prevalence {info['train_prevalence']}")
+    from two_be_three import resnet50_first_five
+    if args.reuse:
+        extractor = resnet50_first_five()
+        extractor.load_state_dict(torch.load(RUNS / "extractor.pt"))
+        mm_tr = np.load(data.CACHE / "feat_train.npy", mmap_mode="r")
+        mm_va = np.load(data.CACHE / "feat_val.npy", mmap_mode="r")
+    else:
+        extractor, info["pretrain_s"] = pretrain(tr, args, log)
+        torch.save(extractor.state_dict(), RUNS / "extractor.pt")
+        t = time.time()
+        mm_tr = cache_features(extractor, tr, data.CACHE / "feat_train.npy", log)
+        mm_va = cache_features(extractor, va, data.CACHE / "feat_val.npy", log)
+        info["feature_cache_s"] = time.time() - t
+    extractor.eval()
+    for spec in args.heads.split(","):
+        kind, variant = spec.split(":")
+        name = {"2be3": variant, "resnet_conv2d": "resnet_conv2d", "cnn3d": "cnn3d"}[kind]
+        model, h = train_head(kind, variant, extractor, tr, va, mm_tr, mm_va, args, log)
+        torch.save(model.state_dict(), RUNS / f"{name}.pt")
+        info[name] = {"kind": kind, "variant": variant, **h}
+        info_path.write_text(json.dumps(info, indent=2))
+    info["total_s"] = time.time() - t_all
+    info_path.write_text(json.dumps(info, indent=2))
+    log(f"total {info['total_s']:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
