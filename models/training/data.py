@@ -29,6 +29,8 @@ REPO = HERE.parent.parent
 CACHE = HERE / "cache"
 STUDIES = CACHE / "studies"      # raw generator output (NIfTI), deleted after caching
 ARRAYS = CACHE / "arrays"        # one .npz per seed: pet, ct (on PET grid), seg, labels json
+RUNS = Path(os.environ.get("TRAINING_RUNS", HERE / "runs"))        # checkpoints and records
+MODELS_OUT = Path(os.environ.get("MODELS_OUT", REPO / "models"))   # shipped files and cards
 
 # Every preprocessing parameter (copied into the model cards).
 PREPROC = {

@@ -14,7 +14,7 @@ import data
 import pipeline
 from l2snet import Loc2D, UNet3D, bce_dice
 
-RUNS = data.HERE / "runs" / "l2snet"
+RUNS = data.RUNS / "l2snet"
 
 
 def poly(opt, base_lr, it, total, power=0.9):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import data
 from two_be_three import CNN3D, FEAT_C, ResNetConv2d, SliceTaskNet, TwoBeThreeNet, feat_hw
 
-RUNS = data.HERE / "runs" / "two_be_three"
+RUNS = data.RUNS / "two_be_three"
 K, CROP = data.TWO_BE_THREE["K"], data.TWO_BE_THREE["crop"]
 
 

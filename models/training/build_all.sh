@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Rebuild every model under models/ from nothing: venv, synthetic data, training, export (fp32 +
+# INT8 QDQ + goldens), held-out evaluation, model cards. CPU only; see README.md for wall times.
+set -euo pipefail
+cd "$(dirname "$0")"
+start=$(date +%s)
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+  .venv/bin/pip install -r requirements.txt
+fi
+PY=.venv/bin/python
+# 1. data: train 0..699, val 700..799, held-out test 100000..100099 (tracerd's own generator)
+mkdir -p runs
+$PY data.py
+# 2. training: the two models side by side, one thread each (2-core machine)
+$PY train_l2snet.py --iters1 500 --n-train2 200 --iters2 400 --batch2 2 --threads 1 > runs/l2snet_stdout.log 2>&1 &
+p1=$!
+$PY train_two_be_three.py --n-train 300 --n-val 100 --pre-iters 200 --epochs 6 --threads 1 > runs/two_be_three_stdout.log 2>&1 &
+p2=$!
+wait $p1 $p2
+# 3. ONNX export, INT8 QDQ quantisation, goldens, speed
+$PY export.py
+# 4. held-out metrics on the exported files
+$PY evaluate.py
+# 5. model cards
+$PY make_cards.py
+echo "build_all: $(( $(date +%s) - start )) s"

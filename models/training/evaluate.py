@@ -1,0 +1,149 @@
+"""Held-out evaluation of the exported ONNX files on onnxruntime CPU (seeds data.SPLITS["test"]).
+
+L2SNet: autoPET metrics (Dice, FPV, FNV; 18-connectivity; voxel volume from pixdim, ml) for the
+2D U-Net cue alone (threshold 0.5), the 3D U-Net alone (0.5) and L2SNet with the adaptive
+threshold (0.5, 0.1 where cue > 0.5), fp32 and INT8. 2Be3-Net: AUC per outcome for [WS], [H&N]
+and the baselines; INT8 vs fp32 score differences. Writes runs/eval.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+from scipy import ndimage
+
+import data
+import pipeline
+from train_two_be_three import auc
+
+MODELS = data.MODELS_OUT
+RUNS = data.RUNS
+CONN18 = ndimage.generate_binary_structure(3, 2)     # 18-connectivity
+
+
+def autopet(gt: np.ndarray, pred: np.ndarray, voxel_ml: float):
+    gt, pred = gt.astype(bool), pred.astype(bool)
+    g, p = int(gt.sum()), int(pred.sum())
+    dice = 2 * int((gt & pred).sum()) / (g + p) if g > 0 else float("nan")   # undefined without lesions
+    pl, npl = ndimage.label(pred, CONN18)
+    fpv = 0
+    if npl:
+        hit = np.unique(pl[gt & (pl > 0)])
+        sizes = np.bincount(pl.ravel(), minlength=npl + 1)
+        fpv = int(sizes[1:].sum() - sizes[hit].sum())
+    gl, ngl = ndimage.label(gt, CONN18)
+    fnv = 0
+    if ngl:
+        hit = np.unique(gl[pred & (gl > 0)])
+        sizes = np.bincount(gl.ravel(), minlength=ngl + 1)
+        fnv = int(sizes[1:].sum() - sizes[hit].sum())
+    return {"dice": dice, "fpv_ml": fpv * voxel_ml, "fnv_ml": fnv * voxel_ml,
+            "inter": int((gt & pred).sum()), "gt": g, "pred": p}
+
+
+def summarise(rows):
+    d = [r["dice"] for r in rows if not np.isnan(r["dice"])]
+    inter, g, p = (sum(r[k] for r in rows) for k in ("inter", "gt", "pred"))
+    return {"mean_dice_lesion_studies": float(np.mean(d)), "n_lesion_studies": len(d),
+            "pooled_dice": 2 * inter / (g + p), "mean_fpv_ml": float(np.mean([r["fpv_ml"] for r in rows])),
+            "mean_fnv_ml": float(np.mean([r["fnv_ml"] for r in rows])), "n_studies": len(rows)}
+
+
+def mask_dice(a, b):
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else 2 * float((a & b).sum()) / float(s)
+
+
+def eval_l2snet(studies, threads, log):
+    d = MODELS / "l2snet"
+    res, masks = {}, {}
+    timing = {}
+    for prec in ("fp32", "int8"):
+        loc = pipeline.session(d / f"loc2d.{prec}.onnx", threads)
+        # the INT8 pipeline = loc2d.int8 + seg3d.fp32 (INT8 is not shipped for the 3D U-Net: no CPU gain)
+        seg = pipeline.session(d / "seg3d.fp32.onnx", threads)
+        rows = {"unet2d_cue_0.5": [], "unet3d_0.5": [], "l2snet_adaptive": []}
+        t = time.time()
+        probs = []
+        for s in studies:
+            cue, prob, m_plain, m_adapt = pipeline.segment(loc, seg, s)
+            probs.append((cue, prob, m_plain, m_adapt))
+            rows["unet2d_cue_0.5"].append(autopet(s.seg, cue > 0.5, s.voxel_ml))
+            rows["unet3d_0.5"].append(autopet(s.seg, m_plain, s.voxel_ml))
+            rows["l2snet_adaptive"].append(autopet(s.seg, m_adapt, s.voxel_ml))
+        timing[prec] = (time.time() - t) / len(studies)
+        res[prec] = {k: summarise(v) for k, v in rows.items()}
+        masks[prec] = probs
+        log(f"l2snet {prec}: " + json.dumps(res[prec]) + f" {timing[prec]:.2f}s/study")
+    # INT8 vs fp32 agreement on the same studies
+    dm_plain = [mask_dice(a[2], b[2]) for a, b in zip(masks["fp32"], masks["int8"])]
+    dm_adapt = [mask_dice(a[3], b[3]) for a, b in zip(masks["fp32"], masks["int8"])]
+    pooled = lambda i: 2 * sum(float((a[i] & b[i]).sum()) for a, b in zip(masks["fp32"], masks["int8"])) / \
+        max(1.0, sum(float(a[i].sum() + b[i].sum()) for a, b in zip(masks["fp32"], masks["int8"])))
+    res["int8_vs_fp32"] = {
+        "mask_dice_pooled_plain": pooled(2), "mask_dice_pooled_adaptive": pooled(3),
+        "mask_dice_mean_plain": float(np.mean(dm_plain)), "mask_dice_min_adaptive": float(np.min(dm_adapt)),
+        "mask_dice_mean_adaptive": float(np.mean(dm_adapt)),
+        "prob_max_abs_diff": float(max(np.abs(a[1] - b[1]).max() for a, b in zip(masks["fp32"], masks["int8"]))),
+        "cue_max_abs_diff": float(max(np.abs(a[0] - b[0]).max() for a, b in zip(masks["fp32"], masks["int8"]))),
+    }
+    res["seconds_per_study_ort_cpu"] = timing
+    return res
+
+
+def eval_two_be_three(studies, threads, log):
+    y = np.stack([s.outcomes for s in studies])
+    out = {"prevalence": {n: float(y[:, j].mean()) for j, n in enumerate(("lr", "dm", "os"))}}
+    files = {"2be3_ws_fp32": (MODELS / "two_be_three" / "ws.fp32.onnx", "ws"),
+             "2be3_ws_int8": (MODELS / "two_be_three" / "ws.int8.onnx", "ws"),
+             "2be3_hn_fp32": (MODELS / "two_be_three" / "hn.fp32.onnx", "hn"),
+             "2be3_hn_int8": (MODELS / "two_be_three" / "hn.int8.onnx", "hn"),
+             "resnet_conv2d_ws": (RUNS / "two_be_three" / "resnet_conv2d.fp32.onnx", "ws"),
+             "cnn3d_ws": (RUNS / "two_be_three" / "cnn3d.fp32.onnx", "ws")}
+    scores = {}
+    for name, (path, variant) in files.items():
+        if not path.exists():
+            continue
+        sess = pipeline.session(path, threads)
+        s = np.stack([pipeline.risk(sess, st, variant) for st in studies])
+        scores[name] = s
+        out[name] = {"auc": {n: auc(y[:, j], s[:, j]) for j, n in enumerate(("lr", "dm", "os"))}}
+        pred = s > 0.5
+        for j, n in enumerate(("lr", "dm", "os")):
+            tp = int((pred[:, j] & (y[:, j] == 1)).sum())
+            tn = int((~pred[:, j] & (y[:, j] == 0)).sum())
+            out[name].setdefault("sens_at_0.5", {})[n] = tp / max(1, int(y[:, j].sum()))
+            out[name].setdefault("spec_at_0.5", {})[n] = tn / max(1, int((1 - y[:, j]).sum()))
+        log(f"{name}: {out[name]}")
+    for v in ("ws", "hn"):
+        a, b = scores.get(f"2be3_{v}_fp32"), scores.get(f"2be3_{v}_int8")
+        if a is not None and b is not None:
+            out[f"int8_vs_fp32_{v}"] = {"max_abs_score_diff": float(np.abs(a - b).max()),
+                                        "mean_abs_score_diff": float(np.abs(a - b).mean())}
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n-test", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="l2snet,two_be_three")
+    args = ap.parse_args()
+    studies = data.load_many(data.split("test", args.n_test))
+    path = RUNS / "eval.json"
+    res = json.loads(path.read_text()) if path.exists() else {}
+    res["test_seeds"] = [studies[0].seed, studies[-1].seed]
+    log = lambda m: print(m, flush=True)
+    if "l2snet" in args.only:
+        t = time.time()
+        res["l2snet"] = eval_l2snet(studies, args.threads, log)
+        res["l2snet"]["eval_s"] = time.time() - t
+    if "two_be_three" in args.only:
+        res["two_be_three"] = eval_two_be_three(studies, args.threads, log)
+    path.write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

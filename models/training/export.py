@@ -1,0 +1,205 @@
+"""Export the trained models to ONNX (fp32, legacy exporter, opset 17, dynamic batch axis, weights
+inside the file), quantise INT8 QDQ (static, per-channel, calibrated on synthetic validation
+studies), verify every file against torch / fp32 on onnxruntime and write golden input/output
+pairs (raw little-endian float32 .bin + .golden.json) next to each model file.
+
+Writes models/l2snet/{loc2d.fp32,loc2d.int8,seg3d.fp32}.onnx (seg3d INT8 only measured, under runs/) and
+models/two_be_three/{ws,hn}.{fp32,int8}.onnx
+plus runs/export.json (sizes, checks) used by make_cards.py.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_static)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+import data
+import pipeline
+from l2snet import Loc2D, UNet3D
+from two_be_three import CNN3D, ResNetConv2d, TwoBeThreeNet
+
+MODELS = data.MODELS_OUT
+RUNS = data.RUNS
+CALIB_SEEDS = list(range(700, 716))   # validation studies; never the held-out test range
+
+
+def sha256(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def export(model, x, path: Path, in_name, out_name, dyn_in, dyn_out):
+    model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(model, (torch.from_numpy(x),), str(path), dynamo=False, opset_version=17,
+                      input_names=[in_name], output_names=[out_name], do_constant_folding=True,
+                      dynamic_axes={in_name: dyn_in, out_name: dyn_out}, external_data=False)
+    m = onnx.load(str(path))
+    onnx.checker.check_model(m)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in m.graph.initializer)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    got = pipeline.session(path).run(None, {in_name: x})[0]
+    return float(np.abs(ref - got).max())
+
+
+class Reader(CalibrationDataReader):
+    def __init__(self, name, arrays):
+        self.it = iter([{name: a} for a in arrays])
+
+    def get_next(self):
+        return next(self.it, None)
+
+
+def quantise(fp32: Path, int8: Path, in_name, calib):
+    pre = fp32.with_suffix(".pre.onnx")
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    quantize_static(str(pre), str(int8), Reader(in_name, calib), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    pre.unlink()
+    m = onnx.load(str(int8))
+    ops = sorted({n.op_type for n in m.graph.node})
+    assert not any(o.startswith("QLinear") for o in ops), ops
+    return ops
+
+
+def golden(model_path: Path, in_name, out_name, x: np.ndarray, tol_abs: float, note: str):
+    y = pipeline.session(model_path).run(None, {in_name: x})[0]
+    stem = model_path.name[:-len(".onnx")]
+    d = model_path.parent
+    xin = f"{stem}.golden.input.bin"
+    if "int8" in stem:   # share the fp32 sibling's input file when identical
+        sib = d / xin.replace("int8", "fp32")
+        if sib.exists() and np.array_equal(np.fromfile(sib, "<f4"), x.ravel()):
+            xin = sib.name
+    if not (d / xin).exists():
+        x.astype("<f4").tofile(d / xin)
+    y.astype("<f4").tofile(d / f"{stem}.golden.output.bin")
+    meta = {"model": model_path.name, "engine": "onnxruntime CPUExecutionProvider",
+            "inputs": [{"name": in_name, "shape": list(x.shape), "dtype": "float32", "layout": "C-order little-endian",
+                        "file": xin}],
+            "outputs": [{"name": out_name, "shape": list(y.shape), "dtype": "float32", "layout": "C-order little-endian",
+                         "file": f"{stem}.golden.output.bin"}],
+            "tolerance_abs": tol_abs, "note": note}
+    (d / f"{stem}.golden.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def bench(sess, name, x, n=5):
+    sess.run(None, {name: x})
+    t = time.perf_counter()
+    for _ in range(n):
+        sess.run(None, {name: x})
+    return (time.perf_counter() - t) / n * 1000
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    report = {}
+    calib = data.load_many(CALIB_SEEDS)
+    test0 = data.load(data.split("test")[0])
+
+    # ---------------- L2SNet ----------------
+    out = MODELS / "l2snet"
+    loc = Loc2D()
+    loc.load_state_dict(torch.load(RUNS / "l2snet" / "loc2d.pt"))
+    loc.eval()
+    sl = data.coronal_slices(test0.pet)                          # [64, 1, 96, 64]
+    x = np.ascontiguousarray(sl[30:31])
+    err = export(loc, x, out / "loc2d.fp32.onnx", "pet_coronal", "cue",
+                 {0: "batch", 2: "height", 3: "width"}, {0: "batch", 2: "height", 3: "width"})
+    cal = [data.coronal_slices(s.pet)[j:j + 8] for s in calib[:8] for j in (0, 16, 28, 40)]
+    ops = quantise(out / "loc2d.fp32.onnx", out / "loc2d.int8.onnx", "pet_coronal", cal)
+    report["loc2d"] = {"torch_vs_ort_max_abs": err, "int8_ops": ops}
+
+    seg = UNet3D()
+    seg.load_state_dict(torch.load(RUNS / "l2snet" / "seg3d.pt"))
+    seg.eval()
+    full = pipeline.petct_input(test0.pet, test0.ct)              # [2, 96, 64, 64]
+    pz, py, px = data.L2SNET["patch_zyx"]
+    x3 = np.ascontiguousarray(full[None, :, 24:24 + pz, :py, :px])
+    err = export(seg, x3, out / "seg3d.fp32.onnx", "petct_patch", "prob",
+                 {0: "batch", 2: "depth", 3: "height", 4: "width"}, {0: "batch", 2: "depth", 3: "height", 4: "width"})
+    cal3 = []
+    for s in calib[:8]:
+        f = pipeline.petct_input(s.pet, s.ct)
+        for z in (0, 48):
+            cal3.append(np.ascontiguousarray(f[None, :, z:z + pz, :py, :px]))
+    # INT8 for the 3D U-Net is measured but not shipped: it gains nothing on CPU (DESIGN 5)
+    ops = quantise(out / "seg3d.fp32.onnx", RUNS / "l2snet" / "seg3d.int8.onnx", "petct_patch", cal3)
+    report["seg3d"] = {"torch_vs_ort_max_abs": err, "int8_ops": ops}
+
+    # goldens: loc2d one real coronal slice; seg3d a small 16x32x32 crop of a real patch
+    xg3 = np.ascontiguousarray(full[None, :, 56:72, 16:48, 16:48])
+    for prec, tol in (("fp32", 1e-4), ("int8", 2e-2)):
+        golden(out / f"loc2d.{prec}.onnx", "pet_coronal", "cue", x, tol,
+               f"coronal slice j=30 of test study seed {test0.seed}, normalised as in the card")
+        if prec == "fp32":
+            golden(out / f"seg3d.{prec}.onnx", "petct_patch", "prob", xg3, tol,
+                   f"PET+CT crop [z 56:72, y 16:48, x 16:48] of test study seed {test0.seed}")
+
+    # ---------------- 2Be3-Net ----------------
+    out2 = MODELS / "two_be_three"
+    rep2 = {}
+    for variant in ("ws", "hn"):
+        m = TwoBeThreeNet()
+        m.load_state_dict(torch.load(RUNS / "two_be_three" / f"{variant}.pt"))
+        m.eval()
+        xi = data.two_be_three_input(test0, variant)[None]
+        err = export(m, xi, out2 / f"{variant}.fp32.onnx", "pet_slices", "risk", {0: "batch"}, {0: "batch"})
+        calx = [data.two_be_three_input(s, variant)[None] for s in calib]
+        ops = quantise(out2 / f"{variant}.fp32.onnx", out2 / f"{variant}.int8.onnx", "pet_slices", calx)
+        rep2[variant] = {"torch_vs_ort_max_abs": err, "int8_ops": ops}
+        for prec, tol in (("fp32", 1e-4), ("int8", 2e-2)):
+            golden(out2 / f"{variant}.{prec}.onnx", "pet_slices", "risk", xi, tol,
+                   f"[{variant.upper()}] input of test study seed {test0.seed}")
+    report["two_be_three"] = rep2
+
+    # baselines (not shipped): ONNX under runs/ so evaluate.py uses one code path
+    for name, cls in (("resnet_conv2d", ResNetConv2d), ("cnn3d", CNN3D)):
+        p = RUNS / "two_be_three" / f"{name}.pt"
+        if p.exists():
+            m = cls()
+            m.load_state_dict(torch.load(p))
+            xi = data.two_be_three_input(test0, "ws")[None]
+            report[name] = {"torch_vs_ort_max_abs": export(m, xi, RUNS / "two_be_three" / f"{name}.fp32.onnx",
+                                                           "pet_slices", "risk", {0: "batch"}, {0: "batch"})}
+
+    # ---------------- speed (onnxruntime CPU, 2 threads) ----------------
+    speed = {}
+    bx = {"loc2d": ("pet_coronal", np.ascontiguousarray(sl[:16])),
+          "seg3d": ("petct_patch", np.ascontiguousarray(full[None, :, :pz, :py, :px]))}
+    for mname, (iname, xb) in bx.items():
+        t32 = bench(pipeline.session(out / f"{mname}.fp32.onnx", args.threads), iname, xb)
+        p8 = out / f"{mname}.int8.onnx"
+        p8 = p8 if p8.exists() else RUNS / "l2snet" / f"{mname}.int8.onnx"
+        t8 = bench(pipeline.session(p8, args.threads), iname, xb)
+        speed[mname] = {"input_shape": list(xb.shape), "fp32_ms": t32, "int8_ms": t8, "speedup": t32 / t8,
+                        "int8_shipped": p8.parent == out}
+    xi = data.two_be_three_input(test0, "ws")[None]
+    t32 = bench(pipeline.session(out2 / "ws.fp32.onnx", args.threads), "pet_slices", xi)
+    t8 = bench(pipeline.session(out2 / "ws.int8.onnx", args.threads), "pet_slices", xi)
+    speed["two_be_three"] = {"input_shape": list(xi.shape), "fp32_ms": t32, "int8_ms": t8, "speedup": t32 / t8}
+    report["speed_ort_cpu_2threads"] = speed
+
+    files = {}
+    for d in (out, out2):
+        for f in sorted(d.glob("*.onnx")):
+            files[str(f.relative_to(MODELS))] = {"bytes": f.stat().st_size, "sha256": sha256(f)}
+    report["files"] = files
+    report["total_model_bytes"] = sum(v["bytes"] for v in files.values())
+    (RUNS / "export.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""Write models/<name>/model.toml from the training, export and evaluation records under runs/.
+Every preprocessing number comes from data.py (the code that trained the model)."""
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+
+import data
+
+MODELS = data.MODELS_OUT
+RUNS = data.RUNS
+VERSION = "0.1.0"
+STATUS = "demonstration weights, not for clinical use (trained only on synthetic phantoms)"
+
+
+# ----------------------------------------------------------------------------------------------
+# minimal TOML writer (tables, arrays of tables, scalars, arrays of scalars)
+# ----------------------------------------------------------------------------------------------
+
+def _val(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return repr(round(v, 6))
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_val(x) for x in v) + "]"
+    raise TypeError(type(v))
+
+
+def _is_table(v):
+    return isinstance(v, dict)
+
+
+def _is_table_array(v):
+    return isinstance(v, list) and v and all(isinstance(x, dict) for x in v)
+
+
+def dumps(d, prefix=""):
+    out = []
+    for k, v in d.items():
+        if not _is_table(v) and not _is_table_array(v):
+            out.append(f"{k} = {_val(v)}")
+    for k, v in d.items():
+        name = f"{prefix}.{k}" if prefix else k
+        if _is_table(v):
+            out.append(f"\n[{name}]")
+            out.append(dumps(v, name))
+        elif _is_table_array(v):
+            for item in v:
+                out.append(f"\n[[{name}]]")
+                out.append(dumps(item, name))
+    return "\n".join(x for x in out if x != "")
+
+
+def write(path, header, card):
+    text = header + dumps(card) + "\n"
+    tomllib.loads(text)  # must parse
+    path.write_text(text)
+
+
+LAYOUT = ("volume[z][y][x], C-order float32: the NIfTI voxel array transposed, "
+          "numpy nib.load(f).get_fdata().transpose(2, 1, 0), i.e. the file's on-disk order [k][j][i] "
+          "with i fastest. For tracerd's identity-direction volumes x = i (patient right->left, LPS +x), "
+          "y = j (anterior->posterior, LPS +y), z = k (inferior->superior, LPS +z). No axis is flipped.")
+
+
+def file_entries(exp, names, golden=True):
+    out = []
+    for rel, meta in exp["files"].items():
+        fname = rel.split("/", 1)[1]
+        stem = fname[:-len(".onnx")]
+        role, prec = stem.split(".")
+        if role not in names:
+            continue
+        e = {"role": role, "path": fname, "precision": prec, "sha256": meta["sha256"], "bytes": meta["bytes"],
+             "format": "ONNX opset 17 (torch legacy exporter), weights embedded, dynamic batch axis" +
+                       ("; INT8 QDQ static per-channel (QuantizeLinear/DequantizeLinear), activations uint8, weights int8"
+                        if prec == "int8" else ""),
+             "golden": f"{stem}.golden.json"}
+        e.update(names[role])
+        out.append(e)
+    return out
+
+
+def l2snet_card(exp, ev, tr):
+    p = data.PREPROC
+    l = data.L2SNET
+    io = {
+        "loc2d": {"input_name": "pet_coronal", "input_shape": ["batch", 1, "Zp", "Xp"],
+                  "input_meaning": "coronal PET slices pet_norm(volume)[:, j, :] (rows z, columns x), "
+                                   "zero-padded at the high end so Zp and Xp are multiples of 32",
+                  "output_name": "cue", "output_shape": ["batch", 1, "Zp", "Xp"],
+                  "output_meaning": "lesion probability (sigmoid applied in the graph); crop back to [nz, nx] "
+                                    "and stack the slices at their j to get the location cue volume [z][y][x]"},
+        "seg3d": {"input_name": "petct_patch", "input_shape": ["batch", 2, "Pz", "Py", "Px"],
+                  "input_meaning": "channel 0 = pet_norm(PET), channel 1 = ct_norm(CT resampled to the PET grid); "
+                                   "spatial dims multiples of 8 (trained and run at patch_zyx)",
+                  "output_name": "prob", "output_shape": ["batch", 1, "Pz", "Py", "Px"],
+                  "output_meaning": "lesion probability per voxel (sigmoid applied in the graph)"},
+    }
+    l2 = ev.get("l2snet", {})
+    f32 = l2.get("fp32", {})
+    card = {
+        "schema": "tracerd.model-card/1",
+        "name": "l2snet",
+        "version": VERSION,
+        "status": STATUS,
+        "task": "whole-body FDG PET/CT lesion segmentation (binary mask on the PET grid)",
+        "paper": "Cai, Huang, Zhu, Lu, Zhang: A Localization-to-Segmentation Framework for Automatic Tumor "
+                 "Segmentation in Whole-Body PET/CT Images (L2SNet), AutoPET-II 2023 (../shared/papers/l2snet.md)",
+        "recommended": {"cpu": "fp32 (loc2d may use int8 on onnxruntime CPU, see metrics.speed)", "tract": "fp32",
+                        "gpu": "fp32"},
+        "files": file_entries(exp, io),
+        "preprocessing": {
+            "array_layout": LAYOUT,
+            "pet_units": "SUVbw",
+            "pet_clip_suv": p["pet_clip_suv"],
+            "pet_norm": "pet_norm(v) = (clamp(v, 0, 15) - 0) / 15",
+            "ct_units": "HU",
+            "ct_clip_hu": p["ct_clip_hu"],
+            "ct_norm": "ct_norm(v) = (clamp(v, -100, 250) + 100) / 350  (paper 3.2 'intensity scaling for CT "
+                       "(100 to 250)' read as the soft-tissue window [-100, 250] HU)",
+            "ct_resampling": p["ct_resampling"],
+            "ct_outside_hu": p["ct_outside_hu"],
+            "ct_order": "resample CT (HU) to the PET grid first, then ct_norm",
+        },
+        "loc2d": {
+            "slicing": "coronal: for every j in 0..ny, slice[z][x] = pet_norm(volume)[z][j][x]",
+            "pad_multiple": l["loc2d_multiple"],
+            "padding": "zeros appended at the high end of z and x up to the next multiple of 32; output cropped back",
+            "batching": "any batch size; slices are independent",
+        },
+        "seg3d": {
+            "patch_zyx": l["patch_zyx"],
+            "overlap": l["overlap"],
+            "window_starts": "per axis of length n and patch p: if n <= p one window at 0 (volume zero-padded "
+                             "to p at the high end); else starts 0, s, 2s, ... <= n-p with s = floor(p * (1 - overlap)), "
+                             "plus a last start n-p if not already present",
+            "blending": "probabilities of overlapping windows averaged with uniform weights",
+        },
+        "postprocessing": {
+            "threshold": l["threshold"],
+            "cue_threshold": l["cue_threshold"],
+            "lowered_threshold": l["lowered_threshold"],
+            "rule": "mask = prob > (cue > 0.5 ? 0.1 : 0.5)  (paper 3.4 adaptive threshold); plain mode: prob > 0.5",
+        },
+        "training": {
+            "data": "tracerd synthetic studies (src/synth.rs, generator_version 1), --size small "
+                    "(PET 64x64x96 at 4 mm, CT 128x128x96 at 2x2x4 mm)",
+            "phase1_seeds": tr.get("seeds_phase1", []),
+            "phase2_seeds": tr.get("seeds_phase2", []),
+            "validation_seeds": list(data.SPLITS["val"]),
+            "test_seeds": list(data.SPLITS["test"]),
+            "phase1_recipe": "BCE + Dice (lambda 1); Adam lr {lr1} weight decay 1e-4, poly decay (1 - it/N)^0.9 per "
+                             "iteration, {it1} iterations of batch {b1} coronal slices cropped to {c1} rows of z, "
+                             "lesion-slice fraction {lf}, random left-right flip".format(
+                                 lr1=tr["args"]["lr1"], it1=tr["args"]["iters1"], b1=tr["args"]["batch1"],
+                                 c1=tr["args"]["crop1"], lf=tr["args"]["lesion_fraction"]) if tr else "",
+            "phase2_recipe": "BCE + Dice, both weighted per voxel by (1 + location cue of the trained phase-1 model); "
+                             "Adam lr {lr2} weight decay 1e-4, poly decay (1 - it/N)^0.9, {it2} iterations of batch {b2} "
+                             "patches {pz}, {fg} of them centred on a lesion slice, random left-right flip".format(
+                                 lr2=tr["args"]["lr2"], it2=tr["args"]["iters2"], b2=tr["args"]["batch2"],
+                                 pz=l["patch_zyx"], fg=tr["args"]["fg_fraction"]) if tr else "",
+            "wall_time_s": {"phase1": tr.get("phase1_s"), "cue": tr.get("cue_s"), "phase2": tr.get("phase2_s")},
+            "hardware": "2-core CPU (shared), torch.set_num_threads(1) per process",
+            "rebuild": "models/training/build_all.sh",
+        },
+        "architecture": {
+            "loc2d": "2D U-Net; encoder Res2Net-style: stem 7x7/2 conv (32) + BN + ReLU + 3x3/2 max-pool, four "
+                     "stages of Bottle2neck blocks (scale 4, base width 26, planes 16/32/64/128 -> 64/128/256/512 "
+                     "channels, blocks 1/1/2/1, strides 1/2/2/2; hierarchical residual 3x3 convs on the splits); "
+                     "decoder 5 stages with 320/256/128/64/32 channels, each bilinear x2 up-sampling "
+                     "(align_corners false) + skip concat + two 3x3 conv/BN/ReLU; 1x1 conv + sigmoid",
+            "seg3d": "3D U-Net, 4 levels (16/32/64/128), each block two 3x3x3 conv + InstanceNorm (affine) + ReLU, "
+                     "2x2x2 max-pool down, 2x2x2 transposed conv up + skip concat, 1x1x1 conv + sigmoid",
+        },
+        "metrics": {
+            "test_seeds": ev.get("test_seeds", []),
+            "engine": "onnxruntime 1.31 CPUExecutionProvider on the exported files",
+            "definition": "autoPET: Dice = 2|G and P|/(|G|+|P|) per study with lesions, mean over those studies "
+                          "(pooled Dice also given); FPV/FNV in ml from 18-connected components, voxel volume from "
+                          "pixdim, mean over all test studies",
+        },
+        "deviations": [
+            "Trained on synthetic phantoms (tracerd synth), not autoPET; weights are for demonstration only.",
+            "Res2Net-50 encoder (ImageNet pretrained) replaced by a narrow Res2Net-style encoder trained from scratch "
+            "(planes 16/32/64/128 instead of 64/128/256/512, blocks 1/1/2/1 instead of 3/4/6/3) to keep files small "
+            "and CPU training short; the decoder widths 320/256/128/64/32 are as in the paper.",
+            "Coronal slices are zero-padded to multiples of 32 instead of cropped to 320x384 (small studies are 96x64).",
+            "Random rotation augmentation omitted; left-right flip kept.",
+            "3D U-Net normalisation: InstanceNorm3d (affine) instead of layer normalisation (ONNX InstanceNormalization "
+            "is supported by tract and onnxruntime; LayerNorm over channels in 3D is not portable).",
+            "3D patch 48x64x64 (z,y,x) instead of 128x192x160: the small PET grid is 96x64x64.",
+            "Adam instead of SGD, and hundreds of iterations instead of 200/500 epochs (CPU budget); the poly decay "
+            "(1 - n/N)^0.9 is kept, applied per iteration.",
+            "Lesion-slice fraction in phase 1 is 0.5 instead of about 1/5 (short training).",
+        ],
+    }
+    if f32:
+        m = {}
+        for prec in ("fp32", "int8"):
+            if prec in l2:
+                for setting, v in l2[prec].items():
+                    m[f"{prec}_{setting.replace('.', '')}"] = {k: (float(x) if isinstance(x, float) else x) for k, x in v.items()}
+        card["metrics"]["results"] = m
+        card["metrics"]["int8_vs_fp32"] = l2.get("int8_vs_fp32", {})
+        card["metrics"]["seconds_per_study_ort_cpu"] = l2.get("seconds_per_study_ort_cpu", {})
+    sp = exp.get("speed_ort_cpu_2threads", {})
+    card["metrics"]["speed"] = {k: sp[k] for k in ("loc2d", "seg3d") if k in sp}
+    return card
+
+
+def two_be_three_card(exp, ev, tr):
+    io = {v: {"input_name": "pet_slices", "input_shape": ["batch", data.TWO_BE_THREE["K"], 90, 90],
+              "input_meaning": f"K = 66 ordered transverse slices pet_norm(volume)[k_i] for the {v.upper()} slice "
+                               "rule (see [slices]), centre-cropped/zero-padded to 90x90 ([y][x]); grey -> 3 channels "
+                               "is done inside the graph",
+              "output_name": "risk", "output_shape": ["batch", 3],
+              "output_meaning": "sigmoid probabilities in the order [LR, DM, OS] (loco-regional recurrence, distant "
+                                "metastasis, death event; synthetic outcome rules of labels.json)"}
+          for v in ("ws", "hn")}
+    e = ev.get("two_be_three", {})
+    card = {
+        "schema": "tracerd.model-card/1",
+        "name": "two_be_three",
+        "version": VERSION,
+        "status": STATUS,
+        "task": "patient-level risk scores (LR, DM, OS) from the PET volume",
+        "paper": "Thomas, Schalck, Fourure, Bonnefoy, Cervera-Marzal: 2Be3-Net: Combining 2D and 3D convolutional "
+                 "neural networks for 3D PET scans predictions (../shared/papers/2be3-net.md)",
+        "variants": {"ws": "[WS] slices over the whole scan", "hn": "[H&N] slices over the head-and-neck region"},
+        "recommended": {"cpu": "int8 on onnxruntime CPU when metrics.int8_vs_fp32 holds; fp32 elsewhere",
+                        "tract": "fp32", "gpu": "fp32"},
+        "files": file_entries(exp, io),
+        "preprocessing": {
+            "array_layout": LAYOUT,
+            "pet_units": "SUVbw",
+            "pet_clip_suv": data.PREPROC["pet_clip_suv"],
+            "pet_norm": "pet_norm(v) = (clamp(v, 0, 15) - 0) / 15",
+            "K": data.TWO_BE_THREE["K"],
+            "crop": data.TWO_BE_THREE["crop"],
+            "crop_rule": "per axis of length n: n >= 90 -> take [a, a+90) with a = (n - 90) // 2; n < 90 -> place "
+                         "the n values at offset (90 - n) // 2 in a zero 90-vector",
+        },
+        "slices": {
+            "rule": "inference: k_i = floor(lo + i * (hi - lo) / (K - 1) + 0.5) for i = 0..K-1, clamped to [0, nz-1]",
+            "ws_range": "lo = 0, hi = nz - 1",
+            "hn_range": "lo = (z_lo - origin_z) / spacing_z, hi = (z_hi - origin_z) / spacing_z, clamped to [0, nz-1]; "
+                        "[z_lo, z_hi] = labels.json head_neck_region_mm (LPS mm, clavicles to skull base); origin_z "
+                        "and spacing_z from the PET grid (identity direction). Slices repeat when the region holds "
+                        "fewer than K slices (about 9 on small studies).",
+            "training_rule": "K sorted uniform draws from the same range (WS without replacement, H&N with)",
+        },
+        "training": {
+            "data": "tracerd synthetic studies (generator_version 1), --size small",
+            "train_seeds": tr.get("train_seeds", []),
+            "validation_seeds": tr.get("val_seeds", []),
+            "test_seeds": list(data.SPLITS["test"]),
+            "train_prevalence": tr.get("train_prevalence", {}),
+            "extractor": "ResNet-50 conv1/bn1/relu/maxpool/layer1 trained from scratch on a slice-level task on "
+                         "transverse PET slices of the training studies (ImageNet weights unavailable): BCE on "
+                         "'slice holds lesion voxels' and 'slice holds >= 4 lesion voxels' + 4 x MSE on relative "
+                         "slice height; Adam 1e-3 poly decay, {n} iterations of 32 slices (half lesion slices), "
+                         "left-right flip; then frozen (BatchNorm in eval mode)".format(
+                             n=tr.get("args", {}).get("pre_iters")),
+            "head": "weighted BCE (pos_weight = n_neg/n_pos per outcome), AdamW lr {lr} weight decay 1e-2, poly "
+                    "decay, batch {b}, {ep} epochs of random ordered K-slice subsets, extractor features cached; "
+                    "checkpoint = epoch with best mean validation AUC".format(
+                        lr=tr.get("args", {}).get("lr"), b=tr.get("args", {}).get("batch"),
+                        ep=tr.get("args", {}).get("epochs")),
+            "wall_time_s": {"pretrain": tr.get("pretrain_s"), "feature_cache": tr.get("feature_cache_s"),
+                            **{k: tr[k]["seconds"] for k in ("ws", "hn", "resnet_conv2d", "cnn3d") if k in tr},
+                            "total": tr.get("total_s")},
+            "rebuild": "models/training/build_all.sh",
+        },
+        "architecture": {
+            "extractor": "conv1 7x7/2 3->64, bn1, relu, maxpool 3x3/2, layer1 = 3 Bottlenecks (64->256); per slice "
+                         "[3, 90, 90] -> [256, 23, 23]",
+            "head": "features stacked along depth [256, K, 23, 23] -> 3 x (Conv3d 3x3x3 stride 2 + BatchNorm3d + "
+                    "ReLU; 32/64/64 channels) -> flatten -> dropout 0.3 -> FC 128 -> ReLU -> dropout -> FC 3 -> sigmoid",
+        },
+        "metrics": {
+            "test_seeds": ev.get("test_seeds", []),
+            "engine": "onnxruntime 1.31 CPUExecutionProvider on the exported files; baselines from runs/",
+        },
+        "deviations": [
+            "Trained on synthetic phantoms with synthetic outcome labels; demonstration weights only.",
+            "Extractor pre-trained on PET slices with a slice-level task instead of ImageNet (paper's future work).",
+            "No flip/rotation augmentation of the head (features are cached from the frozen extractor); random "
+            "ordered slice sampling is the augmentation.",
+            "Small studies have 64x64 slices, so the 90x90 'centre crop' zero-pads.",
+            "AdamW lr 3e-4 for a few epochs instead of Adam 1e-5 (CPU budget).",
+            "Baseline ResNet+Conv2d: per-slice 2D blocks and FC, max-pooled over slices; 3D CNN: four Conv3d "
+            "blocks on the raw 66x90x90 stack + 2 FC.",
+        ],
+    }
+    if e:
+        card["metrics"]["prevalence"] = e.get("prevalence", {})
+        for k, v in e.items():
+            if k.startswith("2be3_") or k in ("resnet_conv2d_ws", "cnn3d_ws"):
+                card["metrics"][k] = v
+        card["metrics"]["int8_vs_fp32"] = {k: v for k, v in e.items() if k.startswith("int8_vs_fp32")}
+    sp = exp.get("speed_ort_cpu_2threads", {})
+    if "two_be_three" in sp:
+        card["metrics"]["speed"] = {"ws": sp["two_be_three"]}
+    return card
+
+
+HEADER = ("# Model card, generated by models/training/make_cards.py from runs/ records. Do not edit by hand;\n"
+          "# rebuild with models/training/build_all.sh. {status}\n\n")
+
+
+def main():
+    exp = json.loads((RUNS / "export.json").read_text())
+    ev = json.loads((RUNS / "eval.json").read_text()) if (RUNS / "eval.json").exists() else {}
+    trl = json.loads((RUNS / "l2snet" / "train.json").read_text())
+    trb = json.loads((RUNS / "two_be_three" / "train.json").read_text())
+    write(MODELS / "l2snet" / "model.toml", HEADER.format(status=STATUS), l2snet_card(exp, ev, trl))
+    write(MODELS / "two_be_three" / "model.toml", HEADER.format(status=STATUS), two_be_three_card(exp, ev, trb))
+    print("cards written")
+
+
+if __name__ == "__main__":
+    main()
