@@ -7,6 +7,7 @@
 pub mod check;
 pub mod config;
 pub mod fsio;
+pub mod infer;
 pub mod io;
 pub mod synth;
 pub mod volume;

@@ -66,3 +66,27 @@ pub fn matrix4(value: &serde_json::Value) -> nalgebra::Matrix4<f64> {
     let rows: Vec<Vec<f64>> = serde_json::from_value(value.clone()).expect("4x4 list");
     nalgebra::Matrix4::from_fn(|r, c| rows[r][c])
 }
+
+/// The ONNX Runtime library the tests use: `ORT_DYLIB_PATH`, else the one pip installed into the
+/// repo's `.venv` (by `.ci/run`). Panics with set-up instructions when there is none.
+pub fn ort_library() -> PathBuf {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let lib = repo_root().join(".venv/lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
+        entries.filter_map(Result::ok).find_map(|python| {
+            let capi = python.path().join("site-packages/onnxruntime/capi");
+            std::fs::read_dir(capi)
+                .ok()?
+                .filter_map(Result::ok)
+                .find_map(|f| {
+                    let name = f.file_name().into_string().ok()?;
+                    name.starts_with("libonnxruntime.so.").then(|| f.path())
+                })
+        })
+    });
+    found.unwrap_or_else(|| {
+        panic!("no libonnxruntime: run `bash .ci/run` once (it pip-installs onnxruntime into .venv) or set ORT_DYLIB_PATH")
+    })
+}

@@ -1,0 +1,141 @@
+//! The built-in pure-Rust engine, `tract`: always available, runs fp32 and INT8 QDQ models (never
+//! QOperator ones).
+//!
+//! The model is parsed and decluttered once. tract plans fastest with concrete shapes, so each
+//! distinct input shape gets its own optimised plan: symbolic dimensions (the dynamic batch axis,
+//! free spatial sizes) are bound to the sizes actually given, then the graph is optimised
+//! (`set_symbols` → `into_optimized` → `into_runnable`). The plans are cached; a pipeline feeds a
+//! handful of shapes, so the cache stays small.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ndarray::{ArrayD, ArrayViewD};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::{DimLike, bail};
+
+use super::{InferError, Provenance, Session};
+use crate::config::Engine;
+
+/// Cached plans per input shape; beyond this many, the oldest shapes are dropped.
+const MAX_PLANS: usize = 8;
+
+/// A model loaded in tract.
+pub struct TractSession {
+    model: TypedModel,
+    plans: HashMap<Vec<Vec<usize>>, Arc<TypedRunnableModel>>,
+    order: Vec<Vec<Vec<usize>>>,
+    path: PathBuf,
+    provenance: Provenance,
+}
+
+impl TractSession {
+    /// Parses and declutters `path`; the reason on failure is one line.
+    pub fn load(path: &Path) -> Result<TractSession, String> {
+        let model = tract_onnx::onnx()
+            .model_for_path(path)
+            .and_then(|m| m.into_typed())
+            .and_then(|m| m.into_decluttered())
+            .map_err(|e| format!("cannot load {}: {}", path.display(), one_line(&e)))?;
+        Ok(TractSession {
+            model,
+            plans: HashMap::new(),
+            order: Vec::new(),
+            path: path.to_path_buf(),
+            provenance: Provenance {
+                engine: Engine::Tract,
+                device: "tract-cpu".into(),
+                runtime: format!("tract {}", tract_version()),
+            },
+        })
+    }
+
+    fn plan_for(&mut self, shapes: Vec<Vec<usize>>) -> TractResult<Arc<TypedRunnableModel>> {
+        if let Some(plan) = self.plans.get(&shapes) {
+            return Ok(plan.clone());
+        }
+        let mut symbols = HashMap::new();
+        for (ix, shape) in shapes.iter().enumerate() {
+            let fact = self.model.input_fact(ix)?;
+            let dims = fact.shape.dims();
+            if dims.len() != shape.len() {
+                bail!(
+                    "input {ix} has rank {}, the model expects {}",
+                    shape.len(),
+                    dims.len()
+                );
+            }
+            for (axis, (dim, &size)) in dims.iter().zip(shape).enumerate() {
+                match dim {
+                    TDim::Sym(sym) => {
+                        symbols.insert(sym.clone(), TDim::Val(size as i64));
+                    }
+                    other => {
+                        if other.to_usize().ok() != Some(size) {
+                            bail!("input {ix} axis {axis} is {size}, the model expects {other}");
+                        }
+                    }
+                }
+            }
+        }
+        let plan = self
+            .model
+            .set_symbols(&symbols)?
+            .into_optimized()?
+            .into_runnable()?;
+        if self.order.len() >= MAX_PLANS {
+            let oldest = self.order.remove(0);
+            self.plans.remove(&oldest);
+        }
+        self.order.push(shapes.clone());
+        self.plans.insert(shapes, plan.clone());
+        Ok(plan)
+    }
+}
+
+impl Session for TractSession {
+    fn provenance(&self) -> &Provenance {
+        &self.provenance
+    }
+
+    fn run(&mut self, inputs: &[ArrayViewD<'_, f32>]) -> Result<Vec<ArrayD<f32>>, InferError> {
+        let shapes = inputs.iter().map(|a| a.shape().to_vec()).collect();
+        let result = self.plan_for(shapes).and_then(|plan| {
+            let values: TVec<TValue> = inputs
+                .iter()
+                .map(|a| a.to_owned().into_tensor().into())
+                .collect();
+            let outputs = plan.run(values)?;
+            outputs
+                .iter()
+                .map(|t| Ok(t.to_plain_array_view::<f32>()?.to_owned()))
+                .collect::<TractResult<Vec<_>>>()
+        });
+        result.map_err(|e| InferError {
+            engine: Engine::Tract,
+            model: self.path.clone(),
+            message: one_line(&e),
+        })
+    }
+}
+
+/// tract's errors are chains; join them on one line for logs and error.json.
+fn one_line(e: &TractError) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+fn tract_version() -> &'static str {
+    // The crate is pinned with `=` in Cargo.toml; keep this in step with it.
+    "0.23.9"
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reported_version_matches_the_pinned_crate() {
+        let manifest = include_str!("../../Cargo.toml");
+        let pinned = format!("tract-onnx = \"={}\"", super::tract_version());
+        assert!(manifest.contains(&pinned), "Cargo.toml must pin {pinned}");
+    }
+}
