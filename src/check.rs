@@ -1,5 +1,6 @@
 //! `tracerd check`: what an operator (or systemd's `ExecStartPre`) needs to know before the
-//! daemon starts — is the config valid, are the folders usable and on one filesystem.
+//! daemon starts — is the config valid, are the folders usable and on one filesystem, do the
+//! model files match their cards' hashes, and which engine loads each of them.
 //!
 //! Each finding is one line; the report fails when any finding is an error.
 
@@ -10,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Config, ConfigError};
 use crate::fsio::TEMP_PREFIX;
+use crate::infer::Engines;
+use crate::models::card::ModelCard;
 
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -124,19 +127,60 @@ pub fn check(config: &Config) -> Report {
         }
     }
 
+    check_models(config, &mut report);
+    report
+}
+
+/// Cards, hashes, and the engine each model file loads on (the configured order, as the daemon
+/// would choose).
+fn check_models(config: &Config, report: &mut Report) {
     let models = &config.paths.models;
-    if models.is_dir() {
-        report.push(
-            Level::Ok,
-            format!("paths.models {} exists", models.display()),
-        );
-    } else {
+    if !models.is_dir() {
         report.push(
             Level::Warn,
             format!("paths.models {} does not exist", models.display()),
         );
+        return;
     }
-    report
+    let cards = match ModelCard::load_all(models) {
+        Ok(cards) => cards,
+        Err(e) => return report.push(Level::Error, e.to_string()),
+    };
+    if cards.is_empty() {
+        report.push(
+            Level::Warn,
+            format!("paths.models {} holds no model cards", models.display()),
+        );
+        return;
+    }
+    let engines = Engines::new(&config.inference);
+    match engines.ort_runtime() {
+        Ok(rt) => report.push(Level::Ok, format!("ONNX Runtime: {rt}")),
+        Err(why) => report.push(Level::Warn, format!("ONNX Runtime unavailable: {why}")),
+    }
+    for card in cards {
+        if let Err(e) = card.verify() {
+            report.push(Level::Error, e.to_string());
+            continue;
+        }
+        for file in &card.files {
+            let path = card.path_of(file);
+            match engines.load(&path) {
+                Ok(session) => report.push(
+                    Level::Ok,
+                    format!(
+                        "model {} {} ({}, {}): {}",
+                        card.name,
+                        file.role,
+                        file.precision,
+                        file.path,
+                        session.provenance()
+                    ),
+                ),
+                Err(e) => report.push(Level::Error, e.to_string()),
+            }
+        }
+    }
 }
 
 enum DirState {
@@ -234,5 +278,31 @@ mod tests {
         config.watch.settle_seconds = 0.0;
         let report = check(&config);
         assert_eq!(report.errors(), 2, "{report}");
+    }
+
+    #[test]
+    fn model_files_are_hashed_and_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config_in(dir.path());
+        config.inference.engines = vec![crate::config::Engine::Tract];
+        let model_dir = config.paths.models.join("toy");
+        fs::create_dir_all(&model_dir).unwrap();
+        fs::write(model_dir.join("net.onnx"), b"not onnx").unwrap();
+        let sha = crate::models::card::sha256_file(&model_dir.join("net.onnx")).unwrap();
+        let card = format!(
+            "schema = \"tracerd.model-card/1\"\nname = \"toy\"\nversion = \"1\"\nstatus = \"test\"\n\
+             [[files]]\nrole = \"net\"\npath = \"net.onnx\"\nprecision = \"fp32\"\nsha256 = \"{sha}\"\n\
+             input_name = \"x\"\ninput_shape = [1]\noutput_name = \"y\"\noutput_shape = [1]\n"
+        );
+        fs::write(model_dir.join("model.toml"), &card).unwrap();
+        let report = check(&config);
+        assert!(!report.passed());
+        assert!(
+            report.to_string().contains("ERROR no engine could load"),
+            "{report}"
+        );
+        fs::write(model_dir.join("model.toml"), card.replace(&sha, "00")).unwrap();
+        let report = check(&config);
+        assert!(report.to_string().contains("sha256 is"), "{report}");
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod fsio;
 pub mod infer;
 pub mod io;
+pub mod models;
 pub mod synth;
 pub mod volume;
 

@@ -1,0 +1,4 @@
+//! The models tracerd runs: their cards, and (with the inference issue) the pre- and
+//! post-processing pipeline of each.
+
+pub mod card;
