@@ -13,9 +13,11 @@ PY=.venv/bin/python
 mkdir -p runs
 $PY data.py
 # 2. training: the two models side by side, one thread each (2-core machine)
-$PY train_l2snet.py --iters1 500 --n-train2 200 --iters2 400 --batch2 2 --threads 1 > runs/l2snet_stdout.log 2>&1 &
+$PY train_l2snet.py --iters1 500 --n-train2 120 --iters2 900 --batch2 4 --lr2 2e-3 --threads 1 > runs/l2snet_stdout.log 2>&1 &
 p1=$!
-$PY train_two_be_three.py --n-train 300 --n-val 100 --pre-iters 200 --epochs 6 --threads 1 > runs/two_be_three_stdout.log 2>&1 &
+( $PY train_two_be_three.py --n-train 300 --n-val 100 --pre-iters 200 --epochs 6 --threads 1 \
+  && $PY train_two_be_three.py --reuse --continue-heads --n-train 300 --heads 2be3:ws --epochs 5 --lr 1e-3 --threads 1 \
+  ) > runs/two_be_three_stdout.log 2>&1 &
 p2=$!
 wait $p1 $p2
 # 3. ONNX export, INT8 QDQ quantisation, goldens, speed

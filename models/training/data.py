@@ -57,48 +57,25 @@ def ct_norm(hu: np.ndarray) -> np.ndarray:
 # Generation
 # ----------------------------------------------------------------------------------------------
 
-def _synthgen_binary() -> Path:
-    exe = CACHE / "cargo-target" / "release" / "tracerd-synthgen"
+def tracerd_binary() -> Path:
+    """The release `tracerd` of this checkout, built on first use."""
+    exe = REPO / "target" / "release" / "tracerd"
     if not exe.exists():
-        env = dict(os.environ, CARGO_TARGET_DIR=str(CACHE / "cargo-target"))
-        subprocess.run(["cargo", "build", "--release", "--offline"], cwd=HERE / "synthgen",
-                       env=env, check=True)
+        subprocess.run(["cargo", "build", "--release", "--bin", "tracerd"], cwd=REPO, check=True)
     return exe
 
 
-def _tracerd_synth_works() -> bool:
-    exe = REPO / "target" / "release" / "tracerd"
-    if not exe.exists():
-        return False
-    r = subprocess.run([str(exe), "synth", "--help"], capture_output=True, text=True)
-    return r.returncode == 0 and "seed" in (r.stdout + r.stderr)
-
-
 def generate(seeds: list[int], size: str = "small") -> None:
-    """Writes STUDIES/<seed>/ for every seed lacking a cached array. Uses `tracerd synth` when the
-    sub-command exists, else the batch front-end in synthgen/ (same library, same files)."""
+    """Writes STUDIES/<seed>/ with `tracerd synth` for every seed lacking a cached array."""
     todo = [s for s in seeds if not (ARRAYS / f"{s}.npz").exists()
             and not (STUDIES / str(s) / "labels.json").exists()]
     if not todo:
         return
     STUDIES.mkdir(parents=True, exist_ok=True)
-    if _tracerd_synth_works():
-        exe = REPO / "target" / "release" / "tracerd"
-        for s in todo:
-            subprocess.run([str(exe), "synth", "--out", str(STUDIES / str(s)), "--seed", str(s),
-                            "--size", size], check=True, capture_output=True)
-        return
-    exe = _synthgen_binary()
-    # contiguous runs in one process each
-    runs, start, prev = [], todo[0], todo[0]
-    for s in todo[1:]:
-        if s != prev + 1:
-            runs.append((start, prev))
-            start = s
-        prev = s
-    runs.append((start, prev))
-    for a, b in runs:
-        subprocess.run([str(exe), str(STUDIES), str(a), str(b), size], check=True)
+    exe = tracerd_binary()
+    for s in todo:
+        subprocess.run([str(exe), "synth", "--out", str(STUDIES / str(s)), "--seed", str(s),
+                        "--size", size], check=True, capture_output=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,7 +258,7 @@ def two_be_three_input(study: Study, variant: str, rng=None, K: int = 66, crop: 
 # ----------------------------------------------------------------------------------------------
 L2SNET = {
     "loc2d_multiple": 32,                   # coronal slices zero-padded at the high end to a multiple
-    "patch_zyx": [48, 64, 64],              # 3D U-Net patch; PET small grid is 96 x 64 x 64
+    "patch_zyx": [32, 32, 32],              # 3D U-Net patch (train and inference); small PET grid 96x64x64
     "overlap": 0.5,
     "threshold": 0.5,
     "cue_threshold": 0.5,

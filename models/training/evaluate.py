@@ -57,26 +57,33 @@ def mask_dice(a, b):
 
 
 def eval_l2snet(studies, threads, log):
+    """fp32 = loc2d.fp32 + seg3d.fp32; int8 = loc2d.int8 + seg3d.fp32 (INT8 is not shipped for the
+    3D U-Net: no CPU gain), so the 3D probabilities are computed once and shared."""
     d = MODELS / "l2snet"
-    res, masks = {}, {}
-    timing = {}
-    for prec in ("fp32", "int8"):
-        loc = pipeline.session(d / f"loc2d.{prec}.onnx", threads)
-        # the INT8 pipeline = loc2d.int8 + seg3d.fp32 (INT8 is not shipped for the 3D U-Net: no CPU gain)
-        seg = pipeline.session(d / "seg3d.fp32.onnx", threads)
-        rows = {"unet2d_cue_0.5": [], "unet3d_0.5": [], "l2snet_adaptive": []}
+    p = data.L2SNET
+    seg = pipeline.session(d / "seg3d.fp32.onnx", threads)
+    locs = {prec: pipeline.session(d / f"loc2d.{prec}.onnx", threads) for prec in ("fp32", "int8")}
+    rows = {prec: {"unet2d_cue_0.5": [], "unet3d_0.5": [], "l2snet_adaptive": []} for prec in locs}
+    masks = {prec: [] for prec in locs}
+    timing = {"loc2d_fp32": 0.0, "loc2d_int8": 0.0, "seg3d_fp32": 0.0}
+    for s in studies:
         t = time.time()
-        probs = []
-        for s in studies:
-            cue, prob, m_plain, m_adapt = pipeline.segment(loc, seg, s)
-            probs.append((cue, prob, m_plain, m_adapt))
-            rows["unet2d_cue_0.5"].append(autopet(s.seg, cue > 0.5, s.voxel_ml))
-            rows["unet3d_0.5"].append(autopet(s.seg, m_plain, s.voxel_ml))
-            rows["l2snet_adaptive"].append(autopet(s.seg, m_adapt, s.voxel_ml))
-        timing[prec] = (time.time() - t) / len(studies)
-        res[prec] = {k: summarise(v) for k, v in rows.items()}
-        masks[prec] = probs
-        log(f"l2snet {prec}: " + json.dumps(res[prec]) + f" {timing[prec]:.2f}s/study")
+        prob = pipeline.sliding_window(seg, pipeline.petct_input(s.pet, s.ct))
+        timing["seg3d_fp32"] += time.time() - t
+        m_plain = prob > p["threshold"]
+        for prec, loc in locs.items():
+            t = time.time()
+            cue = pipeline.location_cue(loc, s.pet)
+            timing[f"loc2d_{prec}"] += time.time() - t
+            m_adapt = prob > np.where(cue > p["cue_threshold"], p["lowered_threshold"], p["threshold"])
+            masks[prec].append((cue, prob, m_plain, m_adapt))
+            rows[prec]["unet2d_cue_0.5"].append(autopet(s.seg, cue > 0.5, s.voxel_ml))
+            rows[prec]["unet3d_0.5"].append(autopet(s.seg, m_plain, s.voxel_ml))
+            rows[prec]["l2snet_adaptive"].append(autopet(s.seg, m_adapt, s.voxel_ml))
+    timing = {k: v / len(studies) for k, v in timing.items()}
+    res = {prec: {k: summarise(v) for k, v in rows[prec].items()} for prec in locs}
+    for prec in locs:
+        log(f"l2snet {prec}: " + json.dumps(res[prec]))
     # INT8 vs fp32 agreement on the same studies
     dm_plain = [mask_dice(a[2], b[2]) for a, b in zip(masks["fp32"], masks["int8"])]
     dm_adapt = [mask_dice(a[3], b[3]) for a, b in zip(masks["fp32"], masks["int8"])]

@@ -79,7 +79,7 @@ def golden(model_path: Path, in_name, out_name, x: np.ndarray, tol_abs: float, n
         sib = d / xin.replace("int8", "fp32")
         if sib.exists() and np.array_equal(np.fromfile(sib, "<f4"), x.ravel()):
             xin = sib.name
-    if not (d / xin).exists():
+    if xin == f"{stem}.golden.input.bin":
         x.astype("<f4").tofile(d / xin)
     y.astype("<f4").tofile(d / f"{stem}.golden.output.bin")
     meta = {"model": model_path.name, "engine": "onnxruntime CPUExecutionProvider",
@@ -102,14 +102,33 @@ def bench(sess, name, x, n=5):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="l2snet,two_be_three")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    report = {}
+    rp = RUNS / "export.json"
+    report = json.loads(rp.read_text()) if rp.exists() else {}
+    report.setdefault("speed_ort_cpu_2threads", {})
     calib = data.load_many(CALIB_SEEDS)
     test0 = data.load(data.split("test")[0])
 
-    # ---------------- L2SNet ----------------
     out = MODELS / "l2snet"
+    out2 = MODELS / "two_be_three"
+    if "l2snet" in args.only:
+        export_l2snet(report, calib, test0, out, args)
+    if "two_be_three" in args.only:
+        export_two_be_three(report, calib, test0, out2, args)
+    files = {}
+    for d in (out, out2):
+        for f in sorted(d.glob("*.onnx")):
+            files[str(f.relative_to(MODELS))] = {"bytes": f.stat().st_size, "sha256": sha256(f)}
+    report["files"] = files
+    report["total_model_bytes"] = sum(v["bytes"] for v in files.values())
+    rp.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+def export_l2snet(report, calib, test0, out, args):
+    # ---------------- L2SNet ----------------
     loc = Loc2D()
     loc.load_state_dict(torch.load(RUNS / "l2snet" / "loc2d.pt"))
     loc.eval()
@@ -147,10 +166,24 @@ def main():
             golden(out / f"seg3d.{prec}.onnx", "petct_patch", "prob", xg3, tol,
                    f"PET+CT crop [z 56:72, y 16:48, x 16:48] of test study seed {test0.seed}")
 
+    speed = report["speed_ort_cpu_2threads"]
+    bx = {"loc2d": ("pet_coronal", np.ascontiguousarray(sl[:16])),
+          "seg3d": ("petct_patch", np.ascontiguousarray(full[None, :, :pz, :py, :px]))}
+    for mname, (iname, xb) in bx.items():
+        t32 = bench(pipeline.session(out / f"{mname}.fp32.onnx", args.threads), iname, xb)
+        p8 = out / f"{mname}.int8.onnx"
+        p8 = p8 if p8.exists() else RUNS / "l2snet" / f"{mname}.int8.onnx"
+        t8 = bench(pipeline.session(p8, args.threads), iname, xb)
+        speed[mname] = {"input_shape": list(xb.shape), "fp32_ms": t32, "int8_ms": t8, "speedup": t32 / t8,
+                        "int8_shipped": p8.parent == out}
+
+
+def export_two_be_three(report, calib, test0, out2, args):
     # ---------------- 2Be3-Net ----------------
-    out2 = MODELS / "two_be_three"
     rep2 = {}
     for variant in ("ws", "hn"):
+        if not (RUNS / "two_be_three" / f"{variant}.pt").exists():
+            continue
         m = TwoBeThreeNet()
         m.load_state_dict(torch.load(RUNS / "two_be_three" / f"{variant}.pt"))
         m.eval()
@@ -174,31 +207,11 @@ def main():
             report[name] = {"torch_vs_ort_max_abs": export(m, xi, RUNS / "two_be_three" / f"{name}.fp32.onnx",
                                                            "pet_slices", "risk", {0: "batch"}, {0: "batch"})}
 
-    # ---------------- speed (onnxruntime CPU, 2 threads) ----------------
-    speed = {}
-    bx = {"loc2d": ("pet_coronal", np.ascontiguousarray(sl[:16])),
-          "seg3d": ("petct_patch", np.ascontiguousarray(full[None, :, :pz, :py, :px]))}
-    for mname, (iname, xb) in bx.items():
-        t32 = bench(pipeline.session(out / f"{mname}.fp32.onnx", args.threads), iname, xb)
-        p8 = out / f"{mname}.int8.onnx"
-        p8 = p8 if p8.exists() else RUNS / "l2snet" / f"{mname}.int8.onnx"
-        t8 = bench(pipeline.session(p8, args.threads), iname, xb)
-        speed[mname] = {"input_shape": list(xb.shape), "fp32_ms": t32, "int8_ms": t8, "speedup": t32 / t8,
-                        "int8_shipped": p8.parent == out}
     xi = data.two_be_three_input(test0, "ws")[None]
     t32 = bench(pipeline.session(out2 / "ws.fp32.onnx", args.threads), "pet_slices", xi)
     t8 = bench(pipeline.session(out2 / "ws.int8.onnx", args.threads), "pet_slices", xi)
-    speed["two_be_three"] = {"input_shape": list(xi.shape), "fp32_ms": t32, "int8_ms": t8, "speedup": t32 / t8}
-    report["speed_ort_cpu_2threads"] = speed
-
-    files = {}
-    for d in (out, out2):
-        for f in sorted(d.glob("*.onnx")):
-            files[str(f.relative_to(MODELS))] = {"bytes": f.stat().st_size, "sha256": sha256(f)}
-    report["files"] = files
-    report["total_model_bytes"] = sum(v["bytes"] for v in files.values())
-    (RUNS / "export.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    report["speed_ort_cpu_2threads"]["two_be_three"] = {"input_shape": list(xi.shape), "fp32_ms": t32,
+                                                        "int8_ms": t8, "speedup": t32 / t8}
 
 
 if __name__ == "__main__":

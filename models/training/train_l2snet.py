@@ -83,9 +83,15 @@ def phase2(studies, cues, args, log):
     rng = np.random.default_rng(2)
     torch.manual_seed(2)
     model = UNet3D()
+    # prior-probability initialisation of the output bias (p = 0.01): training starts from
+    # "background everywhere" instead of p = 0.5, which the short CPU schedule needs
+    torch.nn.init.constant_(model.out.bias, -4.6)
+    if args.init_seg3d:   # continue training from a previous phase-2 checkpoint
+        model.load_state_dict(torch.load(args.init_seg3d))
     opt = torch.optim.Adam(model.parameters(), lr=args.lr2, weight_decay=1e-4)
     pz, py, px = data.L2SNET["patch_zyx"]
     xs = [pipeline.petct_input(s.pet, s.ct) for s in studies]
+    fgs = [np.argwhere(s.seg > 0) for s in studies]
     t0 = time.time()
     model.train()
     for it in range(args.iters2):
@@ -95,14 +101,16 @@ def phase2(studies, cues, args, log):
             i = int(rng.integers(len(studies)))
             s, x, cue = studies[i], xs[i], cues[i]
             nz, ny, nx = s.seg.shape
-            lz = np.nonzero(s.seg.any((1, 2)))[0]
-            if len(lz) and rng.random() < args.fg_fraction:
-                c = int(rng.choice(lz))
-                z = int(np.clip(c - rng.integers(pz), 0, max(0, nz - pz)))
+            fg = fgs[i]
+            if len(fg) and rng.random() < args.fg_fraction:   # patch holding a random lesion voxel
+                cz, cy, cx = fg[rng.integers(len(fg))]
+                z = int(np.clip(cz - rng.integers(pz), 0, max(0, nz - pz)))
+                y = int(np.clip(cy - rng.integers(py), 0, max(0, ny - py)))
+                w = int(np.clip(cx - rng.integers(px), 0, max(0, nx - px)))
             else:
                 z = int(rng.integers(max(1, nz - pz + 1)))
-            y = int(rng.integers(max(1, ny - py + 1)))
-            w = int(rng.integers(max(1, nx - px + 1)))
+                y = int(rng.integers(max(1, ny - py + 1)))
+                w = int(rng.integers(max(1, nx - px + 1)))
             sl = (slice(z, z + pz), slice(y, y + py), slice(w, w + px))
             xp = x[(slice(None),) + sl]
             mp = s.seg[sl][None].astype(np.float32)
@@ -124,17 +132,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n-train1", type=int, default=400)
     ap.add_argument("--n-train2", type=int, default=150)
-    ap.add_argument("--iters1", type=int, default=400)
+    ap.add_argument("--iters1", type=int, default=500)
     ap.add_argument("--batch1", type=int, default=8)
     ap.add_argument("--crop1", type=int, default=64)
     ap.add_argument("--lesion-fraction", type=float, default=0.5)
     ap.add_argument("--lr1", type=float, default=1e-3)
     ap.add_argument("--iters2", type=int, default=300)
-    ap.add_argument("--batch2", type=int, default=1)
+    ap.add_argument("--batch2", type=int, default=4)
     ap.add_argument("--fg-fraction", type=float, default=0.67)
-    ap.add_argument("--lr2", type=float, default=1e-3)
+    ap.add_argument("--lr2", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-phase1", action="store_true")
+    ap.add_argument("--init-seg3d", default="")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     RUNS.mkdir(parents=True, exist_ok=True)
@@ -161,11 +170,20 @@ def main():
     sess = pipeline.session(RUNS / "loc2d.tmp.onnx", args.threads)
     st2 = studies[:args.n_train2]
     t = time.time()
-    cues = [pipeline.location_cue(sess, s.pet).astype(np.float16) for s in st2]
+    cue_file = RUNS / f"cues_{st2[0].seed}_{st2[-1].seed}.npy"
+    if args.skip_phase1 and cue_file.exists():
+        cues = list(np.load(cue_file))
+    else:
+        cues = [pipeline.location_cue(sess, s.pet).astype(np.float16) for s in st2]
+        np.save(cue_file, np.stack(cues))
     info["cue_s"] = time.time() - t
     log(f"cues for {len(st2)} studies in {info['cue_s']:.0f}s")
     info["seeds_phase2"] = [st2[0].seed, st2[-1].seed]
     seg, info["phase2_s"] = phase2(st2, cues, args, log)
+    if args.init_seg3d:
+        prev = json.loads((RUNS / "train.json").read_text())
+        info["phase2_s"] += prev.get("phase2_s", 0)
+        info["phase2_rounds"] = prev.get("phase2_rounds", [prev.get("args", {}).get("iters2")]) + [args.iters2]
     torch.save(seg.state_dict(), RUNS / "seg3d.pt")
     info["total_s"] = time.time() - t_all
     (RUNS / "train.json").write_text(json.dumps(info, indent=2))

@@ -130,6 +130,12 @@ def train_head(kind, variant, extractor, tr, va, mm_tr, mm_va, args, log):
         for p in model.extractor.parameters():
             p.requires_grad_(False)
         params = [p for n, p in model.named_parameters() if not n.startswith("extractor.")]
+    name = {"2be3": variant, "resnet_conv2d": "resnet_conv2d", "cnn3d": "cnn3d"}[kind]
+    prev_record = None
+    if args.continue_heads and (RUNS / f"{name}.pt").exists():   # continue a previous run
+        model.load_state_dict(torch.load(RUNS / f"{name}.pt"))
+        p = RUNS / f"head_{name}.json"
+        prev_record = json.loads(p.read_text()) if p.exists() else None
     y_tr = np.stack([s.outcomes for s in tr])
     y_va = np.stack([s.outcomes for s in va])
     pw = torch.tensor((len(y_tr) - y_tr.sum(0)) / np.maximum(y_tr.sum(0), 1), dtype=torch.float32)
@@ -168,13 +174,18 @@ def train_head(kind, variant, extractor, tr, va, mm_tr, mm_va, args, log):
         if m > best:
             best, best_state = m, {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
-    return model, {"history": hist, "best_val_mean_auc": best, "seconds": time.time() - t0,
-                   "pos_weight": pw.tolist()}
+    rec = {"history": hist, "best_val_mean_auc": best, "seconds": time.time() - t0, "pos_weight": pw.tolist(),
+           "epochs": args.epochs, "lr": args.lr}
+    if prev_record:
+        rec["seconds"] += prev_record.get("seconds", 0)
+        rec["previous_rounds"] = prev_record.get("previous_rounds", []) + [
+            {k: prev_record.get(k) for k in ("epochs", "lr", "best_val_mean_auc", "history")}]
+    return model, rec
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n-train", type=int, default=400)
+    ap.add_argument("--n-train", type=int, default=300)
     ap.add_argument("--n-val", type=int, default=100)
     ap.add_argument("--pre-iters", type=int, default=300)
     ap.add_argument("--pre-batch", type=int, default=32)
@@ -184,6 +195,7 @@ def main():
     ap.add_argument("--heads", default="2be3:ws,2be3:hn,resnet_conv2d:ws,cnn3d:ws")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reuse", action="store_true", help="reuse extractor.pt and cached features")
+    ap.add_argument("--continue-heads", action="store_true", help="start each head from its saved weights")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     RUNS.mkdir(parents=True, exist_ok=True)
@@ -226,9 +238,12 @@ def main():
         model, h = train_head(kind, variant, extractor, tr, va, mm_tr, mm_va, args, log)
         torch.save(model.state_dict(), RUNS / f"{name}.pt")
         info[name] = {"kind": kind, "variant": variant, **h}
+        (RUNS / f"head_{name}.json").write_text(json.dumps(info[name], indent=2))
+        if not args.reuse:
+            info_path.write_text(json.dumps(info, indent=2))
+    if not args.reuse:
+        info["total_s"] = time.time() - t_all
         info_path.write_text(json.dumps(info, indent=2))
-    info["total_s"] = time.time() - t_all
-    info_path.write_text(json.dumps(info, indent=2))
     log(f"total {info['total_s']:.0f}s")
 
 

@@ -1,11 +1,13 @@
 //! The built-in pure-Rust engine, `tract`: always available, runs fp32 and INT8 QDQ models (never
 //! QOperator ones).
 //!
-//! The model is parsed and decluttered once. tract plans fastest with concrete shapes, so each
-//! distinct input shape gets its own optimised plan: symbolic dimensions (the dynamic batch axis,
-//! free spatial sizes) are bound to the sizes actually given, then the graph is optimised
-//! (`set_symbols` → `into_optimized` → `into_runnable`). The plans are cached; a pipeline feeds a
-//! handful of shapes, so the cache stays small.
+//! tract plans fastest with concrete shapes, so each distinct input shape gets its own optimised
+//! plan, cached (a pipeline feeds a handful of shapes). The model is parsed once and, where tract
+//! can type it with symbolic dimensions (the dynamic batch axis), decluttered once; each shape then
+//! binds the symbols and optimises (`set_symbols` → `into_optimized` → `into_runnable`). Some
+//! graphs cannot be typed symbolically — a U-Net with free height and width concatenates an
+//! up-sampled `2·⌈h/32⌉` with a skip of `⌈h/16⌉`, equal only for concrete sizes — and those are
+//! typed per shape from the parsed model with the input facts fixed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,9 +23,15 @@ use crate::config::Engine;
 /// Cached plans per input shape; beyond this many, the oldest shapes are dropped.
 const MAX_PLANS: usize = 8;
 
+/// The parsed model, typed once when tract can do it with symbolic shapes.
+enum Prepared {
+    Typed(TypedModel),
+    PerShape(InferenceModel),
+}
+
 /// A model loaded in tract.
 pub struct TractSession {
-    model: TypedModel,
+    model: Prepared,
     plans: HashMap<Vec<Vec<usize>>, Arc<TypedRunnableModel>>,
     order: Vec<Vec<Vec<usize>>>,
     path: PathBuf,
@@ -33,11 +41,25 @@ pub struct TractSession {
 impl TractSession {
     /// Parses and declutters `path`; the reason on failure is one line.
     pub fn load(path: &Path) -> Result<TractSession, String> {
-        let model = tract_onnx::onnx()
+        // Intermediate shapes recorded in the file (value_info, e.g. written by the quantiser with
+        // a symbolic batch) are only hints, and they contradict concrete input facts; tract
+        // infers every shape from the inputs anyway.
+        let mut onnx = tract_onnx::onnx();
+        onnx.ignore_value_info = true;
+        let parsed = onnx
             .model_for_path(path)
-            .and_then(|m| m.into_typed())
-            .and_then(|m| m.into_decluttered())
             .map_err(|e| format!("cannot load {}: {}", path.display(), one_line(&e)))?;
+        let model = match parsed
+            .clone()
+            .into_typed()
+            .and_then(|m| m.into_decluttered())
+        {
+            Ok(typed) => Prepared::Typed(typed),
+            Err(e) => {
+                tracing::debug!(model = %path.display(), reason = %one_line(&e), "typed per input shape");
+                Prepared::PerShape(parsed)
+            }
+        };
         Ok(TractSession {
             model,
             plans: HashMap::new(),
@@ -55,35 +77,22 @@ impl TractSession {
         if let Some(plan) = self.plans.get(&shapes) {
             return Ok(plan.clone());
         }
-        let mut symbols = HashMap::new();
-        for (ix, shape) in shapes.iter().enumerate() {
-            let fact = self.model.input_fact(ix)?;
-            let dims = fact.shape.dims();
-            if dims.len() != shape.len() {
-                bail!(
-                    "input {ix} has rank {}, the model expects {}",
-                    shape.len(),
-                    dims.len()
-                );
-            }
-            for (axis, (dim, &size)) in dims.iter().zip(shape).enumerate() {
-                match dim {
-                    TDim::Sym(sym) => {
-                        symbols.insert(sym.clone(), TDim::Val(size as i64));
-                    }
-                    other => {
-                        if other.to_usize().ok() != Some(size) {
-                            bail!("input {ix} axis {axis} is {size}, the model expects {other}");
-                        }
-                    }
+        let plan = match &self.model {
+            Prepared::Typed(model) => bind_symbols(model, &shapes)?
+                .into_optimized()?
+                .into_runnable()?,
+            Prepared::PerShape(model) => {
+                let mut model = model.clone();
+                for (ix, shape) in shapes.iter().enumerate() {
+                    model.set_input_fact(ix, f32::fact(shape).into())?;
                 }
+                model
+                    .into_typed()?
+                    .into_decluttered()?
+                    .into_optimized()?
+                    .into_runnable()?
             }
-        }
-        let plan = self
-            .model
-            .set_symbols(&symbols)?
-            .into_optimized()?
-            .into_runnable()?;
+        };
         if self.order.len() >= MAX_PLANS {
             let oldest = self.order.remove(0);
             self.plans.remove(&oldest);
@@ -92,6 +101,35 @@ impl TractSession {
         self.plans.insert(shapes, plan.clone());
         Ok(plan)
     }
+}
+
+/// Binds each symbolic input dimension to the size given; fixed dimensions must match.
+fn bind_symbols(model: &TypedModel, shapes: &[Vec<usize>]) -> TractResult<TypedModel> {
+    let mut symbols = HashMap::new();
+    for (ix, shape) in shapes.iter().enumerate() {
+        let fact = model.input_fact(ix)?;
+        let dims = fact.shape.dims();
+        if dims.len() != shape.len() {
+            bail!(
+                "input {ix} has rank {}, the model expects {}",
+                shape.len(),
+                dims.len()
+            );
+        }
+        for (axis, (dim, &size)) in dims.iter().zip(shape).enumerate() {
+            match dim {
+                TDim::Sym(sym) => {
+                    symbols.insert(sym.clone(), TDim::Val(size as i64));
+                }
+                other => {
+                    if other.to_usize().ok() != Some(size) {
+                        bail!("input {ix} axis {axis} is {size}, the model expects {other}");
+                    }
+                }
+            }
+        }
+    }
+    model.set_symbols(&symbols)
 }
 
 impl Session for TractSession {
