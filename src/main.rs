@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tracerd::config::Config;
+use tracerd::io::dicom;
 use tracerd::synth::{self, Size, SynthOptions};
 
 /// Scanner-side PET/CT inference daemon: drop-folder in, lesion masks and risk scores out.
@@ -29,6 +30,20 @@ enum Command {
         /// small: PET 64×64×96 for tests; clinical: PET 192×192×300, CT 512×512×300.
         #[arg(long, value_enum, default_value_t = SizeArg::Small)]
         size: SizeArg,
+        /// nifti: SUV/CT/SEG .nii.gz; dicom: PET (BQML) and CT series under DICOM/ in a
+        /// shuffled, nested layout with a stray non-DICOM file, plus labels.json.
+        #[arg(long, value_enum, default_value_t = FormatArg::Nifti)]
+        format: FormatArg,
+    },
+    /// Convert a folder of DICOM PET/CT files into pet_suv.nii.gz (SUVbw), ct.nii.gz (HU) and
+    /// conversion.json (the SUV factors and the tags they came from). A folder holding several
+    /// studies gets one sub-folder per study key.
+    Convert {
+        /// Output folder (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Folder of DICOM files, any nesting; non-DICOM files are ignored.
+        input: PathBuf,
     },
     /// Validate a configuration and the folders it names; exits non-zero on any error.
     Check {
@@ -36,6 +51,12 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FormatArg {
+    Nifti,
+    Dicom,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -74,13 +95,23 @@ fn main() -> ExitCode {
 /// Runs one subcommand; an `Err` is the one-line reason printed before exiting with status 1.
 fn run(command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Synth { out, seed, size } => {
+        Command::Synth {
+            out,
+            seed,
+            size,
+            format,
+        } => {
             let options = SynthOptions {
                 seed,
                 size: size.into(),
             };
             let study = synth::generate(&options);
-            synth::write_nifti(&study, &out).map_err(|e| e.to_string())?;
+            match format {
+                FormatArg::Nifti => synth::write_nifti(&study, &out).map_err(|e| e.to_string())?,
+                FormatArg::Dicom => {
+                    dicom::synth_export::write_dicom(&study, &out).map_err(|e| e.to_string())?;
+                }
+            }
             let o = &study.labels.outcomes;
             println!(
                 "wrote synthetic study seed {seed} ({}) to {}: {} lesion(s); outcomes lr={} dm={} os={}",
@@ -92,6 +123,35 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 o.os
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Convert { out, input } => {
+            let results = dicom::convert(&input, &out).map_err(|e| e.to_string())?;
+            let mut failed = 0;
+            for r in &results {
+                match &r.result {
+                    Ok(report) => println!(
+                        "{}: converted PET {} slices (SUV factor {:.6e}){} into {}",
+                        r.key,
+                        report.pet.slices,
+                        report.suv.suv_factor,
+                        report
+                            .ct
+                            .as_ref()
+                            .map(|c| format!(" and CT {} slices", c.slices))
+                            .unwrap_or_default(),
+                        r.dir.display()
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("tracerd: error: {}: {} stage: {e}", r.key, e.stage);
+                    }
+                }
+            }
+            if failed > 0 {
+                Err(format!("{failed} of {} studies failed", results.len()))
+            } else {
+                Ok(ExitCode::SUCCESS)
+            }
         }
         Command::Check { config } => {
             let loaded = Config::load(config.as_deref()).map_err(|e| e.to_string())?;

@@ -1,0 +1,106 @@
+//! Completeness of a PET series in a DICOM drop, for the watcher: a PET series is complete
+//! when its ImageIndex (0054,1330) values cover 1..=NumberOfSlices (0054,0081). When the tags
+//! are absent the answer is `Unknown` and the watcher falls back to its quiet period.
+
+use std::collections::BTreeSet;
+
+use super::scan::Instance;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completeness {
+    /// Every ImageIndex 1..=NumberOfSlices is present.
+    Complete,
+    /// Some are missing (the first few are listed).
+    Incomplete {
+        expected: usize,
+        present: usize,
+        first_missing: Vec<i64>,
+    },
+    /// The series does not carry the tags (or they disagree): use the quiet period.
+    Unknown,
+}
+
+/// Completeness of one PET series from its instances' headers.
+pub fn pet_series_completeness(instances: &[&Instance]) -> Completeness {
+    let mut expected: Option<i64> = None;
+    let mut seen = BTreeSet::new();
+    for i in instances {
+        let (Some(n), Some(idx)) = (i.number_of_slices, i.image_index) else {
+            return Completeness::Unknown;
+        };
+        if n < 1 || expected.is_some_and(|e| e != n) {
+            return Completeness::Unknown;
+        }
+        expected = Some(n);
+        seen.insert(idx);
+    }
+    let Some(n) = expected else {
+        return Completeness::Unknown;
+    };
+    let missing: Vec<i64> = (1..=n).filter(|k| !seen.contains(k)).collect();
+    if missing.is_empty() {
+        Completeness::Complete
+    } else {
+        Completeness::Incomplete {
+            expected: n as usize,
+            present: (n as usize) - missing.len(),
+            first_missing: missing.into_iter().take(8).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn inst(idx: Option<i64>, n: Option<i64>) -> Instance {
+        Instance {
+            path: PathBuf::new(),
+            rel: PathBuf::new(),
+            transfer_syntax: String::new(),
+            sop_class_uid: String::new(),
+            sop_instance_uid: String::new(),
+            study_uid: String::new(),
+            series_uid: String::new(),
+            modality: "PT".into(),
+            frame_of_reference_uid: None,
+            image_type: vec![],
+            series_description: None,
+            rows: 1,
+            columns: 1,
+            number_of_frames: 1,
+            pixel_spacing: None,
+            image_position: None,
+            image_orientation: None,
+            acquisition_number: None,
+            instance_number: None,
+            rescale_slope: 1.0,
+            rescale_intercept: 0.0,
+            image_index: idx,
+            number_of_slices: n,
+            suv: None,
+        }
+    }
+
+    #[test]
+    fn image_index_must_cover_number_of_slices() {
+        let all: Vec<Instance> = (1..=4).map(|k| inst(Some(k), Some(4))).collect();
+        let refs: Vec<&Instance> = all.iter().collect();
+        assert_eq!(pet_series_completeness(&refs), Completeness::Complete);
+        let some: Vec<&Instance> = all.iter().filter(|i| i.image_index != Some(3)).collect();
+        assert_eq!(
+            pet_series_completeness(&some),
+            Completeness::Incomplete {
+                expected: 4,
+                present: 3,
+                first_missing: vec![3]
+            }
+        );
+        let bare = [inst(None, None)];
+        assert_eq!(
+            pet_series_completeness(&bare.iter().collect::<Vec<_>>()),
+            Completeness::Unknown
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! Pixel data of a sorted series into a `Volume<f32>`: each slice decoded with dicom-pixeldata
+//! (native and the codecs its default features carry: JPEG baseline/lossless, RLE, deflate),
+//! rescaled with that slice's own RescaleSlope/Intercept and multiplied by that slice's factor
+//! (the SUV factor for PET, 1 for CT), in f64 before the one rounding to f32.
+
+use dicom_dictionary_std::tags;
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_object::OpenFileOptions;
+use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use rayon::prelude::*;
+
+use super::assemble::SeriesStack;
+use super::scan::Instance;
+use super::{DicomError, DicomErrorKind, Stage};
+use crate::volume::Volume;
+
+fn file_error(i: &Instance, kind: DicomErrorKind) -> DicomError {
+    DicomError::new(Stage::Pixels, i.rel.display().to_string(), kind)
+}
+
+/// Decodes one slice into `out` (rows × columns, first index fastest) as
+/// `(stored · slope + intercept) · factor`.
+fn load_slice(i: &Instance, factor: f64, out: &mut [f32]) -> Result<(), DicomError> {
+    let ts_ok = TransferSyntaxRegistry
+        .get(&i.transfer_syntax)
+        .map(|ts| (ts.can_decode_all(), ts.name().to_string()));
+    match ts_ok {
+        Some((true, _)) => {}
+        Some((false, name)) => {
+            return Err(file_error(
+                i,
+                DicomErrorKind::UnsupportedTransferSyntax {
+                    uid: i.transfer_syntax.clone(),
+                    name,
+                },
+            ));
+        }
+        None => {
+            return Err(file_error(
+                i,
+                DicomErrorKind::UnsupportedTransferSyntax {
+                    uid: i.transfer_syntax.clone(),
+                    name: "unknown".into(),
+                },
+            ));
+        }
+    }
+    let obj = OpenFileOptions::new()
+        .open_file(&i.path)
+        .map_err(|e| file_error(i, DicomErrorKind::Unreadable(e.to_string())))?;
+    if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+        return Err(file_error(i, DicomErrorKind::MissingPixelData));
+    }
+    let decoded = obj
+        .decode_pixel_data()
+        .map_err(|e| file_error(i, DicomErrorKind::PixelDecode(e.to_string())))?;
+    if decoded.samples_per_pixel() != 1 {
+        return Err(file_error(
+            i,
+            DicomErrorKind::PixelDecode(format!(
+                "{} samples per pixel; a PET or CT image has 1",
+                decoded.samples_per_pixel()
+            )),
+        ));
+    }
+    if decoded.rows() != i.rows || decoded.columns() != i.columns {
+        return Err(file_error(
+            i,
+            DicomErrorKind::PixelDecode(format!(
+                "decoded {}×{} but the header says {}×{}",
+                decoded.rows(),
+                decoded.columns(),
+                i.rows,
+                i.columns
+            )),
+        ));
+    }
+    let raw: Vec<f64> = decoded
+        .to_vec_frame_with_options(
+            0,
+            &ConvertOptions::new().with_modality_lut(ModalityLutOption::None),
+        )
+        .map_err(|e| file_error(i, DicomErrorKind::PixelDecode(e.to_string())))?;
+    if raw.len() != out.len() {
+        return Err(file_error(
+            i,
+            DicomErrorKind::PixelDecode(format!(
+                "{} values decoded, {} expected (pixel data truncated?)",
+                raw.len(),
+                out.len()
+            )),
+        ));
+    }
+    let (slope, intercept) = (i.rescale_slope, i.rescale_intercept);
+    for (o, v) in out.iter_mut().zip(raw) {
+        *o = ((v * slope + intercept) * factor) as f32;
+    }
+    Ok(())
+}
+
+/// Loads every slice of `series`; `factors[k]` multiplies slice k (None: 1).
+pub fn load_volume(
+    series: &SeriesStack,
+    factors: Option<&[f64]>,
+) -> Result<Volume<f32>, DicomError> {
+    let g = series.geometry.clone();
+    let plane = g.shape[0] * g.shape[1];
+    let mut data = vec![0f32; g.len()];
+    data.par_chunks_mut(plane)
+        .zip(series.slices.par_iter())
+        .enumerate()
+        .try_for_each(|(k, (out, inst))| load_slice(inst, factors.map_or(1.0, |f| f[k]), out))?;
+    Volume::new(g, data).map_err(|e| {
+        DicomError::new(
+            Stage::Pixels,
+            series.subject(),
+            DicomErrorKind::Geometry(e.to_string()),
+        )
+    })
+}

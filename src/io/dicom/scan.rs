@@ -1,0 +1,222 @@
+//! Walking a drop folder: every regular file in any nesting, parsed up to (not including) its
+//! pixel data. Files without the `DICM` marker are *ignored* (listed, kept with the study);
+//! files with it that do not parse are *unreadable* (listed with the reason; the series they
+//! belonged to then usually fails its completeness or spacing check).
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use dicom_dictionary_std::tags;
+use dicom_object::{InMemDicomObject, OpenFileOptions};
+use rayon::prelude::*;
+
+use super::suv::SuvTags;
+use super::tags_ext as t;
+use super::{DicomError, DicomErrorKind, Stage};
+
+/// The header values tracerd uses from one DICOM file (never patient identifiers).
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Path relative to the drop folder, for messages.
+    pub rel: PathBuf,
+    pub transfer_syntax: String,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub study_uid: String,
+    pub series_uid: String,
+    pub modality: String,
+    pub frame_of_reference_uid: Option<String>,
+    pub image_type: Vec<String>,
+    pub series_description: Option<String>,
+    pub rows: u32,
+    pub columns: u32,
+    pub number_of_frames: u32,
+    pub pixel_spacing: Option<[f64; 2]>,
+    pub image_position: Option<[f64; 3]>,
+    pub image_orientation: Option<[f64; 6]>,
+    pub acquisition_number: Option<i64>,
+    pub instance_number: Option<i64>,
+    pub rescale_slope: f64,
+    pub rescale_intercept: f64,
+    /// PET: ImageIndex (0054,1330) and NumberOfSlices (0054,0081).
+    pub image_index: Option<i64>,
+    pub number_of_slices: Option<i64>,
+    /// PET only.
+    pub suv: Option<SuvTags>,
+}
+
+/// What a folder holds.
+#[derive(Debug, Default)]
+pub struct ScanResult {
+    pub root: PathBuf,
+    pub instances: Vec<Instance>,
+    /// Not DICOM (relative paths).
+    pub ignored: Vec<PathBuf>,
+    /// DICOM marker present but unparsable: (relative path, reason).
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+/// All regular files under `root`, sorted (the scan result must not depend on directory order).
+fn walk(root: &Path) -> Result<Vec<PathBuf>, DicomError> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let rd = std::fs::read_dir(&dir).map_err(|e| {
+            DicomError::new(
+                Stage::Scan,
+                dir.display().to_string(),
+                DicomErrorKind::Io(e),
+            )
+        })?;
+        for entry in rd {
+            let entry = entry.map_err(|e| {
+                DicomError::new(
+                    Stage::Scan,
+                    dir.display().to_string(),
+                    DicomErrorKind::Io(e),
+                )
+            })?;
+            let ft = entry.file_type().map_err(|e| {
+                DicomError::new(
+                    Stage::Scan,
+                    entry.path().display().to_string(),
+                    DicomErrorKind::Io(e),
+                )
+            })?;
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with(crate::fsio::TEMP_PREFIX) {
+                continue;
+            }
+            if ft.is_dir() {
+                stack.push(entry.path());
+            } else if ft.is_file() {
+                out.push(entry.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// True when the file has the DICOM Part 10 marker.
+fn has_dicm_marker(path: &Path) -> std::io::Result<bool> {
+    let mut f = File::open(path)?;
+    let mut buf = [0u8; 132];
+    let mut n = 0;
+    while n < buf.len() {
+        let k = f.read(&mut buf[n..])?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    Ok(n == 132 && &buf[128..132] == b"DICM")
+}
+
+/// Walks `root` and parses every DICOM header, in parallel.
+pub fn scan_folder(root: &Path) -> Result<ScanResult, DicomError> {
+    let files = walk(root)?;
+    enum One {
+        Instance(Box<Instance>),
+        Ignored(PathBuf),
+        Unreadable(PathBuf, String),
+    }
+    let results: Vec<One> = files
+        .par_iter()
+        .map(|path| {
+            let rel = path.strip_prefix(root).unwrap_or(path).to_path_buf();
+            match has_dicm_marker(path) {
+                Ok(false) => return One::Ignored(rel),
+                Err(e) => return One::Unreadable(rel, e.to_string()),
+                Ok(true) => {}
+            }
+            match OpenFileOptions::new()
+                .read_until(tags::PIXEL_DATA)
+                .open_file(path)
+            {
+                Ok(obj) => {
+                    let ts = obj
+                        .meta()
+                        .transfer_syntax()
+                        .trim_end_matches('\0')
+                        .to_string();
+                    match instance_from(&obj, path.clone(), rel.clone(), ts) {
+                        Ok(i) => One::Instance(Box::new(i)),
+                        Err(why) => One::Unreadable(rel, why),
+                    }
+                }
+                Err(e) => One::Unreadable(rel, e.to_string()),
+            }
+        })
+        .collect();
+    let mut scan = ScanResult {
+        root: root.to_path_buf(),
+        ..Default::default()
+    };
+    for r in results {
+        match r {
+            One::Instance(i) => scan.instances.push(*i),
+            One::Ignored(p) => scan.ignored.push(p),
+            One::Unreadable(p, why) => scan.unreadable.push((p, why)),
+        }
+    }
+    Ok(scan)
+}
+
+/// Extracts an [`Instance`]; `Err` when a UID that grouping needs is absent.
+pub fn instance_from(
+    obj: &InMemDicomObject,
+    path: PathBuf,
+    rel: PathBuf,
+    transfer_syntax: String,
+) -> Result<Instance, String> {
+    let need = |tag, name: &str| t::string(obj, tag).ok_or_else(|| format!("{name} missing"));
+    let modality = t::string(obj, tags::MODALITY)
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    let suv = (modality == "PT").then(|| SuvTags::from_object(obj));
+    Ok(Instance {
+        transfer_syntax,
+        sop_class_uid: t::string(obj, tags::SOP_CLASS_UID).unwrap_or_default(),
+        sop_instance_uid: need(tags::SOP_INSTANCE_UID, "SOPInstanceUID (0008,0018)")?,
+        study_uid: need(tags::STUDY_INSTANCE_UID, "StudyInstanceUID (0020,000D)")?,
+        series_uid: need(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID (0020,000E)")?,
+        frame_of_reference_uid: t::string(obj, tags::FRAME_OF_REFERENCE_UID),
+        image_type: t::strings(obj, tags::IMAGE_TYPE)
+            .into_iter()
+            .map(|s| s.to_ascii_uppercase())
+            .collect(),
+        series_description: t::string(obj, tags::SERIES_DESCRIPTION),
+        rows: t::int(obj, tags::ROWS).unwrap_or(0).max(0) as u32,
+        columns: t::int(obj, tags::COLUMNS).unwrap_or(0).max(0) as u32,
+        number_of_frames: t::int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32,
+        pixel_spacing: t::numbers(obj, tags::PIXEL_SPACING)
+            .filter(|v| v.len() == 2)
+            .map(|v| [v[0], v[1]]),
+        image_position: t::numbers(obj, tags::IMAGE_POSITION_PATIENT)
+            .filter(|v| v.len() == 3)
+            .map(|v| [v[0], v[1], v[2]]),
+        image_orientation: t::numbers(obj, tags::IMAGE_ORIENTATION_PATIENT)
+            .filter(|v| v.len() == 6)
+            .map(|v| [v[0], v[1], v[2], v[3], v[4], v[5]]),
+        acquisition_number: t::int(obj, tags::ACQUISITION_NUMBER),
+        instance_number: t::int(obj, tags::INSTANCE_NUMBER),
+        rescale_slope: t::number(obj, tags::RESCALE_SLOPE)
+            .ok()
+            .flatten()
+            .unwrap_or(1.0),
+        rescale_intercept: t::number(obj, tags::RESCALE_INTERCEPT)
+            .ok()
+            .flatten()
+            .unwrap_or(0.0),
+        image_index: t::int(obj, tags::IMAGE_INDEX),
+        number_of_slices: t::int(obj, tags::NUMBER_OF_SLICES),
+        modality,
+        suv,
+        path,
+        rel,
+    })
+}

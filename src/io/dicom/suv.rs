@@ -1,0 +1,726 @@
+//! SUVbw factors of a PET series, exactly as DESIGN §6 (QIBA) says, with a record of every
+//! quantity and the tag it came from (`conversion.json`'s `"suv"`).
+//!
+//! SUV of a voxel = (stored · RescaleSlope + RescaleIntercept) of its slice × the slice's factor.
+//!
+//! * Units BQML: factor = W / D_ref, W the weight in g, D_ref the injected dose decay-corrected
+//!   to the image's reference time (START: series reference time; ADMIN: the dose as is; NONE:
+//!   each slice corrected to its own frame from AcquisitionTime and ActualFrameDuration).
+//! * GML: the images are SUVbw already (factor 1).
+//! * CNTS (Philips): the SUV scale factor (7053,1000) when non-zero, else the activity
+//!   concentration scale factor (7053,1009) × the BQML factor.
+//! * Anything else (CPS, PROP, …) is rejected: there is no defensible conversion.
+//!
+//! `CorrectedImage` must hold ATTN, and DECY unless DecayCorrection is NONE (an image that is not
+//! decay-corrected cannot list DECY; §6's "must contain DECY" read for the corrected cases).
+//!
+//! Reference time: SeriesDate/Time unless it is after the earliest AcquisitionDate/Time (some
+//! scanners rewrite the series time on reconstruction), then GE's private post-injection
+//! date-time (0009,100D), else the earliest AcquisitionDate/Time. Injection: the
+//! RadiopharmaceuticalStartDateTime, else StartTime on the series date, moved one day back when
+//! that lands after the reference time (injection before midnight, scan after). A dose below
+//! 1e5 is taken as MBq (no FDG dose is under 100 kBq; MBq values are around 4e2). Missing
+//! weight, dose or half-life is an error naming the tag: never guessed.
+
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use serde::Serialize;
+
+use super::tags_ext as t;
+use super::{DicomError, DicomErrorKind, Stage};
+
+const GE_CREATOR: &str = "GEMS_PETD_01";
+const PHILIPS_CREATOR: &str = "Philips PET Private Group";
+/// Doses below this are in MBq.
+const MBQ_THRESHOLD: f64 = 1e5;
+
+/// The SUV-relevant header values of one PET instance (patient identifiers are never read).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuvTags {
+    pub units: Option<String>,
+    pub decay_correction: Option<String>,
+    pub corrected_image: Vec<String>,
+    /// PatientWeight as stored; `Err` holds unparsable text.
+    pub patient_weight: Result<Option<f64>, String>,
+    pub series_date: Option<String>,
+    pub series_time: Option<String>,
+    pub acquisition_date: Option<String>,
+    pub acquisition_time: Option<String>,
+    pub actual_frame_duration_ms: Option<f64>,
+    pub radiopharmaceutical_start_datetime: Option<String>,
+    pub radiopharmaceutical_start_time: Option<String>,
+    pub radionuclide_total_dose: Result<Option<f64>, String>,
+    pub radionuclide_half_life: Result<Option<f64>, String>,
+    pub ge_post_injection_datetime: Option<String>,
+    pub philips_suv_scale: Option<f64>,
+    pub philips_activity_scale: Option<f64>,
+}
+
+impl SuvTags {
+    /// Reads the values from a PET header.
+    pub fn from_object(obj: &InMemDicomObject) -> Self {
+        let rp = t::first_item(obj, tags::RADIOPHARMACEUTICAL_INFORMATION_SEQUENCE);
+        let rp_num = |tag: Tag| rp.map(|o| t::number(o, tag)).unwrap_or(Ok(None));
+        let rp_str = |tag: Tag| rp.and_then(|o| t::string(o, tag));
+        let private_num = |group, creator, el| {
+            t::private_text(obj, group, creator, el)
+                .and_then(|s| s.parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v != 0.0)
+        };
+        SuvTags {
+            units: t::string(obj, tags::UNITS).map(|s| s.to_ascii_uppercase()),
+            decay_correction: t::string(obj, tags::DECAY_CORRECTION)
+                .map(|s| s.to_ascii_uppercase()),
+            corrected_image: t::strings(obj, tags::CORRECTED_IMAGE)
+                .into_iter()
+                .map(|s| s.to_ascii_uppercase())
+                .collect(),
+            patient_weight: t::number(obj, tags::PATIENT_WEIGHT),
+            series_date: t::string(obj, tags::SERIES_DATE),
+            series_time: t::string(obj, tags::SERIES_TIME),
+            acquisition_date: t::string(obj, tags::ACQUISITION_DATE),
+            acquisition_time: t::string(obj, tags::ACQUISITION_TIME),
+            actual_frame_duration_ms: t::number(obj, tags::ACTUAL_FRAME_DURATION).ok().flatten(),
+            radiopharmaceutical_start_datetime: rp_str(tags::RADIOPHARMACEUTICAL_START_DATE_TIME),
+            radiopharmaceutical_start_time: rp_str(tags::RADIOPHARMACEUTICAL_START_TIME),
+            radionuclide_total_dose: rp_num(tags::RADIONUCLIDE_TOTAL_DOSE),
+            radionuclide_half_life: rp_num(tags::RADIONUCLIDE_HALF_LIFE),
+            ge_post_injection_datetime: t::private_text(obj, 0x0009, GE_CREATOR, 0x0D),
+            philips_suv_scale: private_num(0x7053, PHILIPS_CREATOR, 0x00),
+            philips_activity_scale: private_num(0x7053, PHILIPS_CREATOR, 0x09),
+        }
+    }
+}
+
+/// A value and the tag (or rule) it came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub source: String,
+}
+
+fn sourced<T>(value: T, source: impl Into<String>) -> Sourced<T> {
+    Sourced {
+        value,
+        source: source.into(),
+    }
+}
+
+/// How the SUV factors were derived (`conversion.json`'s `"suv"`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SuvRecord {
+    /// `bqml`, `gml` or `philips_cnts_suv_scale` / `philips_cnts_activity_scale`.
+    pub method: String,
+    pub units: Sourced<String>,
+    pub decay_correction: Option<Sourced<String>>,
+    pub corrected_image: Sourced<Vec<String>>,
+    pub weight_g: Option<Sourced<f64>>,
+    pub injected_dose_bq: Option<Sourced<f64>>,
+    pub half_life_s: Option<Sourced<f64>>,
+    pub injection_time: Option<Sourced<String>>,
+    pub reference_time: Option<Sourced<String>>,
+    /// Seconds from injection to the reference time (START).
+    pub decay_time_s: Option<f64>,
+    /// The dose decayed to the reference time (START) or as injected (ADMIN), Bq.
+    pub decayed_dose_bq: Option<f64>,
+    pub philips_scale_factor: Option<Sourced<f64>>,
+    /// Factor of the first slice and the range over all slices (equal unless DecayCorrection
+    /// is NONE).
+    pub suv_factor: f64,
+    pub suv_factor_min: f64,
+    pub suv_factor_max: f64,
+    pub notes: Vec<String>,
+}
+
+/// The factors of every slice (in the order given) and their record.
+#[derive(Debug, Clone)]
+pub struct SuvConversion {
+    pub factors: Vec<f64>,
+    pub record: SuvRecord,
+}
+
+fn missing(name: &'static str, tag: &'static str, purpose: &'static str) -> DicomErrorKind {
+    DicomErrorKind::MissingTag { name, tag, purpose }
+}
+
+/// SUVbw factors for the slices of one PET series. `subject` names the series in errors.
+pub fn compute(slices: &[&SuvTags], subject: &str) -> Result<SuvConversion, DicomError> {
+    compute_inner(slices).map_err(|kind| DicomError::new(Stage::Suv, subject, kind))
+}
+
+fn compute_inner(slices: &[&SuvTags]) -> Result<SuvConversion, DicomErrorKind> {
+    let first = *slices
+        .first()
+        .ok_or_else(|| DicomErrorKind::Geometry("PET series without slices".into()))?;
+    let units = first.units.clone().ok_or_else(|| {
+        missing(
+            "Units",
+            "(0054,1001)",
+            "cannot tell what the pixel values measure",
+        )
+    })?;
+    let mut notes = Vec::new();
+    let decay = first.decay_correction.clone();
+    let corrected = &first.corrected_image;
+    let has = |w: &str| corrected.iter().any(|c| c == w);
+    let corrected_text = corrected.join("\\");
+    if !has("ATTN") {
+        return Err(DicomErrorKind::NotCorrected(
+            corrected_text,
+            "the image is not attenuation-corrected (no ATTN)",
+        ));
+    }
+    let mut record = SuvRecord {
+        method: String::new(),
+        units: sourced(units.clone(), "Units (0054,1001)"),
+        decay_correction: decay
+            .clone()
+            .map(|d| sourced(d, "DecayCorrection (0054,1102)")),
+        corrected_image: sourced(corrected.clone(), "CorrectedImage (0028,0051)"),
+        weight_g: None,
+        injected_dose_bq: None,
+        half_life_s: None,
+        injection_time: None,
+        reference_time: None,
+        decay_time_s: None,
+        decayed_dose_bq: None,
+        philips_scale_factor: None,
+        suv_factor: 0.0,
+        suv_factor_min: 0.0,
+        suv_factor_max: 0.0,
+        notes: Vec::new(),
+    };
+
+    let factors: Vec<f64> = match units.as_str() {
+        "GML" => {
+            record.method = "gml".into();
+            notes.push("Units GML: the stored values (after rescale) are SUVbw already".into());
+            vec![1.0; slices.len()]
+        }
+        "BQML" => {
+            record.method = "bqml".into();
+            bqml_factors(slices, &mut record, &mut notes)?
+        }
+        "CNTS" => {
+            if let Some(s) = first.philips_suv_scale {
+                record.method = "philips_cnts_suv_scale".into();
+                record.philips_scale_factor = Some(sourced(
+                    s,
+                    "SUVScaleFactor (7053,1000) [Philips PET Private Group]",
+                ));
+                vec![s; slices.len()]
+            } else if let Some(a) = first.philips_activity_scale {
+                record.method = "philips_cnts_activity_scale".into();
+                record.philips_scale_factor = Some(sourced(
+                    a,
+                    "ActivityConcentrationScaleFactor (7053,1009) [Philips PET Private Group]",
+                ));
+                notes.push("CNTS × (7053,1009) gives Bq/ml; then as BQML".into());
+                bqml_factors(slices, &mut record, &mut notes)?
+                    .into_iter()
+                    .map(|f| f * a)
+                    .collect()
+            } else {
+                return Err(missing(
+                    "SUVScaleFactor",
+                    "(7053,1000)",
+                    "Units CNTS need the Philips SUV scale factor or activity concentration \
+                     scale factor (7053,1009)",
+                ));
+            }
+        }
+        _ => return Err(DicomErrorKind::UnsupportedUnits(units)),
+    };
+    if units != "GML" && decay.as_deref() != Some("NONE") && !has("DECY") {
+        return Err(DicomErrorKind::NotCorrected(
+            corrected_text,
+            "DecayCorrection says corrected but CorrectedImage lacks DECY",
+        ));
+    }
+    if let Some(bad) = factors.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+        return Err(DicomErrorKind::Timing(format!(
+            "SUV factor {bad} is not a positive number"
+        )));
+    }
+    record.suv_factor = factors[0];
+    record.suv_factor_min = factors.iter().cloned().fold(f64::INFINITY, f64::min);
+    record.suv_factor_max = factors.iter().cloned().fold(0.0, f64::max);
+    record.notes = notes;
+    Ok(SuvConversion { factors, record })
+}
+
+fn required(
+    v: &Result<Option<f64>, String>,
+    name: &'static str,
+    tag: &'static str,
+    purpose: &'static str,
+) -> Result<f64, DicomErrorKind> {
+    match v {
+        Ok(Some(x)) if *x > 0.0 => Ok(*x),
+        Ok(Some(x)) => Err(DicomErrorKind::BadValue {
+            name,
+            tag,
+            value: x.to_string(),
+            why: "must be positive".into(),
+        }),
+        Ok(None) => Err(missing(name, tag, purpose)),
+        Err(text) => Err(DicomErrorKind::BadValue {
+            name,
+            tag,
+            value: text.clone(),
+            why: "not a number".into(),
+        }),
+    }
+}
+
+/// Factors W / D(t) for Bq/ml images.
+fn bqml_factors(
+    slices: &[&SuvTags],
+    record: &mut SuvRecord,
+    notes: &mut Vec<String>,
+) -> Result<Vec<f64>, DicomErrorKind> {
+    let first = slices[0];
+    let weight = required(
+        &first.patient_weight,
+        "PatientWeight",
+        "(0010,1030)",
+        "cannot compute SUVbw",
+    )?;
+    let weight_g = if weight > 1000.0 {
+        notes.push(format!(
+            "PatientWeight {weight} > 1000: taken as grams already"
+        ));
+        weight
+    } else {
+        weight * 1000.0
+    };
+    record.weight_g = Some(sourced(weight_g, "PatientWeight (0010,1030), kg × 1000"));
+    let dose_raw = required(
+        &first.radionuclide_total_dose,
+        "RadionuclideTotalDose",
+        "(0018,1074)",
+        "cannot compute SUVbw",
+    )?;
+    let dose = if dose_raw < MBQ_THRESHOLD {
+        notes.push(format!(
+            "RadionuclideTotalDose {dose_raw} < {MBQ_THRESHOLD:e}: taken as MBq"
+        ));
+        dose_raw * 1e6
+    } else {
+        dose_raw
+    };
+    record.injected_dose_bq = Some(sourced(
+        dose,
+        "RadionuclideTotalDose (0018,1074) in RadiopharmaceuticalInformationSequence (0054,0016)",
+    ));
+    let decay = first.decay_correction.clone().ok_or_else(|| {
+        missing(
+            "DecayCorrection",
+            "(0054,1102)",
+            "cannot tell when the activity was decay-corrected to",
+        )
+    })?;
+    if decay == "ADMIN" {
+        record.decayed_dose_bq = Some(dose);
+        notes.push("DecayCorrection ADMIN: images corrected to injection, dose used as is".into());
+        return Ok(vec![weight_g / dose; slices.len()]);
+    }
+    if decay != "START" && decay != "NONE" {
+        return Err(DicomErrorKind::BadValue {
+            name: "DecayCorrection",
+            tag: "(0054,1102)",
+            value: decay,
+            why: "expected START, ADMIN or NONE".into(),
+        });
+    }
+    let half_life = required(
+        &first.radionuclide_half_life,
+        "RadionuclideHalfLife",
+        "(0018,1075)",
+        "cannot decay-correct the dose",
+    )?;
+    record.half_life_s = Some(sourced(
+        half_life,
+        "RadionuclideHalfLife (0018,1075) in RadiopharmaceuticalInformationSequence (0054,0016)",
+    ));
+
+    // Earliest acquisition over the series.
+    let series_date = first.series_date.as_deref();
+    let mut earliest: Option<(f64, String)> = None;
+    let mut acq_times = Vec::with_capacity(slices.len());
+    for s in slices {
+        let date = s.acquisition_date.as_deref().or(series_date);
+        let time = s.acquisition_time.as_deref();
+        let at = match (date, time) {
+            (Some(d), Some(tm)) => {
+                Some(date_time(d, tm).ok_or_else(|| DicomErrorKind::BadValue {
+                    name: "AcquisitionTime",
+                    tag: "(0008,0032)",
+                    value: format!("{d} {tm}"),
+                    why: "not a DICOM DA/TM".into(),
+                })?)
+            }
+            _ => None,
+        };
+        if let Some(a) = at
+            && earliest.as_ref().is_none_or(|(e, _)| a < *e)
+        {
+            earliest = Some((a, format!("{} {}", date.unwrap_or(""), time.unwrap_or(""))));
+        }
+        acq_times.push(at);
+    }
+
+    let series = match (series_date, first.series_time.as_deref()) {
+        (Some(d), Some(tm)) => date_time(d, tm),
+        _ => None,
+    };
+    let injection = |reference: f64| -> Result<(f64, Sourced<String>), DicomErrorKind> {
+        if let Some(dt) = first.radiopharmaceutical_start_datetime.as_deref()
+            && let Some(v) = parse_dt(dt)
+        {
+            return Ok((
+                v,
+                sourced(
+                    dt.to_string(),
+                    "RadiopharmaceuticalStartDateTime (0018,1078)",
+                ),
+            ));
+        }
+        let tm = first
+            .radiopharmaceutical_start_time
+            .as_deref()
+            .ok_or_else(|| {
+                missing(
+                    "RadiopharmaceuticalStartTime",
+                    "(0018,1072)",
+                    "cannot decay-correct the dose without the injection time",
+                )
+            })?;
+        let date = series_date.ok_or_else(|| {
+            missing(
+                "SeriesDate",
+                "(0008,0021)",
+                "the injection time has no date of its own",
+            )
+        })?;
+        let v = date_time(date, tm).ok_or_else(|| DicomErrorKind::BadValue {
+            name: "RadiopharmaceuticalStartTime",
+            tag: "(0018,1072)",
+            value: tm.to_string(),
+            why: "not a DICOM TM".into(),
+        })?;
+        if v > reference {
+            Ok((
+                v - 86_400.0,
+                sourced(
+                    format!("{tm} on the day before SeriesDate {date}"),
+                    "RadiopharmaceuticalStartTime (0018,1072), injected before midnight",
+                ),
+            ))
+        } else {
+            Ok((
+                v,
+                sourced(
+                    format!("{tm} on SeriesDate {date}"),
+                    "RadiopharmaceuticalStartTime (0018,1072) + SeriesDate (0008,0021)",
+                ),
+            ))
+        }
+    };
+    let lambda = std::f64::consts::LN_2 / half_life;
+
+    if decay == "NONE" {
+        // Each slice from its own frame: the value is the mean activity over the frame that
+        // began at AcquisitionTime; correct it to the frame start, then compare with the dose
+        // decayed to the frame start.
+        let reference = earliest
+            .as_ref()
+            .map(|e| e.0)
+            .ok_or_else(|| missing("AcquisitionTime", "(0008,0032)", "DecayCorrection NONE"))?;
+        let (t_inj, inj_src) = injection(reference)?;
+        record.injection_time = Some(inj_src);
+        notes.push(
+            "DecayCorrection NONE: each slice decay-corrected from its AcquisitionTime and \
+             ActualFrameDuration"
+                .into(),
+        );
+        let mut out = Vec::with_capacity(slices.len());
+        for (s, at) in slices.iter().zip(&acq_times) {
+            let t0 = at
+                .ok_or_else(|| missing("AcquisitionTime", "(0008,0032)", "DecayCorrection NONE"))?;
+            let duration = s
+                .actual_frame_duration_ms
+                .filter(|d| *d > 0.0)
+                .ok_or_else(|| {
+                    missing(
+                        "ActualFrameDuration",
+                        "(0018,1242)",
+                        "DecayCorrection NONE needs each frame's duration",
+                    )
+                })?
+                / 1000.0;
+            let dt = t0 - t_inj;
+            if dt < 0.0 {
+                return Err(DicomErrorKind::Timing(
+                    "acquisition starts before the injection".into(),
+                ));
+            }
+            let x = lambda * duration;
+            let in_frame = x / (1.0 - (-x).exp());
+            out.push(weight_g / (dose * (-lambda * dt).exp()) * in_frame);
+        }
+        return Ok(out);
+    }
+
+    // START: one reference time for the series.
+    let (reference, ref_src) = match (series, &earliest) {
+        (Some(s), Some((e, _))) if s <= *e => (
+            s,
+            sourced(
+                format!(
+                    "{} {}",
+                    series_date.unwrap_or(""),
+                    first.series_time.as_deref().unwrap_or("")
+                ),
+                "SeriesDate (0008,0021) + SeriesTime (0008,0031)",
+            ),
+        ),
+        (Some(s), None) => (
+            s,
+            sourced(
+                format!(
+                    "{} {}",
+                    series_date.unwrap_or(""),
+                    first.series_time.as_deref().unwrap_or("")
+                ),
+                "SeriesDate (0008,0021) + SeriesTime (0008,0031)",
+            ),
+        ),
+        (_, earliest) => {
+            if let Some(ge) = first.ge_post_injection_datetime.as_deref()
+                && let Some(v) = parse_dt(ge)
+                && series.is_some()
+            {
+                (
+                    v,
+                    sourced(
+                        ge.to_string(),
+                        "GE private post-injection date-time (0009,100D) [GEMS_PETD_01]; \
+                         SeriesTime is after AcquisitionTime",
+                    ),
+                )
+            } else {
+                let (e, text) = earliest.clone().ok_or_else(|| {
+                    missing(
+                        "SeriesTime",
+                        "(0008,0031)",
+                        "no series or acquisition time to decay-correct the dose to",
+                    )
+                })?;
+                let why = if series.is_some() {
+                    "earliest AcquisitionDate/Time (0008,0022)/(0008,0032); SeriesTime is \
+                     after it"
+                } else {
+                    "earliest AcquisitionDate/Time (0008,0022)/(0008,0032); no SeriesTime"
+                };
+                (e, sourced(text, why))
+            }
+        }
+    };
+    let (t_inj, inj_src) = injection(reference)?;
+    let dt = reference - t_inj;
+    if dt < 0.0 {
+        return Err(DicomErrorKind::Timing(format!(
+            "injection {} is after the reference time {}",
+            inj_src.value, ref_src.value
+        )));
+    }
+    record.injection_time = Some(inj_src);
+    record.reference_time = Some(ref_src);
+    record.decay_time_s = Some(dt);
+    let decayed = dose * 2f64.powf(-dt / half_life);
+    record.decayed_dose_bq = Some(decayed);
+    Ok(vec![weight_g / decayed; slices.len()])
+}
+
+// ------------------------------------------------------------------------------------------------
+// DICOM dates and times → seconds since 1970-01-01 (the zone is ignored: every time in a series
+// shares it).
+// ------------------------------------------------------------------------------------------------
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// DA `YYYYMMDD` (also the old `YYYY.MM.DD`) → seconds at midnight.
+pub fn parse_da(s: &str) -> Option<f64> {
+    let digits: String = s
+        .trim()
+        .chars()
+        .filter(|c| *c != '.' && *c != '-')
+        .collect();
+    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let y: i64 = digits[0..4].parse().ok()?;
+    let m: i64 = digits[4..6].parse().ok()?;
+    let d: i64 = digits[6..8].parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    Some(days_from_civil(y, m, d) as f64 * 86_400.0)
+}
+
+/// TM `HH[MM[SS[.FFFFFF]]]` (also the old `HH:MM:SS`) → seconds after midnight.
+pub fn parse_tm(s: &str) -> Option<f64> {
+    let s: String = s.trim().chars().filter(|c| *c != ':').collect();
+    let (whole, frac) = match s.split_once('.') {
+        Some((w, f)) => (w.to_string(), f.to_string()),
+        None => (s.clone(), String::new()),
+    };
+    if whole.is_empty()
+        || whole.len() % 2 == 1
+        || whole.len() > 6
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let part = |i: usize| -> f64 {
+        whole
+            .get(i..i + 2)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (h, m, sec) = (part(0), part(2), part(4));
+    if h > 23.0 || m > 59.0 || sec > 60.0 {
+        return None;
+    }
+    let f: f64 = if frac.is_empty() {
+        0.0
+    } else {
+        format!("0.{frac}").parse().ok()?
+    };
+    Some(h * 3600.0 + m * 60.0 + sec + f)
+}
+
+/// DA + TM → seconds.
+pub fn date_time(da: &str, tm: &str) -> Option<f64> {
+    Some(parse_da(da)? + parse_tm(tm)?)
+}
+
+/// DT `YYYYMMDDHHMMSS.FFFFFF[&ZZXX]` → seconds (time part optional; zone ignored).
+pub fn parse_dt(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let s = s.split(['+', '-']).next()?;
+    if s.len() < 8 {
+        return None;
+    }
+    let day = parse_da(&s[..8])?;
+    let rest = &s[8..];
+    if rest.is_empty() {
+        return Some(day);
+    }
+    Some(day + parse_tm(rest)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> SuvTags {
+        SuvTags {
+            units: Some("BQML".into()),
+            decay_correction: Some("START".into()),
+            corrected_image: vec!["ATTN".into(), "DECY".into()],
+            patient_weight: Ok(Some(80.0)),
+            series_date: Some("20240102".into()),
+            series_time: Some("100000".into()),
+            acquisition_date: Some("20240102".into()),
+            acquisition_time: Some("100500".into()),
+            actual_frame_duration_ms: Some(120_000.0),
+            radiopharmaceutical_start_datetime: None,
+            radiopharmaceutical_start_time: Some("090000".into()),
+            radionuclide_total_dose: Ok(Some(370e6)),
+            radionuclide_half_life: Ok(Some(6586.2)),
+            ge_post_injection_datetime: None,
+            philips_suv_scale: None,
+            philips_activity_scale: None,
+        }
+    }
+
+    #[test]
+    fn dates_and_times_parse() {
+        assert_eq!(parse_da("19700102"), Some(86_400.0));
+        assert_eq!(parse_tm("010203.5"), Some(3723.5));
+        assert_eq!(parse_tm("01:02:03"), Some(3723.0));
+        assert_eq!(parse_tm("0102"), Some(3720.0));
+        assert_eq!(parse_dt("19700102010203.5+0100"), Some(86_400.0 + 3723.5));
+        assert!(parse_tm("25").is_none() && parse_da("2024011").is_none());
+        // 2000 is a leap year.
+        assert_eq!(
+            parse_da("20000301").unwrap() - parse_da("20000228").unwrap(),
+            2.0 * 86_400.0
+        );
+    }
+
+    #[test]
+    fn start_decays_the_dose_to_the_series_time() {
+        let s = base();
+        let c = compute(&[&s], "t").unwrap();
+        let want = 80_000.0 / (370e6 * 2f64.powf(-3600.0 / 6586.2));
+        assert!((c.factors[0] / want - 1.0).abs() < 1e-12);
+        assert_eq!(c.record.decay_time_s, Some(3600.0));
+    }
+
+    #[test]
+    fn injection_before_midnight_and_mbq_dose() {
+        let mut s = base();
+        s.series_time = Some("003000".into());
+        s.acquisition_time = Some("003100".into());
+        s.radiopharmaceutical_start_time = Some("233000".into());
+        s.radionuclide_total_dose = Ok(Some(370.0));
+        let c = compute(&[&s], "t").unwrap();
+        assert_eq!(c.record.decay_time_s, Some(3600.0));
+        assert_eq!(c.record.injected_dose_bq.as_ref().unwrap().value, 370e6);
+    }
+
+    #[test]
+    fn missing_weight_names_the_tag_and_cps_is_rejected() {
+        let mut s = base();
+        s.patient_weight = Ok(None);
+        let e = compute(&[&s], "PET series 1.2").unwrap_err();
+        assert_eq!(e.reason(), "missing_tag");
+        assert!(e.to_string().contains("PatientWeight (0010,1030)"), "{e}");
+        let mut s = base();
+        s.units = Some("CPS".into());
+        assert_eq!(
+            compute(&[&s], "x").unwrap_err().reason(),
+            "unsupported_units"
+        );
+        let mut s = base();
+        s.corrected_image = vec!["DECY".into()];
+        assert_eq!(compute(&[&s], "x").unwrap_err().reason(), "not_corrected");
+    }
+
+    #[test]
+    fn decay_none_corrects_each_frame() {
+        let mut a = base();
+        a.decay_correction = Some("NONE".into());
+        a.corrected_image = vec!["ATTN".into()];
+        let mut b = a.clone();
+        b.acquisition_time = Some("101000".into());
+        let c = compute(&[&a, &b], "t").unwrap();
+        let lambda = std::f64::consts::LN_2 / 6586.2;
+        let ratio = c.factors[1] / c.factors[0];
+        assert!((ratio - (lambda * 300.0).exp()).abs() < 1e-12);
+    }
+}

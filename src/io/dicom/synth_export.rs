@@ -1,0 +1,524 @@
+//! `tracerd synth --format dicom`: a synthetic study as the files a scanner would export.
+//!
+//! * **PET**: PET Image Storage, one file per slice, Units BQML, DecayCorrection START,
+//!   CorrectedImage ATTN\DECY\…, signed 16-bit stored values with a **per-slice**
+//!   RescaleSlope (each slice's maximum maps to 32767), a realistic weight, dose, half-life and
+//!   injection/series/acquisition times. The activity written is the synthetic SUV divided by
+//!   the SUVbw factor those tags imply, so converting back gives the NIfTI SUV of the same seed
+//!   to within the int16 quantisation (≤ 1.6e-5 of each slice's maximum).
+//! * **CT**: CT Image Storage, stored = HU + 1024 (unsigned), RescaleIntercept −1024, slope 1:
+//!   exact for the integer HU the generator makes.
+//! * Both share one FrameOfReferenceUID. UIDs are `2.25.` + a 128-bit hash of the seed and the
+//!   item, so the same seed gives the same files.
+//! * Layout: `DICOM/<x>/<y>/IM<hash>` — nested and in no meaningful order — plus a stray
+//!   non-DICOM `DICOM/README.txt`, and `labels.json` beside `DICOM/`.
+//!
+//! The patient is `SYNTHETIC^SEED<n>`: no real identifier, and never logged like any other.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use dicom_core::value::DataSetSequence;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use rayon::prelude::*;
+
+use super::assemble::{CT_IMAGE_STORAGE, PET_IMAGE_STORAGE};
+use super::{DicomError, DicomErrorKind, Stage};
+use crate::fsio;
+use crate::synth::SyntheticStudy;
+use crate::volume::Volume;
+
+/// Explicit VR Little Endian.
+pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+/// tracerd's implementation class UID (a 2.25 UUID-derived root).
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.90183226271406385402735102934137640221";
+const IMPLEMENTATION_VERSION: &str = "TRACERD_0_1";
+
+/// F-18 half-life (s) as scanners write it.
+pub const F18_HALF_LIFE_S: f64 = 6586.2;
+
+/// The SUV-relevant header values a synthetic PET carries (chosen from the seed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthPetTags {
+    pub weight_kg: f64,
+    pub dose_bq: f64,
+    /// Seconds after midnight.
+    pub injection_s: u32,
+    pub series_s: u32,
+    pub study_date: &'static str,
+}
+
+impl SynthPetTags {
+    pub fn for_seed(seed: u64) -> Self {
+        let h = mix(seed, 0x5355_565f_5441_4753);
+        let weight_kg = 55.0 + (h % 50) as f64 + 0.5 * ((h >> 8) % 2) as f64;
+        let dose_bq = (250 + (h >> 16) % 200) as f64 * 1e6;
+        let injection_s = 8 * 3600 + ((h >> 32) % 7200) as u32;
+        let uptake = 50 * 60 + ((h >> 48) % 1200) as u32;
+        SynthPetTags {
+            weight_kg,
+            dose_bq,
+            injection_s,
+            series_s: injection_s + uptake,
+            study_date: "20240315",
+        }
+    }
+
+    /// SUVbw factor these tags imply (DESIGN §6, START): W[g] / (D·2^(−Δt/T½)).
+    pub fn suv_factor(&self) -> f64 {
+        let dt = (self.series_s - self.injection_s) as f64;
+        self.weight_kg * 1000.0 / (self.dose_bq * 2f64.powf(-dt / F18_HALF_LIFE_S))
+    }
+}
+
+fn tm(s: u32) -> String {
+    format!("{:02}{:02}{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `2.25.<128-bit decimal>` from the seed, a role and an index.
+pub fn synth_uid(seed: u64, role: u64, index: u64) -> String {
+    let hi = mix(mix(seed, role), index);
+    let lo = mix(hi, 0x0055_4944);
+    format!("2.25.{}", ((hi as u128) << 64 | lo as u128) >> 1)
+}
+
+/// A DS string of at most 16 characters holding `v` to ~10 significant digits.
+pub fn ds(v: f64) -> String {
+    let plain = format!("{v}");
+    if plain.len() <= 16 {
+        return plain;
+    }
+    for digits in (1..=10).rev() {
+        let s = format!("{v:.digits$E}");
+        if s.len() <= 16 {
+            return s;
+        }
+    }
+    format!("{v:.0}")
+}
+
+fn put(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: impl Into<PrimitiveValue>) {
+    obj.put(DataElement::new(tag, vr, value.into()));
+}
+
+fn put_str(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: &str) {
+    put(obj, tag, vr, value);
+}
+
+/// Writes `obj` with a file meta group, atomically.
+pub fn write_part10(
+    path: &Path,
+    obj: InMemDicomObject,
+    sop_class: &str,
+    sop_instance: &str,
+) -> io::Result<()> {
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(sop_class)
+        .media_storage_sop_instance_uid(sop_instance)
+        .transfer_syntax(EXPLICIT_VR_LE)
+        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+        .implementation_version_name(IMPLEMENTATION_VERSION)
+        .build()
+        .map_err(io::Error::other)?;
+    let file = obj.with_exact_meta(meta);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    fsio::write_atomic(path, |tmp| {
+        file.write_to_file(tmp).map_err(io::Error::other)
+    })
+}
+
+/// Study-level elements shared by every file of the study.
+struct Common {
+    seed: u64,
+    study_uid: String,
+    frame_of_reference_uid: String,
+    tags: SynthPetTags,
+}
+
+impl Common {
+    fn fill(&self, obj: &mut InMemDicomObject) {
+        let name = format!("SYNTHETIC^SEED{}", self.seed);
+        put_str(obj, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100");
+        put_str(obj, tags::PATIENT_NAME, VR::PN, &name);
+        put_str(
+            obj,
+            tags::PATIENT_ID,
+            VR::LO,
+            &format!("SYNTH{}", self.seed),
+        );
+        put_str(obj, tags::PATIENT_BIRTH_DATE, VR::DA, "");
+        put_str(obj, tags::PATIENT_SEX, VR::CS, "O");
+        put_str(obj, tags::STUDY_INSTANCE_UID, VR::UI, &self.study_uid);
+        put_str(obj, tags::STUDY_DATE, VR::DA, self.tags.study_date);
+        put_str(obj, tags::STUDY_TIME, VR::TM, &tm(self.tags.injection_s));
+        put_str(obj, tags::STUDY_ID, VR::SH, "SYNTH");
+        put_str(obj, tags::ACCESSION_NUMBER, VR::SH, "");
+        put_str(obj, tags::REFERRING_PHYSICIAN_NAME, VR::PN, "");
+        put_str(
+            obj,
+            tags::FRAME_OF_REFERENCE_UID,
+            VR::UI,
+            &self.frame_of_reference_uid,
+        );
+        put_str(obj, tags::POSITION_REFERENCE_INDICATOR, VR::LO, "");
+        put_str(obj, tags::MANUFACTURER, VR::LO, "tracerd synthetic");
+        put_str(obj, tags::PATIENT_POSITION, VR::CS, "HFS");
+        put_str(obj, tags::SERIES_DATE, VR::DA, self.tags.study_date);
+        put_str(obj, tags::ACQUISITION_DATE, VR::DA, self.tags.study_date);
+        put_str(obj, tags::CONTENT_DATE, VR::DA, self.tags.study_date);
+    }
+}
+
+/// Geometry elements of slice k of `vol` (axial LPS grid).
+fn fill_plane(obj: &mut InMemDicomObject, vol: &Volume<f32>, k: usize) {
+    let g = vol.geometry();
+    let p = g.index_to_world(nalgebra::Vector3::new(0.0, 0.0, k as f64));
+    let (r, c) = (g.direction.column(0), g.direction.column(1));
+    put_str(
+        obj,
+        tags::IMAGE_POSITION_PATIENT,
+        VR::DS,
+        &format!("{}\\{}\\{}", ds(p.x), ds(p.y), ds(p.z)),
+    );
+    put_str(
+        obj,
+        tags::IMAGE_ORIENTATION_PATIENT,
+        VR::DS,
+        &[r[0], r[1], r[2], c[0], c[1], c[2]].map(ds).join("\\"),
+    );
+    put_str(
+        obj,
+        tags::PIXEL_SPACING,
+        VR::DS,
+        &format!("{}\\{}", ds(g.spacing[1]), ds(g.spacing[0])),
+    );
+    put_str(obj, tags::SLICE_THICKNESS, VR::DS, &ds(g.spacing[2]));
+    put_str(obj, tags::SLICE_LOCATION, VR::DS, &ds(p.z));
+    put(obj, tags::ROWS, VR::US, g.shape[1] as u16);
+    put(obj, tags::COLUMNS, VR::US, g.shape[0] as u16);
+    put(obj, tags::SAMPLES_PER_PIXEL, VR::US, 1u16);
+    put_str(obj, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
+}
+
+/// Where the synthetic DICOM went.
+#[derive(Debug, Clone)]
+pub struct DicomSynthSummary {
+    pub dicom_dir: PathBuf,
+    pub pet_files: usize,
+    pub ct_files: usize,
+    pub study_uid: String,
+    pub pet_series_uid: String,
+    pub ct_series_uid: String,
+    pub suv_factor: f64,
+}
+
+/// A file name from a hash, in a two-level folder: `DICOM/3/a/IM3A7F01C2`.
+fn scattered(dir: &Path, seed: u64, role: u64, index: u64) -> PathBuf {
+    let h = mix(mix(seed, role ^ 0x4c41_594f_5554), index);
+    dir.join(format!("{:x}", h & 0xf))
+        .join(format!("{:x}", (h >> 4) & 0xf))
+        .join(format!("IM{:08X}", (h >> 8) as u32))
+}
+
+const ROLE_STUDY: u64 = 1;
+const ROLE_FOR: u64 = 2;
+const ROLE_PET_SERIES: u64 = 3;
+const ROLE_CT_SERIES: u64 = 4;
+const ROLE_PET_SOP: u64 = 5;
+const ROLE_CT_SOP: u64 = 6;
+
+/// Writes the study as DICOM under `out/DICOM/` (plus `labels.json` in `out`).
+pub fn write_dicom(study: &SyntheticStudy, out: &Path) -> Result<DicomSynthSummary, DicomError> {
+    let seed = study.labels.seed;
+    let werr = |p: &Path, e: io::Error| {
+        DicomError::new(
+            Stage::Write,
+            p.display().to_string(),
+            DicomErrorKind::Write(e.to_string()),
+        )
+    };
+    let dicom_dir = out.join("DICOM");
+    std::fs::create_dir_all(&dicom_dir).map_err(|e| werr(&dicom_dir, e))?;
+    let common = Common {
+        seed,
+        study_uid: synth_uid(seed, ROLE_STUDY, 0),
+        frame_of_reference_uid: synth_uid(seed, ROLE_FOR, 0),
+        tags: SynthPetTags::for_seed(seed),
+    };
+    let pet_series = synth_uid(seed, ROLE_PET_SERIES, 0);
+    let ct_series = synth_uid(seed, ROLE_CT_SERIES, 0);
+    let factor = common.tags.suv_factor();
+
+    let pet = &study.pet;
+    let [nx, ny, nz] = pet.shape();
+    (0..nz).into_par_iter().try_for_each(|k| {
+        let slice = &pet.data()[k * nx * ny..(k + 1) * nx * ny];
+        // Activity in Bq/ml, then int16 with this slice's own slope.
+        let bqml: Vec<f64> = slice.iter().map(|&s| s as f64 / factor).collect();
+        let max = bqml.iter().cloned().fold(0.0, f64::max);
+        let slope_text = ds(if max > 0.0 { max / 32767.0 } else { 1.0 });
+        let slope: f64 = slope_text.parse().expect("ds() writes a number");
+        let stored: Vec<u16> = bqml
+            .iter()
+            .map(|v| ((v / slope).round().clamp(-32768.0, 32767.0) as i16) as u16)
+            .collect();
+        let sop = synth_uid(seed, ROLE_PET_SOP, k as u64);
+        let mut obj = InMemDicomObject::new_empty();
+        common.fill(&mut obj);
+        put_str(&mut obj, tags::SOP_CLASS_UID, VR::UI, PET_IMAGE_STORAGE);
+        put_str(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, &sop);
+        put_str(&mut obj, tags::MODALITY, VR::CS, "PT");
+        put_str(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, &pet_series);
+        put_str(&mut obj, tags::SERIES_NUMBER, VR::IS, "2");
+        put_str(
+            &mut obj,
+            tags::SERIES_DESCRIPTION,
+            VR::LO,
+            "PET WB AC (synthetic)",
+        );
+        put_str(
+            &mut obj,
+            tags::SERIES_TIME,
+            VR::TM,
+            &tm(common.tags.series_s),
+        );
+        put_str(
+            &mut obj,
+            tags::ACQUISITION_TIME,
+            VR::TM,
+            &tm(common.tags.series_s + 5),
+        );
+        put_str(
+            &mut obj,
+            tags::CONTENT_TIME,
+            VR::TM,
+            &tm(common.tags.series_s + 5),
+        );
+        put_str(&mut obj, tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY");
+        put_str(
+            &mut obj,
+            tags::INSTANCE_NUMBER,
+            VR::IS,
+            &(nz - k).to_string(),
+        );
+        put_str(&mut obj, tags::ACQUISITION_NUMBER, VR::IS, "1");
+        fill_plane(&mut obj, pet, k);
+        put(&mut obj, tags::BITS_ALLOCATED, VR::US, 16u16);
+        put(&mut obj, tags::BITS_STORED, VR::US, 16u16);
+        put(&mut obj, tags::HIGH_BIT, VR::US, 15u16);
+        put(&mut obj, tags::PIXEL_REPRESENTATION, VR::US, 1u16);
+        put_str(&mut obj, tags::RESCALE_SLOPE, VR::DS, &slope_text);
+        put_str(&mut obj, tags::RESCALE_INTERCEPT, VR::DS, "0");
+        put_str(&mut obj, tags::RESCALE_TYPE, VR::LO, "BQML");
+        put_str(&mut obj, tags::UNITS, VR::CS, "BQML");
+        put_str(&mut obj, tags::DECAY_CORRECTION, VR::CS, "START");
+        put_str(
+            &mut obj,
+            tags::CORRECTED_IMAGE,
+            VR::CS,
+            "NORM\\DTIM\\ATTN\\SCAT\\DECY\\RAN",
+        );
+        put_str(&mut obj, tags::SERIES_TYPE, VR::CS, "WHOLE BODY\\IMAGE");
+        put_str(&mut obj, tags::COUNTS_SOURCE, VR::CS, "EMISSION");
+        put_str(&mut obj, tags::RANDOMS_CORRECTION_METHOD, VR::CS, "DLYD");
+        put_str(&mut obj, tags::ATTENUATION_CORRECTION_METHOD, VR::LO, "CT");
+        put_str(&mut obj, tags::RECONSTRUCTION_METHOD, VR::LO, "OSEM");
+        put(&mut obj, tags::NUMBER_OF_SLICES, VR::US, nz as u16);
+        put(&mut obj, tags::IMAGE_INDEX, VR::US, (k + 1) as u16);
+        put_str(
+            &mut obj,
+            tags::PATIENT_WEIGHT,
+            VR::DS,
+            &ds(common.tags.weight_kg),
+        );
+        put_str(&mut obj, tags::ACTUAL_FRAME_DURATION, VR::IS, "120000");
+        put_str(&mut obj, tags::FRAME_REFERENCE_TIME, VR::DS, "0");
+        put_str(&mut obj, tags::DECAY_FACTOR, VR::DS, "1");
+        let mut rp = InMemDicomObject::new_empty();
+        put_str(
+            &mut rp,
+            tags::RADIOPHARMACEUTICAL,
+            VR::LO,
+            "Fluorodeoxyglucose",
+        );
+        put_str(
+            &mut rp,
+            tags::RADIOPHARMACEUTICAL_START_TIME,
+            VR::TM,
+            &tm(common.tags.injection_s),
+        );
+        put_str(
+            &mut rp,
+            tags::RADIOPHARMACEUTICAL_START_DATE_TIME,
+            VR::DT,
+            &format!("{}{}", common.tags.study_date, tm(common.tags.injection_s)),
+        );
+        put_str(
+            &mut rp,
+            tags::RADIONUCLIDE_TOTAL_DOSE,
+            VR::DS,
+            &ds(common.tags.dose_bq),
+        );
+        put_str(
+            &mut rp,
+            tags::RADIONUCLIDE_HALF_LIFE,
+            VR::DS,
+            &ds(F18_HALF_LIFE_S),
+        );
+        put_str(
+            &mut rp,
+            tags::RADIONUCLIDE_POSITRON_FRACTION,
+            VR::DS,
+            "0.97",
+        );
+        obj.put(DataElement::new(
+            tags::RADIOPHARMACEUTICAL_INFORMATION_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![rp]),
+        ));
+        put(
+            &mut obj,
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::U16(stored.into()),
+        );
+        let path = scattered(&dicom_dir, seed, ROLE_PET_SOP, k as u64);
+        write_part10(&path, obj, PET_IMAGE_STORAGE, &sop).map_err(|e| werr(&path, e))
+    })?;
+
+    let ct = &study.ct;
+    let [cx, cy, cz] = ct.shape();
+    (0..cz).into_par_iter().try_for_each(|k| {
+        let slice = &ct.data()[k * cx * cy..(k + 1) * cx * cy];
+        let stored: Vec<u16> = slice
+            .iter()
+            .map(|&hu| (hu.round() + 1024.0).clamp(0.0, 4095.0) as u16)
+            .collect();
+        let sop = synth_uid(seed, ROLE_CT_SOP, k as u64);
+        let mut obj = InMemDicomObject::new_empty();
+        common.fill(&mut obj);
+        put_str(&mut obj, tags::SOP_CLASS_UID, VR::UI, CT_IMAGE_STORAGE);
+        put_str(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, &sop);
+        put_str(&mut obj, tags::MODALITY, VR::CS, "CT");
+        put_str(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, &ct_series);
+        put_str(&mut obj, tags::SERIES_NUMBER, VR::IS, "1");
+        put_str(
+            &mut obj,
+            tags::SERIES_DESCRIPTION,
+            VR::LO,
+            "CT WB (synthetic)",
+        );
+        put_str(
+            &mut obj,
+            tags::SERIES_TIME,
+            VR::TM,
+            &tm(common.tags.series_s - 120),
+        );
+        put_str(
+            &mut obj,
+            tags::ACQUISITION_TIME,
+            VR::TM,
+            &tm(common.tags.series_s - 120),
+        );
+        put_str(
+            &mut obj,
+            tags::CONTENT_TIME,
+            VR::TM,
+            &tm(common.tags.series_s - 120),
+        );
+        put_str(
+            &mut obj,
+            tags::IMAGE_TYPE,
+            VR::CS,
+            "ORIGINAL\\PRIMARY\\AXIAL",
+        );
+        put_str(
+            &mut obj,
+            tags::INSTANCE_NUMBER,
+            VR::IS,
+            &(k + 1).to_string(),
+        );
+        put_str(&mut obj, tags::ACQUISITION_NUMBER, VR::IS, "1");
+        fill_plane(&mut obj, ct, k);
+        put(&mut obj, tags::BITS_ALLOCATED, VR::US, 16u16);
+        put(&mut obj, tags::BITS_STORED, VR::US, 12u16);
+        put(&mut obj, tags::HIGH_BIT, VR::US, 11u16);
+        put(&mut obj, tags::PIXEL_REPRESENTATION, VR::US, 0u16);
+        put_str(&mut obj, tags::RESCALE_SLOPE, VR::DS, "1");
+        put_str(&mut obj, tags::RESCALE_INTERCEPT, VR::DS, "-1024");
+        put_str(&mut obj, tags::RESCALE_TYPE, VR::LO, "HU");
+        put_str(&mut obj, tags::KVP, VR::DS, "120");
+        put(
+            &mut obj,
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::U16(stored.into()),
+        );
+        let path = scattered(&dicom_dir, seed, ROLE_CT_SOP, k as u64);
+        write_part10(&path, obj, CT_IMAGE_STORAGE, &sop).map_err(|e| werr(&path, e))
+    })?;
+
+    let readme = dicom_dir.join("README.txt");
+    fsio::write_bytes_atomic(
+        &readme,
+        b"Synthetic PET/CT study written by tracerd synth --format dicom; not patient data.\n",
+    )
+    .map_err(|e| werr(&readme, e))?;
+    let mut json =
+        serde_json::to_vec_pretty(&study.labels).map_err(|e| werr(out, io::Error::other(e)))?;
+    json.push(b'\n');
+    let labels = out.join("labels.json");
+    fsio::write_bytes_atomic(&labels, &json).map_err(|e| werr(&labels, e))?;
+    Ok(DicomSynthSummary {
+        dicom_dir,
+        pet_files: nz,
+        ct_files: cz,
+        study_uid: common.study_uid,
+        pet_series_uid: pet_series,
+        ct_series_uid: ct_series,
+        suv_factor: factor,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ds_fits_sixteen_characters_and_round_trips() {
+        for v in [
+            1.0,
+            0.000123456789012345,
+            6586.2,
+            370e6,
+            -1024.0,
+            1.0 / 3.0,
+            12345.678901234,
+        ] {
+            let s = ds(v);
+            assert!(s.len() <= 16, "{s}");
+            let back: f64 = s.parse().unwrap();
+            assert!((back / v - 1.0).abs() < 1e-9, "{v} → {s}");
+        }
+    }
+
+    #[test]
+    fn uids_are_valid_and_distinct() {
+        let a = synth_uid(7, 1, 0);
+        assert!(a.len() <= 64 && a.starts_with("2.25."));
+        assert!(a[5..].bytes().all(|b| b.is_ascii_digit()) && !a[5..].starts_with('0'));
+        assert_ne!(a, synth_uid(7, 1, 1));
+        assert_eq!(a, synth_uid(7, 1, 0));
+    }
+}

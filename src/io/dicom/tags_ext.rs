@@ -1,0 +1,91 @@
+//! Small typed accessors over a dicom-rs object: trimmed strings, numbers, multi-valued numbers
+//! and private elements found through their private creator. Absent and empty are the same
+//! (`None`), as DICOM type-2 attributes may be present but empty.
+
+use dicom_core::Tag;
+use dicom_core::header::HasLength;
+use dicom_object::InMemDicomObject;
+
+pub(crate) fn string(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+    let e = obj.element_opt(tag).ok()??;
+    let s = e.to_str().ok()?;
+    let s = s.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+pub(crate) fn strings(obj: &InMemDicomObject, tag: Tag) -> Vec<String> {
+    match obj.element_opt(tag) {
+        Ok(Some(e)) => e
+            .to_multi_str()
+            .map(|v| {
+                v.iter()
+                    .flat_map(|s| s.split('\\'))
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// A number, or `Err(text)` when present but not a finite number.
+pub(crate) fn number(obj: &InMemDicomObject, tag: Tag) -> Result<Option<f64>, String> {
+    let Some(e) = obj.element_opt(tag).ok().flatten() else {
+        return Ok(None);
+    };
+    if e.is_empty() {
+        return Ok(None);
+    }
+    match e.to_float64() {
+        Ok(v) if v.is_finite() => Ok(Some(v)),
+        _ => Err(e.to_str().map(|s| s.into_owned()).unwrap_or_default()),
+    }
+}
+
+pub(crate) fn numbers(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<f64>> {
+    let e = obj.element_opt(tag).ok()??;
+    let v = e.to_multi_float64().ok()?;
+    (!v.is_empty() && v.iter().all(|x| x.is_finite())).then_some(v)
+}
+
+pub(crate) fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
+    let e = obj.element_opt(tag).ok()??;
+    e.to_int::<i64>().ok()
+}
+
+/// The first item of a sequence.
+pub(crate) fn first_item(obj: &InMemDicomObject, tag: Tag) -> Option<&InMemDicomObject> {
+    obj.element_opt(tag).ok()??.items()?.first()
+}
+
+/// The text of private element (group, xx) reserved by `creator`, whatever its VR (implicit-VR
+/// files carry private elements as UN bytes).
+pub(crate) fn private_text(
+    obj: &InMemDicomObject,
+    group: u16,
+    creator: &str,
+    element: u8,
+) -> Option<String> {
+    let block = (0x10u16..=0xFF).find(|&b| {
+        obj.element_opt(Tag(group, b))
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_bytes().ok().map(|b| ascii_trim(&b)))
+            .is_some_and(|s| s.eq_ignore_ascii_case(creator))
+    })?;
+    let e = obj
+        .element_opt(Tag(group, (block << 8) | element as u16))
+        .ok()??;
+    let text = match e.to_str() {
+        Ok(s) if e.vr() != dicom_core::VR::UN => s.trim().to_string(),
+        _ => ascii_trim(&e.to_bytes().ok()?),
+    };
+    (!text.is_empty()).then_some(text)
+}
+
+fn ascii_trim(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .trim_matches(|c: char| c.is_whitespace() || c == '\0')
+        .to_string()
+}

@@ -1,0 +1,292 @@
+//! Bad DICOM gives a specific, typed reason naming the file or the series, and a bad study does
+//! not affect a good one in the same drop: a truncated file, a file without PixelData, an
+//! unsupported transfer syntax, a PET without PatientWeight, Units CPS; and geometry rejections
+//! (a missing slice, an incomplete series by ImageIndex, a duplicate slice kept by
+//! AcquisitionNumber).
+
+use std::path::{Path, PathBuf};
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::{InMemDicomObject, open_file};
+use tracerd::io::dicom::synth_export::{self, write_part10};
+use tracerd::io::dicom::{self, Stage};
+use tracerd::synth::{self, Size, SynthOptions};
+
+/// A drop with two synthetic studies; returns (drop, PET files of the first study, sorted).
+fn make_drop(dir: &Path) -> (PathBuf, Vec<PathBuf>) {
+    let drop = dir.join("drop");
+    for seed in [21u64, 22] {
+        let study = synth::generate(&SynthOptions {
+            seed,
+            size: Size::Small,
+        });
+        synth_export::write_dicom(&study, &drop.join(format!("s{seed}"))).unwrap();
+    }
+    let mut pet = Vec::new();
+    let mut stack = vec![drop.join("s21")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().unwrap().to_str().unwrap().starts_with("IM") {
+                let obj = open_file(&p).unwrap();
+                if obj.element(tags::MODALITY).unwrap().to_str().unwrap() == "PT" {
+                    pet.push(p);
+                }
+            }
+        }
+    }
+    pet.sort();
+    (drop, pet)
+}
+
+fn rewrite(path: &Path, edit: impl FnOnce(&mut InMemDicomObject)) {
+    let file = open_file(path).unwrap();
+    let meta = file.meta().clone();
+    let mut obj = file.into_inner();
+    edit(&mut obj);
+    let class = meta.media_storage_sop_class_uid().to_string();
+    let inst = meta.media_storage_sop_instance_uid().to_string();
+    write_part10(path, obj, &class, &inst).unwrap();
+}
+
+/// Converts the drop; asserts exactly one study failed with `reason` at `stage` (message
+/// containing `needle`) and the other converted.
+fn expect_failure(drop: &Path, out: &Path, stage: Stage, reason: &str, needle: &str) -> String {
+    let results = dicom::convert(drop, out).unwrap();
+    assert_eq!(results.len(), 2, "two studies expected");
+    let (bad, good): (Vec<_>, Vec<_>) = results.iter().partition(|r| r.result.is_err());
+    assert_eq!(bad.len(), 1, "exactly one failure expected");
+    assert_eq!(good.len(), 1);
+    assert!(
+        good[0].dir.join("pet_suv.nii.gz").exists(),
+        "the good study must convert"
+    );
+    let e = bad[0].result.as_ref().unwrap_err();
+    let msg = e.to_string();
+    assert_eq!(e.reason(), reason, "{msg}");
+    assert_eq!(e.stage, stage, "{msg}");
+    assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+    assert!(!msg.contains('\n'), "one line: {msg:?}");
+    assert!(!msg.contains("SYNTHETIC"), "{msg}");
+    msg
+}
+
+#[test]
+fn truncated_file_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (drop, pet) = make_drop(dir.path());
+    let victim = &pet[5];
+    let len = std::fs::metadata(victim).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(victim)
+        .unwrap();
+    f.set_len(len - 3000).unwrap();
+    let rel = victim.strip_prefix(&drop).unwrap().display().to_string();
+    expect_failure(
+        &drop,
+        &dir.path().join("out"),
+        Stage::Pixels,
+        "unreadable",
+        &rel,
+    );
+}
+
+#[test]
+fn missing_pixel_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (drop, pet) = make_drop(dir.path());
+    rewrite(&pet[3], |o| {
+        o.remove_element(tags::PIXEL_DATA);
+    });
+    expect_failure(
+        &drop,
+        &dir.path().join("out"),
+        Stage::Pixels,
+        "missing_pixel_data",
+        "PixelData (7FE0,0010) missing",
+    );
+}
+
+#[test]
+fn unsupported_transfer_syntax() {
+    let dir = tempfile::tempdir().unwrap();
+    let (drop, pet) = make_drop(dir.path());
+    // JPEG 2000: the data set is readable (explicit VR little endian) but tracerd carries no
+    // JPEG 2000 decoder.
+    let file = open_file(&pet[2]).unwrap();
+    let mut meta = file.meta().clone();
+    meta.transfer_syntax = "1.2.840.10008.1.2.4.90\0".into();
+    let obj = file.into_inner();
+    let file = obj.with_exact_meta(meta);
+    file.write_to_file(&pet[2]).unwrap();
+    expect_failure(
+        &drop,
+        &dir.path().join("out"),
+        Stage::Pixels,
+        "unsupported_transfer_syntax",
+        "1.2.840.10008.1.2.4.90",
+    );
+}
+
+#[test]
+fn missing_patient_weight() {
+    let dir = tempfile::tempdir().unwrap();
+    let (drop, pet) = make_drop(dir.path());
+    for p in &pet {
+        rewrite(p, |o| {
+            o.remove_element(tags::PATIENT_WEIGHT);
+        });
+    }
+    let msg = expect_failure(
+        &drop,
+        &dir.path().join("out"),
+        Stage::Suv,
+        "missing_tag",
+        "PatientWeight (0010,1030) missing: cannot compute SUVbw",
+    );
+    assert!(msg.starts_with("PT series "), "{msg}");
+}
+
+#[test]
+fn units_cps_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (drop, pet) = make_drop(dir.path());
+    for p in &pet {
+        rewrite(p, |o| {
+            o.put(DataElement::new(
+                tags::UNITS,
+                VR::CS,
+                PrimitiveValue::from("CPS"),
+            ));
+        });
+    }
+    expect_failure(
+        &drop,
+        &dir.path().join("out"),
+        Stage::Suv,
+        "unsupported_units",
+        "Units (0054,1001) is \"CPS\"",
+    );
+}
+
+#[test]
+fn missing_slice_is_a_geometry_rejection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (drop, pet) = make_drop(dir.path());
+    // Remove a slice from the middle of the stack (by position, not by file name order).
+    let z = |p: &PathBuf| {
+        open_file(p)
+            .unwrap()
+            .element(tags::IMAGE_POSITION_PATIENT)
+            .unwrap()
+            .to_multi_float64()
+            .unwrap()[2]
+    };
+    let mut by_z: Vec<_> = pet.iter().map(|p| (z(p), p.clone())).collect();
+    by_z.sort_by(|a, b| a.0.total_cmp(&b.0));
+    std::fs::remove_file(&by_z[40].1).unwrap();
+    // Without NumberOfSlices the completeness rule cannot speak; the spacing check must.
+    for (_, p) in by_z.iter().filter(|(_, p)| p.exists()) {
+        rewrite(p, |o| {
+            o.remove_element(tags::NUMBER_OF_SLICES);
+        });
+    }
+    expect_failure(
+        &drop,
+        &dir.path().join("out"),
+        Stage::Geometry,
+        "geometry",
+        "missing slice(s)",
+    );
+}
+
+#[test]
+fn duplicate_slice_keeps_the_higher_acquisition_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let (drop, pet) = make_drop(dir.path());
+    // A copy of one slice, re-acquired (AcquisitionNumber 2) with its values doubled.
+    let file = open_file(&pet[7]).unwrap();
+    let meta = file.meta().clone();
+    let mut obj = file.into_inner();
+    let uid = format!("{}.9", meta.media_storage_sop_instance_uid());
+    obj.put(DataElement::new(
+        tags::SOP_INSTANCE_UID,
+        VR::UI,
+        PrimitiveValue::from(uid.as_str()),
+    ));
+    obj.put(DataElement::new(
+        tags::ACQUISITION_NUMBER,
+        VR::IS,
+        PrimitiveValue::from("2"),
+    ));
+    let slope: f64 = obj
+        .element(tags::RESCALE_SLOPE)
+        .unwrap()
+        .to_float64()
+        .unwrap();
+    obj.put(DataElement::new(
+        tags::RESCALE_SLOPE,
+        VR::DS,
+        PrimitiveValue::from(synth_export::ds(slope * 2.0)),
+    ));
+    write_part10(
+        &drop.join("s21/dup.dcm"),
+        obj,
+        meta.media_storage_sop_class_uid(),
+        &uid,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let results = dicom::convert(&drop, &out).unwrap();
+    assert!(results.iter().all(|r| r.result.is_ok()));
+    let r = results
+        .iter()
+        .find(|r| {
+            r.result
+                .as_ref()
+                .unwrap()
+                .warnings
+                .iter()
+                .any(|w| w.contains("dup.dcm"))
+        })
+        .expect("a warning naming the kept duplicate");
+    let report = r.result.as_ref().unwrap();
+    assert_eq!(report.pet.slices, 96);
+    let w = report
+        .warnings
+        .iter()
+        .find(|w| w.contains("two images"))
+        .unwrap();
+    assert!(w.contains("kept s21/dup.dcm"), "{w}");
+}
+
+#[test]
+fn incomplete_pet_series_by_image_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let (drop, pet) = make_drop(dir.path());
+    // The top slice (ImageIndex 96) never arrived: the spacing of the rest is fine.
+    let top = pet
+        .iter()
+        .find(|p| {
+            open_file(p)
+                .unwrap()
+                .element(tags::IMAGE_INDEX)
+                .unwrap()
+                .to_int::<u32>()
+                .unwrap()
+                == 96
+        })
+        .unwrap();
+    std::fs::remove_file(top).unwrap();
+    expect_failure(
+        &drop,
+        &dir.path().join("out"),
+        Stage::Assemble,
+        "geometry",
+        "incomplete: 95 of NumberOfSlices (0054,0081) = 96 images; ImageIndex (0054,1330) missing: [96]",
+    );
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""pydicom reads tracerd's DICOM SEG back into a mask on the PET grid, independently of tracerd.
+
+  dicom_seg_oracle.py SEG PET_DIR OUT
+
+PET_DIR holds the source PET series (any nesting; other files are skipped). The PET slices are
+sorted by position along their normal; every SEG frame is placed on the slice its
+DerivationImageSequence references, and the frame's PlanePositionSequence must equal that slice's
+ImagePositionPatient (1e-3 mm) and its DimensionIndexValues must hold that slice's index. Also
+checked: SOP class, BINARY type, one segment coded SCT 108369006 (Neoplasm) in category SCT
+49755003, ReferencedSeriesSequence naming the PET series. OUT gets the mask as uint8, x fastest,
+then y, then z (tracerd's volume order). Exits non-zero with a message on any problem.
+"""
+import os
+import sys
+
+import numpy as np
+import pydicom
+
+
+def main():
+    seg_path, pet_dir, out = sys.argv[1:4]
+    seg = pydicom.dcmread(seg_path)
+    problems = []
+    if seg.SOPClassUID != "1.2.840.10008.5.1.4.1.1.66.4":
+        problems.append(f"SOP class {seg.SOPClassUID}")
+    if seg.SegmentationType != "BINARY":
+        problems.append(f"SegmentationType {seg.SegmentationType}")
+    segment = seg.SegmentSequence[0]
+    if len(seg.SegmentSequence) != 1 or segment.SegmentNumber != 1:
+        problems.append("expected exactly segment 1")
+    t = segment.SegmentedPropertyTypeCodeSequence[0]
+    c = segment.SegmentedPropertyCategoryCodeSequence[0]
+    if (t.CodeValue, t.CodingSchemeDesignator) != ("108369006", "SCT"):
+        problems.append(f"type code {t.CodeValue} {t.CodingSchemeDesignator}")
+    if (c.CodeValue, c.CodingSchemeDesignator) != ("49755003", "SCT"):
+        problems.append(f"category code {c.CodeValue} {c.CodingSchemeDesignator}")
+
+    pet = {}
+    for root, _, files in os.walk(pet_dir):
+        for f in files:
+            try:
+                ds = pydicom.dcmread(os.path.join(root, f), stop_before_pixels=True)
+            except Exception:
+                continue
+            if getattr(ds, "Modality", "") == "PT":
+                pet[ds.SOPInstanceUID] = ds
+    any_pet = next(iter(pet.values()))
+    if seg.ReferencedSeriesSequence[0].SeriesInstanceUID != any_pet.SeriesInstanceUID:
+        problems.append("ReferencedSeriesSequence does not name the PET series")
+    iop = np.array(any_pet.ImageOrientationPatient, dtype=float)
+    normal = np.cross(iop[:3], iop[3:])
+    order = sorted(pet, key=lambda u: float(np.dot(normal, np.array(pet[u].ImagePositionPatient, dtype=float))))
+    index = {u: k for k, u in enumerate(order)}
+    rows, cols = int(any_pet.Rows), int(any_pet.Columns)
+    if (seg.Rows, seg.Columns) != (rows, cols):
+        problems.append(f"SEG {seg.Rows}x{seg.Columns}, PET {rows}x{cols}")
+    frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), rows, cols)
+    mask = np.zeros((len(order), rows, cols), dtype=np.uint8)
+    for f, fg in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        ref = fg.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        if ref not in index:
+            problems.append(f"frame {f}: references an unknown instance")
+            continue
+        k = index[ref]
+        pos = np.array(fg.PlanePositionSequence[0].ImagePositionPatient, dtype=float)
+        if np.abs(pos - np.array(pet[ref].ImagePositionPatient, dtype=float)).max() > 1e-3:
+            problems.append(f"frame {f}: position {pos} is not that of the referenced slice")
+        if list(fg.FrameContentSequence[0].DimensionIndexValues) != [1, k + 1]:
+            problems.append(f"frame {f}: DimensionIndexValues {fg.FrameContentSequence[0].DimensionIndexValues}")
+        if fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber != 1:
+            problems.append(f"frame {f}: segment number")
+        if mask[k].any():
+            problems.append(f"frame {f}: a second frame for slice {k}")
+        mask[k] = frames[f]
+        if not frames[f].any():
+            problems.append(f"frame {f}: empty frame")
+    if problems:
+        sys.exit("\n".join(problems))
+    mask.astype(np.uint8).tofile(out)
+
+
+if __name__ == "__main__":
+    main()
