@@ -475,18 +475,9 @@ fn bqml_factors(
 
     // START: one reference time for the series.
     let (reference, ref_src) = match (series, &earliest) {
-        (Some(s), Some((e, _))) if s <= *e => (
-            s,
-            sourced(
-                format!(
-                    "{} {}",
-                    series_date.unwrap_or(""),
-                    first.series_time.as_deref().unwrap_or("")
-                ),
-                "SeriesDate (0008,0021) + SeriesTime (0008,0031)",
-            ),
-        ),
-        (Some(s), None) => (
+        // The series time, unless it is after the earliest acquisition (some scanners rewrite it
+        // on reconstruction or export).
+        (Some(s), earliest) if earliest.as_ref().is_none_or(|(e, _)| s <= *e) => (
             s,
             sourced(
                 format!(
