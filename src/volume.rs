@@ -249,6 +249,62 @@ impl<T> Volume<T> {
     }
 }
 
+impl<T: Copy> Volume<T> {
+    /// The same voxels re-indexed so that i, j and k run along +x, +y and +z (LPS: towards the
+    /// patient's left, posterior, head) — the layout the models are trained on — by permuting and
+    /// flipping axes, never interpolating. Each voxel keeps its world position. `None` when the
+    /// grid is so oblique that two voxel axes are closest to the same world axis.
+    pub fn to_canonical_lps(&self) -> Option<Volume<T>> {
+        let g = &self.geometry;
+        // For each world axis w: the voxel axis most aligned with it, and whether it runs backwards.
+        let mut source = [(0usize, false); 3];
+        for (w, slot) in source.iter_mut().enumerate() {
+            let a = (0..3).max_by(|&a, &b| {
+                g.direction[(w, a)]
+                    .abs()
+                    .total_cmp(&g.direction[(w, b)].abs())
+            })?;
+            *slot = (a, g.direction[(w, a)] < 0.0);
+        }
+        let mut used = [false; 3];
+        for &(a, _) in &source {
+            if std::mem::replace(&mut used[a], true) {
+                return None;
+            }
+        }
+        let shape = source.map(|(a, _)| g.shape[a]);
+        let mut origin_index = Vector3::zeros();
+        for &(a, flip) in &source {
+            if flip {
+                origin_index[a] = (g.shape[a] - 1) as f64;
+            }
+        }
+        let geometry = Geometry {
+            shape,
+            spacing: Vector3::from(source.map(|(a, _)| g.spacing[a])),
+            origin: g.index_to_world(origin_index),
+            direction: Matrix3::from_columns(&source.map(|(a, flip)| {
+                let column = g.direction.column(a).into_owned();
+                if flip { -column } else { column }
+            })),
+        };
+        let mut data = Vec::with_capacity(self.data.len());
+        let mut old = [0usize; 3];
+        for k in 0..shape[2] {
+            for j in 0..shape[1] {
+                for i in 0..shape[0] {
+                    for (w, &n) in [i, j, k].iter().enumerate() {
+                        let (a, flip) = source[w];
+                        old[a] = if flip { g.shape[a] - 1 - n } else { n };
+                    }
+                    data.push(*self.at(old[0], old[1], old[2]));
+                }
+            }
+        }
+        Some(Volume { geometry, data })
+    }
+}
+
 /// How to read a source volume between voxel centres.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interpolation {
@@ -560,6 +616,49 @@ mod tests {
         let out = mask.resample(&other, Interpolation::Nearest, 0);
         assert!(out.data().iter().all(|v| [0, 1, 2].contains(v)));
         assert!(out.data().contains(&1) && out.data().contains(&2));
+    }
+
+    #[test]
+    fn canonical_reorientation_keeps_every_voxel_in_place() {
+        // Voxel axes: i runs towards the feet, j towards the right, k towards anterior.
+        let g = Geometry {
+            shape: [5, 4, 3],
+            spacing: Vector3::new(3.0, 2.0, 1.5),
+            origin: Vector3::new(10.0, -20.0, 30.0),
+            direction: Matrix3::from_columns(&[-Vector3::z(), -Vector3::x(), -Vector3::y()]),
+        };
+        let v = Volume::new(g.clone(), (0..g.len() as u32).collect()).unwrap();
+        let c = v.to_canonical_lps().unwrap();
+        let cg = c.geometry();
+        assert_eq!(cg.direction, Matrix3::identity());
+        assert_eq!(cg.shape, [4, 3, 5]);
+        assert_eq!(cg.spacing, Vector3::new(2.0, 1.5, 3.0));
+        for k in 0..3 {
+            for j in 0..4 {
+                for i in 0..5 {
+                    let w = g.index_to_world(Vector3::new(i as f64, j as f64, k as f64));
+                    let ci = cg.world_to_index(w).unwrap().map(|x| x.round() as usize);
+                    assert!((cg.index_to_world(ci.map(|x| x as f64)) - w).norm() < 1e-9);
+                    assert_eq!(c.at(ci[0], ci[1], ci[2]), v.at(i, j, k));
+                }
+            }
+        }
+        // Already canonical: unchanged.
+        assert_eq!(c.to_canonical_lps().unwrap(), c);
+    }
+
+    #[test]
+    fn hopelessly_oblique_grids_are_refused() {
+        // The i axis runs at 45° between x and y and is the closest voxel axis to both.
+        let mut g = Geometry::axial([2, 2, 2], [1.0; 3], [0.0; 3]);
+        g.direction = Matrix3::from_columns(&[
+            Vector3::new(1.0, 1.0, 0.0).normalize(),
+            Vector3::new(0.0, 0.1, 0.995).normalize(),
+            Vector3::new(0.6, -0.2, 0.77).normalize(),
+        ]);
+        g.validate().unwrap();
+        let v = Volume::filled(g, 0u8).unwrap();
+        assert!(v.to_canonical_lps().is_none());
     }
 
     #[test]
