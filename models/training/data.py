@@ -57,6 +57,18 @@ def ct_norm(hu: np.ndarray) -> np.ndarray:
 # Generation
 # ----------------------------------------------------------------------------------------------
 
+def run_log(path: Path):
+    """A `log(msg)` that prints and appends to `path`, flushed per line (training runs are long)."""
+    f = open(path, "a")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        f.write(msg + "\n")
+        f.flush()
+
+    return log
+
+
 def tracerd_binary() -> Path:
     """The release `tracerd` of this checkout, built on first use."""
     exe = REPO / "target" / "release" / "tracerd"

@@ -23,22 +23,22 @@ RUNS = data.RUNS
 CONN18 = ndimage.generate_binary_structure(3, 2)     # 18-connectivity
 
 
+def _untouched_voxels(mask, other):
+    """Voxels of the 18-connected components of `mask` that share no voxel with `other`."""
+    labels, n = ndimage.label(mask, CONN18)
+    if not n:
+        return 0
+    hit = np.unique(labels[other & (labels > 0)])
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    return int(sizes[1:].sum() - sizes[hit].sum())
+
+
 def autopet(gt: np.ndarray, pred: np.ndarray, voxel_ml: float):
     gt, pred = gt.astype(bool), pred.astype(bool)
     g, p = int(gt.sum()), int(pred.sum())
     dice = 2 * int((gt & pred).sum()) / (g + p) if g > 0 else float("nan")   # undefined without lesions
-    pl, npl = ndimage.label(pred, CONN18)
-    fpv = 0
-    if npl:
-        hit = np.unique(pl[gt & (pl > 0)])
-        sizes = np.bincount(pl.ravel(), minlength=npl + 1)
-        fpv = int(sizes[1:].sum() - sizes[hit].sum())
-    gl, ngl = ndimage.label(gt, CONN18)
-    fnv = 0
-    if ngl:
-        hit = np.unique(gl[pred & (gl > 0)])
-        sizes = np.bincount(gl.ravel(), minlength=ngl + 1)
-        fnv = int(sizes[1:].sum() - sizes[hit].sum())
+    fpv = _untouched_voxels(pred, gt)   # predicted components that miss the ground truth
+    fnv = _untouched_voxels(gt, pred)   # ground-truth components the prediction misses
     return {"dice": dice, "fpv_ml": fpv * voxel_ml, "fnv_ml": fnv * voxel_ml,
             "inter": int((gt & pred).sum()), "gt": g, "pred": p}
 

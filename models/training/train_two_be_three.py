@@ -199,12 +199,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     RUNS.mkdir(parents=True, exist_ok=True)
-    logf = open(RUNS / "train.log", "a")
-
-    def log(msg):
-        print(msg, flush=True)
-        logf.write(msg + "\n")
-        logf.flush()
+    log = data.run_log(RUNS / "train.log")
 
     t_all = time.time()
     tr = data.load_many(data.split("train", args.n_train))
