@@ -3,6 +3,8 @@
 //! PET (positions drifting sideways) is rejected; slices written in any order and nesting give the
 //! same volume.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
@@ -12,21 +14,12 @@ use tracerd::io::dicom::synth_export::{self, write_part10};
 use tracerd::io::dicom::{self, Stage};
 use tracerd::synth::{self, Size, SynthOptions};
 
+/// The image files (named IM…) of a synthetic DICOM drop.
 fn files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().unwrap().to_str().unwrap().starts_with("IM") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
+    common::files_below(root)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("IM"))
+        .collect()
 }
 
 fn modality(p: &Path) -> String {

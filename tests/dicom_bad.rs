@@ -4,6 +4,8 @@
 //! (a missing slice, an incomplete series by ImageIndex, a duplicate slice kept by
 //! AcquisitionNumber).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
@@ -23,22 +25,14 @@ fn make_drop(dir: &Path) -> (PathBuf, Vec<PathBuf>) {
         });
         synth_export::write_dicom(&study, &drop.join(format!("s{seed}"))).unwrap();
     }
-    let mut pet = Vec::new();
-    let mut stack = vec![drop.join("s21")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().unwrap().to_str().unwrap().starts_with("IM") {
-                let obj = open_file(&p).unwrap();
-                if obj.element(tags::MODALITY).unwrap().to_str().unwrap() == "PT" {
-                    pet.push(p);
-                }
-            }
-        }
-    }
-    pet.sort();
+    let pet = common::files_below(&drop.join("s21"))
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("IM"))
+        .filter(|p| {
+            let obj = open_file(p).unwrap();
+            obj.element(tags::MODALITY).unwrap().to_str().unwrap() == "PT"
+        })
+        .collect();
     (drop, pet)
 }
 

@@ -35,37 +35,29 @@ fn oblique_geometry_matches_dcm2niix() {
 
 /// Rewrites every image of `dir` with orientation and position rotated by `r` about the origin.
 fn rotate_all(dir: &Path, r: &Matrix3<f64>) {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let Ok(file) = open_file(&p) else { continue };
-            let class = file.meta().media_storage_sop_class_uid().to_string();
-            let inst = file.meta().media_storage_sop_instance_uid().to_string();
-            let mut obj = file.into_inner();
-            let v = |o: &InMemDicomObject, t| o.element(t).unwrap().to_multi_float64().unwrap();
-            let iop = v(&obj, tags::IMAGE_ORIENTATION_PATIENT);
-            let ipp = v(&obj, tags::IMAGE_POSITION_PATIENT);
-            let row = r * Vector3::new(iop[0], iop[1], iop[2]);
-            let col = r * Vector3::new(iop[3], iop[4], iop[5]);
-            let pos = r * Vector3::new(ipp[0], ipp[1], ipp[2]);
-            let ds = dicom::synth_export::ds;
-            let text = |x: &[f64]| x.iter().map(|&a| ds(a)).collect::<Vec<_>>().join("\\");
-            for (tag, value) in [
-                (
-                    tags::IMAGE_ORIENTATION_PATIENT,
-                    text(&[row.x, row.y, row.z, col.x, col.y, col.z]),
-                ),
-                (tags::IMAGE_POSITION_PATIENT, text(&[pos.x, pos.y, pos.z])),
-            ] {
-                obj.put(DataElement::new(tag, VR::DS, PrimitiveValue::from(value)));
-            }
-            dicom::synth_export::write_part10(&p, obj, &class, &inst).unwrap();
+    for p in common::files_below(dir) {
+        let Ok(file) = open_file(&p) else { continue };
+        let class = file.meta().media_storage_sop_class_uid().to_string();
+        let inst = file.meta().media_storage_sop_instance_uid().to_string();
+        let mut obj = file.into_inner();
+        let v = |o: &InMemDicomObject, t| o.element(t).unwrap().to_multi_float64().unwrap();
+        let iop = v(&obj, tags::IMAGE_ORIENTATION_PATIENT);
+        let ipp = v(&obj, tags::IMAGE_POSITION_PATIENT);
+        let row = r * Vector3::new(iop[0], iop[1], iop[2]);
+        let col = r * Vector3::new(iop[3], iop[4], iop[5]);
+        let pos = r * Vector3::new(ipp[0], ipp[1], ipp[2]);
+        let ds = dicom::synth_export::ds;
+        let text = |x: &[f64]| x.iter().map(|&a| ds(a)).collect::<Vec<_>>().join("\\");
+        for (tag, value) in [
+            (
+                tags::IMAGE_ORIENTATION_PATIENT,
+                text(&[row.x, row.y, row.z, col.x, col.y, col.z]),
+            ),
+            (tags::IMAGE_POSITION_PATIENT, text(&[pos.x, pos.y, pos.z])),
+        ] {
+            obj.put(DataElement::new(tag, VR::DS, PrimitiveValue::from(value)));
         }
+        dicom::synth_export::write_part10(&p, obj, &class, &inst).unwrap();
     }
 }
 

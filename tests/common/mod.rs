@@ -90,3 +90,21 @@ pub fn ort_library() -> PathBuf {
         panic!("no libonnxruntime: run `bash .ci/run` once (it pip-installs onnxruntime into .venv) or set ORT_DYLIB_PATH")
     })
 }
+
+/// Every file below `root` (any depth), sorted.
+pub fn files_below(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
