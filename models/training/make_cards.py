@@ -7,6 +7,7 @@ import math
 import tomllib
 
 import data
+import pipeline
 
 MODELS = data.MODELS_OUT
 RUNS = data.RUNS
@@ -149,7 +150,14 @@ def l2snet_card(exp, ev, tr):
             "window_starts": "per axis of length n and patch p: if n <= p one window at 0 (volume zero-padded "
                              "to p at the high end); else starts 0, s, 2s, ... <= n-p with s = floor(p * (1 - overlap)), "
                              "plus a last start n-p if not already present",
-            "blending": "probabilities of overlapping windows averaged with uniform weights",
+            "blending": "gaussian",
+            "gaussian_sigma_fraction": pipeline.GAUSSIAN_SIGMA_FRACTION,
+            "blending_rule": "Gaussian importance weighting: a voxel at index (z, y, x) inside a patch of size "
+                             "(pz, py, px) gets weight w = g(z; pz) * g(y; py) * g(x; px) with "
+                             "g(i; p) = exp(-(i - (p - 1) / 2)^2 / (2 * sigma^2)), sigma = p * gaussian_sigma_fraction "
+                             "(0.125), computed in float64 then cast to float32, no floor or clamp; "
+                             "prob = (sum over windows of w * p_window) / (sum over windows of w), float32 "
+                             "accumulators, summed over the zero-padded volume and cropped back",
         },
         "postprocessing": {
             "threshold": l["threshold"],

@@ -30,10 +30,27 @@ def petct_input(pet_suv: np.ndarray, ct_hu: np.ndarray) -> np.ndarray:
     return np.stack([data.pet_norm(pet_suv), data.ct_norm(ct_hu)], 0)
 
 
+GAUSSIAN_SIGMA_FRACTION = 0.125
+
+
+def gaussian_weights(patch) -> np.ndarray:
+    """Importance weight of every voxel of a patch (pz, py, px): w = g(z;pz) g(y;py) g(x;px) with
+    g(i;p) = exp(-(i - (p-1)/2)^2 / (2 sigma^2)), sigma = p * 0.125, computed in float64, then cast
+    to float32. No floor or clamp."""
+    gs = []
+    for p in patch:
+        i = np.arange(p, dtype=np.float64)
+        sigma = p * GAUSSIAN_SIGMA_FRACTION
+        gs.append(np.exp(-((i - (p - 1) / 2.0) ** 2) / (2.0 * sigma ** 2)))
+    w = gs[0][:, None, None] * gs[1][None, :, None] * gs[2][None, None, :]
+    return w.astype(np.float32)
+
+
 def sliding_window(sess, x: np.ndarray, patch=None, overlap=None) -> np.ndarray:
     """x [2, z, y, x] -> probability [z, y, x]. Windows from data.window_starts on each axis;
     a volume smaller than the patch on an axis is zero-padded at the high end; overlapping
-    window probabilities are averaged with uniform weights."""
+    window probabilities are blended with Gaussian importance weights (gaussian_weights):
+    prob = sum_windows(w * p_window) / sum_windows(w), float32 accumulators."""
     patch = patch or data.L2SNET["patch_zyx"]
     overlap = data.L2SNET["overlap"] if overlap is None else overlap
     c, *shape = x.shape
@@ -41,16 +58,17 @@ def sliding_window(sess, x: np.ndarray, patch=None, overlap=None) -> np.ndarray:
     xp = np.zeros((c, *padded), np.float32)
     xp[:, :shape[0], :shape[1], :shape[2]] = x
     acc = np.zeros(padded, np.float32)
-    cnt = np.zeros(padded, np.float32)
+    wsum = np.zeros(padded, np.float32)
+    wg = gaussian_weights(patch)
     name = sess.get_inputs()[0].name
     for z in data.window_starts(padded[0], patch[0], overlap):
         for y in data.window_starts(padded[1], patch[1], overlap):
             for w in data.window_starts(padded[2], patch[2], overlap):
                 sl = (slice(z, z + patch[0]), slice(y, y + patch[1]), slice(w, w + patch[2]))
                 p = sess.run(None, {name: xp[(slice(None),) + sl][None]})[0][0, 0]
-                acc[sl] += p
-                cnt[sl] += 1
-    return (acc / cnt)[:shape[0], :shape[1], :shape[2]]
+                acc[sl] += wg * p
+                wsum[sl] += wg
+    return (acc / wsum)[:shape[0], :shape[1], :shape[2]]
 
 
 def segment(loc_sess, seg_sess, study: data.Study):
