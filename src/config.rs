@@ -48,9 +48,32 @@ impl Default for Paths {
             outbox: state.join("outbox"),
             failed: state.join("failed"),
             archive: state.join("archive"),
-            models: PathBuf::from("/usr/share/tracerd/models"),
+            models: default_models_dir(),
         }
     }
+}
+
+/// Where the packaged models are installed.
+pub const PACKAGED_MODELS: &str = "/usr/share/tracerd/models";
+
+/// The default `paths.models`: the packaged folder; failing that, `share/tracerd/models` beside
+/// the binary's `bin/` (a tarball install), then the `models/` folder of the source checkout the
+/// binary was built from (so `cargo run` works in a clone). The first that exists wins; with none,
+/// the packaged path, which `tracerd check` then reports as missing.
+pub fn default_models_dir() -> PathBuf {
+    let beside_binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("share/tracerd/models")));
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    [
+        Some(PathBuf::from(PACKAGED_MODELS)),
+        beside_binary,
+        Some(checkout),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.is_dir())
+    .unwrap_or_else(|| PathBuf::from(PACKAGED_MODELS))
 }
 
 /// How the inbox is watched.
@@ -81,6 +104,10 @@ pub struct Inference {
     /// library directory and a pip-installed `onnxruntime`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ort_library: Option<PathBuf>,
+    /// Fraction of each L2SNet sliding window shared with its neighbour, in `[0, 1)`; absent:
+    /// the model card's value (0.5). Lower is faster and slightly less smooth at window seams.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<f64>,
 }
 
 impl Default for Inference {
@@ -88,6 +115,7 @@ impl Default for Inference {
         Inference {
             engines: vec![Engine::OrtCuda, Engine::OrtCpu, Engine::Tract],
             ort_library: None,
+            overlap: None,
         }
     }
 }
@@ -210,6 +238,13 @@ impl Config {
         if !(settle.is_finite() && settle > 0.0 && settle <= 86_400.0) {
             problems.push(format!(
                 "watch.settle_seconds is {settle}; it must be > 0 and at most 86400"
+            ));
+        }
+        if let Some(overlap) = self.inference.overlap
+            && !(0.0..=0.9).contains(&overlap)
+        {
+            problems.push(format!(
+                "inference.overlap is {overlap}; it must be between 0 and 0.9"
             ));
         }
         if self.inference.engines.is_empty() {

@@ -10,6 +10,9 @@ pub mod fsio;
 pub mod infer;
 pub mod io;
 pub mod models;
+pub mod outbox;
+pub mod process;
+pub mod study;
 pub mod synth;
 pub mod volume;
 

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracerd::config::Config;
 use tracerd::io::dicom;
+use tracerd::outbox::OrAbsent;
+use tracerd::process::Processor;
 use tracerd::synth::{self, Size, SynthOptions};
 
 /// Scanner-side PET/CT inference daemon: drop-folder in, lesion masks and risk scores out.
@@ -43,6 +45,19 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Folder of DICOM files, any nesting; non-DICOM files are ignored.
+        input: PathBuf,
+    },
+    /// Run one study through the models and publish OUTBOX/<key>/ (result.json, lesions.nii.gz,
+    /// lesions.seg.dcm for DICOM input) in one rename. INPUT is only read. Exit 0 when
+    /// published; otherwise a one-line reason and nothing written.
+    Process {
+        /// Config file (TOML): engines, models folder, overlap. Default: embedded defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Folder to publish into (created if missing).
+        #[arg(long)]
+        outbox: PathBuf,
+        /// Study folder: SUV.nii.gz or PET.nii.gz (+ CT.nii.gz), or DICOM files in any nesting.
         input: PathBuf,
     },
     /// Validate a configuration and the folders it names; exits non-zero on any error.
@@ -152,6 +167,37 @@ fn run(command: Command) -> Result<ExitCode, String> {
             } else {
                 Ok(ExitCode::SUCCESS)
             }
+        }
+        Command::Process {
+            config,
+            outbox,
+            input,
+        } => {
+            let loaded = Config::load(config.as_deref()).map_err(|e| e.to_string())?;
+            let mut processor = Processor::new(&loaded).map_err(|e| e.to_string())?;
+            let key = tracerd::process::key_from_folder(&input);
+            let published = processor
+                .process(&input, &key, &outbox)
+                .map_err(|e| e.to_string())?;
+            let r = &published.result;
+            let lesions = match &r.lesions {
+                OrAbsent::Present(l) => format!("{} lesion(s), MTV {:.2} ml", l.count, l.mtv_ml),
+                OrAbsent::Absent { reason } => format!("no lesion mask ({reason})"),
+            };
+            let scores = match &r.scores {
+                OrAbsent::Present(s) => format!(
+                    "risk LR {:.3} DM {:.3} OS {:.3}",
+                    s.scores.lr, s.scores.dm, s.scores.os
+                ),
+                OrAbsent::Absent { reason } => format!("no scores ({reason})"),
+            };
+            println!(
+                "published {}: {lesions}; {scores} [{} on {}]",
+                published.dir.display(),
+                r.backend.engine,
+                r.backend.device
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => {
             let loaded = Config::load(config.as_deref()).map_err(|e| e.to_string())?;

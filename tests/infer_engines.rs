@@ -21,6 +21,7 @@ fn engines(order: &[Engine]) -> Engines {
     Engines::new(&Inference {
         engines: order.to_vec(),
         ort_library: Some(ort_library()),
+        ..Inference::default()
     })
 }
 

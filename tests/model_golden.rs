@@ -33,6 +33,7 @@ fn committed_models_match_their_cards_and_golden_outputs() {
         let engines = Engines::new(&Inference {
             engines: vec![engine],
             ort_library: Some(ort_library()),
+            ..Inference::default()
         });
         for card in &cards {
             card.verify().unwrap();

@@ -22,6 +22,7 @@ fn a_bogus_ort_library_falls_back_to_tract_with_the_reason() {
         let engines = Engines::new(&Inference {
             engines: vec![Engine::OrtCuda, Engine::OrtCpu, Engine::Tract],
             ort_library: Some(library.clone()),
+            ..Inference::default()
         });
         let why = engines
             .ort_runtime()

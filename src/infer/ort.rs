@@ -111,7 +111,9 @@ impl OrtRuntime {
         Ok(OrtRuntime {
             environment,
             library: path.to_path_buf(),
-            version: version_from_build_info(ort::info()),
+            version: version_from_build_info(ort::info())
+                .or_else(|| version_from_file_name(path))
+                .unwrap_or_else(|| "unknown version".into()),
         })
     }
 
@@ -157,12 +159,22 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// `ort::info()` reads like `ORT Build Info: git-branch=rel-1.31.1, git-commit-id=…`.
-fn version_from_build_info(info: &str) -> String {
+/// Release builds' `ort::info()` reads like `ORT Build Info: git-branch=rel-1.31.1, …`; the PyPI
+/// wheels say `git-branch=HEAD`.
+fn version_from_build_info(info: &str) -> Option<String> {
     info.split(|c: char| c == ',' || c.is_whitespace())
         .find_map(|part| part.strip_prefix("git-branch=rel-"))
-        .unwrap_or("unknown version")
-        .to_string()
+        .map(str::to_string)
+}
+
+/// `libonnxruntime.so.1.31.1` → `1.31.1`.
+fn version_from_file_name(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let version = name.strip_prefix("libonnxruntime.so.")?;
+    version
+        .split('.')
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| version.to_string())
 }
 
 /// Library files to try, in the documented order, without duplicates.
@@ -284,8 +296,11 @@ mod tests {
     #[test]
     fn version_is_read_from_the_build_info() {
         let info = "ORT Build Info: git-branch=rel-1.31.1, git-commit-id=abc, build type=Release";
-        assert_eq!(version_from_build_info(info), "1.31.1");
-        assert_eq!(version_from_build_info("nothing"), "unknown version");
+        assert_eq!(version_from_build_info(info).as_deref(), Some("1.31.1"));
+        assert_eq!(version_from_build_info("git-branch=HEAD, x"), None);
+        let lib = Path::new("/x/capi/libonnxruntime.so.1.31.1");
+        assert_eq!(version_from_file_name(lib).as_deref(), Some("1.31.1"));
+        assert_eq!(version_from_file_name(Path::new("/x/libonnxruntime.so")), None);
     }
 
     #[test]

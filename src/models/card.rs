@@ -151,6 +151,32 @@ impl ModelCard {
             .find(|f| f.role == role && f.precision == precision)
     }
 
+    /// A model-specific section (e.g. `preprocessing`), deserialised into the pipeline's own
+    /// parameter struct; a missing or mistyped key names the card and the section.
+    pub fn section<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, CardError> {
+        let invalid = |message: String| CardError::Invalid {
+            path: self.dir.join(CARD_FILE),
+            message,
+        };
+        let table = self
+            .sections
+            .get(name)
+            .ok_or_else(|| invalid(format!("has no [{name}] section")))?;
+        table
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid(format!("[{name}]: {}", e.message())))
+    }
+
+    /// The file for `role` at `precision`, or an error naming the card.
+    pub fn require(&self, role: &str, precision: &str) -> Result<&ModelFile, CardError> {
+        self.file(role, precision)
+            .ok_or_else(|| CardError::Invalid {
+                path: self.dir.join(CARD_FILE),
+                message: format!("lists no {precision} file for {role:?}"),
+            })
+    }
+
     /// Checks every listed file against its sha256.
     pub fn verify(&self) -> Result<(), CardError> {
         for f in &self.files {

@@ -1,0 +1,682 @@
+//! L2SNet: the lesion mask from PET/CT (DESIGN §4), pre- and post-processing around the two
+//! networks of `models/l2snet/`.
+//!
+//! 1. PET (SUV) and CT (HU, resampled onto the PET grid) are clipped and scaled as the card's
+//!    `[preprocessing]` says.
+//! 2. Every coronal PET slice goes through `loc2d`, in batches; the probabilities stacked back
+//!    into a volume are the *location cue*.
+//! 3. `seg3d` slides a window of the card's patch size over the 2-channel volume with the
+//!    configured overlap; overlapping windows are blended with Gaussian importance weights
+//!    (σ = patch/8, as nnU-Net), or uniformly if the card says so.
+//! 4. The adaptive threshold: probability > 0.5, lowered to 0.1 wherever the cue exceeds 0.5.
+//! 5. Connected components (18-connectivity) and their statistics.
+//!
+//! Everything runs on the PET volume in the models' layout (`Volume::to_canonical_lps`):
+//! the data vector, i fastest, *is* the `[z][y][x]` array the cards describe.
+//! `models/training/pipeline.py` is the reference implementation; `tests/pipeline_parity.rs`
+//! holds the two side by side.
+
+use std::time::Instant;
+
+use ndarray::{Array4, Array5, ArrayViewD, Ix4, Ix5};
+use serde::{Deserialize, Serialize};
+
+use super::card::{CardError, ModelCard, ModelFile};
+use super::{RunError, Timings};
+use crate::infer::Session;
+use crate::volume::{Geometry, Interpolation, Volume};
+
+/// Coronal slices per `loc2d` call.
+const CORONAL_BATCH: usize = 16;
+/// 3D patches per `seg3d` call.
+const PATCH_BATCH: usize = 4;
+
+/// How overlapping sliding-window predictions are combined.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Blending {
+    /// Every window voxel weighs the same.
+    Uniform,
+    /// Weight `g(z)·g(y)·g(x)`, `g(i) = exp(-(i - (p-1)/2)² / 2σ²)`, `σ = p · sigma_fraction`.
+    Gaussian { sigma_fraction: f64 },
+}
+
+/// Every number the pipeline uses, read from the card (plus the configurable overlap).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    pub pet_clip_suv: [f32; 2],
+    pub ct_clip_hu: [f32; 2],
+    /// CT value for PET voxels outside the CT.
+    pub ct_outside_hu: f32,
+    /// Coronal slices are zero-padded to multiples of this.
+    pub pad_multiple: usize,
+    /// `seg3d` window, `[z, y, x]`.
+    pub patch_zyx: [usize; 3],
+    /// Fraction of a window shared with its neighbour, in `[0, 1)`.
+    pub overlap: f64,
+    pub blending: Blending,
+    pub threshold: f32,
+    pub cue_threshold: f32,
+    pub lowered_threshold: f32,
+}
+
+#[derive(Deserialize)]
+struct CardPreprocessing {
+    pet_clip_suv: [f32; 2],
+    ct_clip_hu: [f32; 2],
+    ct_outside_hu: f32,
+}
+
+#[derive(Deserialize)]
+struct CardLoc2d {
+    pad_multiple: usize,
+}
+
+#[derive(Deserialize)]
+struct CardSeg3d {
+    patch_zyx: [usize; 3],
+    overlap: f64,
+    blending: String,
+    gaussian_sigma_fraction: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct CardPost {
+    threshold: f32,
+    cue_threshold: f32,
+    lowered_threshold: f32,
+}
+
+impl Params {
+    /// Reads the card; `overlap` replaces the card's default when given.
+    pub fn from_card(card: &ModelCard, overlap: Option<f64>) -> Result<Params, CardError> {
+        let pre: CardPreprocessing = card.section("preprocessing")?;
+        let loc: CardLoc2d = card.section("loc2d")?;
+        let seg: CardSeg3d = card.section("seg3d")?;
+        let post: CardPost = card.section("postprocessing")?;
+        let invalid = |message: String| CardError::Invalid {
+            path: card.dir.join(super::card::CARD_FILE),
+            message,
+        };
+        let blending = match (seg.blending.as_str(), seg.gaussian_sigma_fraction) {
+            ("uniform", _) => Blending::Uniform,
+            ("gaussian", Some(f)) if f > 0.0 => Blending::Gaussian { sigma_fraction: f },
+            ("gaussian", _) => {
+                return Err(invalid(
+                    "[seg3d] blending \"gaussian\" needs gaussian_sigma_fraction > 0".into(),
+                ));
+            }
+            (other, _) => {
+                return Err(invalid(format!(
+                    "[seg3d] blending {other:?} is not \"gaussian\" or \"uniform\""
+                )));
+            }
+        };
+        let params = Params {
+            pet_clip_suv: pre.pet_clip_suv,
+            ct_clip_hu: pre.ct_clip_hu,
+            ct_outside_hu: pre.ct_outside_hu,
+            pad_multiple: loc.pad_multiple,
+            patch_zyx: seg.patch_zyx,
+            overlap: overlap.unwrap_or(seg.overlap),
+            blending,
+            threshold: post.threshold,
+            cue_threshold: post.cue_threshold,
+            lowered_threshold: post.lowered_threshold,
+        };
+        if !(0.0..1.0).contains(&params.overlap) {
+            return Err(invalid(format!(
+                "sliding-window overlap {} is outside [0, 1)",
+                params.overlap
+            )));
+        }
+        if params.pad_multiple == 0 || params.patch_zyx.contains(&0) {
+            return Err(invalid(
+                "pad_multiple and patch_zyx must be positive".into(),
+            ));
+        }
+        for [lo, hi] in [params.pet_clip_suv, params.ct_clip_hu] {
+            if lo.partial_cmp(&hi) != Some(std::cmp::Ordering::Less) {
+                return Err(invalid(format!("clip range [{lo}, {hi}] is empty")));
+            }
+        }
+        Ok(params)
+    }
+}
+
+/// `(clamp(v, lo, hi) - lo) / (hi - lo)`, in f32 as the training code computes it.
+pub fn clip_scale(values: &[f32], [lo, hi]: [f32; 2]) -> Vec<f32> {
+    let width = hi - lo;
+    values
+        .iter()
+        .map(|v| (v.clamp(lo, hi) - lo) / width)
+        .collect()
+}
+
+/// Sliding-window starts along an axis of length `n` for windows of `p`: steps of
+/// `⌊p·(1-overlap)⌋` (at least 1) and a last window flush with the end; one window at 0 when the
+/// axis is not longer than the window (the volume is zero-padded to `p`).
+pub fn window_starts(n: usize, p: usize, overlap: f64) -> Vec<usize> {
+    if n <= p {
+        return vec![0];
+    }
+    let step = ((p as f64 * (1.0 - overlap)) as usize).max(1);
+    let mut starts: Vec<usize> = (0..=n - p).step_by(step).collect();
+    if starts.last() != Some(&(n - p)) {
+        starts.push(n - p);
+    }
+    starts
+}
+
+/// Importance weight of every voxel of a `[z, y, x]` window, z slowest.
+pub fn window_weights(patch: [usize; 3], blending: Blending) -> Vec<f32> {
+    let profile = |p: usize| -> Vec<f32> {
+        match blending {
+            Blending::Uniform => vec![1.0; p],
+            Blending::Gaussian { sigma_fraction } => {
+                let sigma = p as f64 * sigma_fraction;
+                let centre = (p as f64 - 1.0) / 2.0;
+                (0..p)
+                    .map(|i| {
+                        let d = i as f64 - centre;
+                        (-(d * d) / (2.0 * sigma * sigma)).exp() as f32
+                    })
+                    .collect()
+            }
+        }
+    };
+    let [gz, gy, gx] = patch.map(profile);
+    let mut w = Vec::with_capacity(patch.iter().product());
+    for &a in &gz {
+        for &b in &gy {
+            for &c in &gx {
+                w.push(a * b * c);
+            }
+        }
+    }
+    w
+}
+
+/// A lesion: one 18-connected component of the mask.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Lesion {
+    /// 1-based, largest lesion first.
+    pub id: usize,
+    pub voxels: usize,
+    pub volume_ml: f64,
+    pub suv_max: f64,
+    pub suv_mean: f64,
+    /// Total lesion glycolysis of this lesion: SUVmean × volume (ml).
+    pub tlg: f64,
+    /// Centre of mass of the lesion's voxels, LPS world millimetres.
+    pub centroid_mm: [f64; 3],
+}
+
+/// The study-level lesion figures of `result.json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LesionSummary {
+    pub count: usize,
+    /// Metabolic tumour volume: all lesion voxels, ml.
+    pub mtv_ml: f64,
+    /// Total lesion glycolysis: Σ SUV × voxel volume over lesion voxels (ml).
+    pub tlg: f64,
+    /// Highest SUV inside any lesion; 0 without lesions.
+    pub suv_max: f64,
+    pub items: Vec<Lesion>,
+}
+
+/// What L2SNet found, on the canonical PET grid.
+#[derive(Debug, Clone)]
+pub struct Segmentation {
+    pub cue: Volume<f32>,
+    pub probability: Volume<f32>,
+    /// 0/1, adaptive threshold.
+    pub mask: Volume<u8>,
+    pub lesions: LesionSummary,
+}
+
+/// The loaded model: both networks and the card's parameters.
+pub struct L2sNet {
+    pub params: Params,
+    loc2d: Box<dyn Session>,
+    seg3d: Box<dyn Session>,
+    loc2d_file: ModelFile,
+    seg3d_file: ModelFile,
+}
+
+impl L2sNet {
+    pub fn new(
+        params: Params,
+        loc2d: (ModelFile, Box<dyn Session>),
+        seg3d: (ModelFile, Box<dyn Session>),
+    ) -> L2sNet {
+        L2sNet {
+            params,
+            loc2d_file: loc2d.0,
+            loc2d: loc2d.1,
+            seg3d_file: seg3d.0,
+            seg3d: seg3d.1,
+        }
+    }
+
+    pub fn sessions(&self) -> [(&ModelFile, &dyn Session); 2] {
+        [
+            (&self.loc2d_file, self.loc2d.as_ref()),
+            (&self.seg3d_file, self.seg3d.as_ref()),
+        ]
+    }
+
+    /// Runs the whole model. `pet` (SUV) must be in the canonical layout; `ct` (HU) is on any
+    /// grid and is resampled here.
+    pub fn segment(
+        &mut self,
+        pet: &Volume<f32>,
+        ct: &Volume<f32>,
+        timings: &mut Timings,
+    ) -> Result<Segmentation, RunError> {
+        let t = Instant::now();
+        let geometry = pet.geometry().clone();
+        let ct_on_pet = ct.resample(&geometry, Interpolation::Linear, self.params.ct_outside_hu);
+        let pet_n = clip_scale(pet.data(), self.params.pet_clip_suv);
+        let ct_n = clip_scale(ct_on_pet.data(), self.params.ct_clip_hu);
+        drop(ct_on_pet);
+        timings.add("l2snet_preprocess", t);
+
+        let t = Instant::now();
+        let cue = self.location_cue(&pet_n, geometry.shape)?;
+        timings.add("l2snet_loc2d", t);
+
+        let t = Instant::now();
+        let probability = self.sliding_window(&pet_n, &ct_n, geometry.shape)?;
+        drop((pet_n, ct_n));
+        timings.add("l2snet_seg3d", t);
+
+        let t = Instant::now();
+        let p = &self.params;
+        let mask: Vec<u8> = probability
+            .iter()
+            .zip(&cue)
+            .map(|(&prob, &c)| {
+                let threshold = if c > p.cue_threshold {
+                    p.lowered_threshold
+                } else {
+                    p.threshold
+                };
+                u8::from(prob > threshold)
+            })
+            .collect();
+        let mask = Volume::new(geometry.clone(), mask).expect("same shape as the PET");
+        let lesions = lesion_summary(&mask, pet);
+        timings.add("l2snet_postprocess", t);
+        Ok(Segmentation {
+            cue: Volume::new(geometry.clone(), cue).expect("same shape"),
+            probability: Volume::new(geometry, probability).expect("same shape"),
+            mask,
+            lesions,
+        })
+    }
+
+    /// Every coronal slice of the normalised PET through `loc2d`; `[z][y][x]` probabilities.
+    pub fn location_cue(&mut self, pet_n: &[f32], shape: [usize; 3]) -> Result<Vec<f32>, RunError> {
+        let [nx, ny, nz] = shape;
+        let m = self.params.pad_multiple;
+        let (zp, xp) = (nz.div_ceil(m) * m, nx.div_ceil(m) * m);
+        let mut cue = vec![0f32; pet_n.len()];
+        for first in (0..ny).step_by(CORONAL_BATCH) {
+            let count = CORONAL_BATCH.min(ny - first);
+            let mut batch = Array4::<f32>::zeros((count, 1, zp, xp));
+            for b in 0..count {
+                let j = first + b;
+                for z in 0..nz {
+                    let src = &pet_n[(z * ny + j) * nx..][..nx];
+                    batch
+                        .slice_mut(ndarray::s![b, 0, z, ..nx])
+                        .as_slice_mut()
+                        .expect("contiguous row")
+                        .copy_from_slice(src);
+                }
+            }
+            let out = run_one(self.loc2d.as_mut(), batch.view().into_dyn())?;
+            let out = out
+                .into_dimensionality::<Ix4>()
+                .ok()
+                .filter(|o| o.shape() == [count, 1, zp, xp])
+                .ok_or_else(|| RunError::Output {
+                    model: self.loc2d_file.path.clone(),
+                    expected: format!("[{count}, 1, {zp}, {xp}]"),
+                })?;
+            for b in 0..count {
+                let j = first + b;
+                for z in 0..nz {
+                    let row = out.slice(ndarray::s![b, 0, z, ..nx]);
+                    let dst = &mut cue[(z * ny + j) * nx..][..nx];
+                    for (d, s) in dst.iter_mut().zip(row.iter()) {
+                        *d = *s;
+                    }
+                }
+            }
+        }
+        Ok(cue)
+    }
+
+    /// `seg3d` over the whole volume; blended `[z][y][x]` probabilities.
+    pub fn sliding_window(
+        &mut self,
+        pet_n: &[f32],
+        ct_n: &[f32],
+        shape: [usize; 3],
+    ) -> Result<Vec<f32>, RunError> {
+        let [nx, ny, nz] = shape;
+        let [pz, py, px] = self.params.patch_zyx;
+        let weights = window_weights(self.params.patch_zyx, self.params.blending);
+        let overlap = self.params.overlap;
+        let mut windows = Vec::new();
+        for &z in &window_starts(nz.max(pz), pz, overlap) {
+            for &y in &window_starts(ny.max(py), py, overlap) {
+                for &x in &window_starts(nx.max(px), px, overlap) {
+                    windows.push([z, y, x]);
+                }
+            }
+        }
+        let mut acc = vec![0f32; pet_n.len()];
+        let mut wsum = vec![0f32; pet_n.len()];
+        for chunk in windows.chunks(PATCH_BATCH) {
+            let mut batch = Array5::<f32>::zeros((chunk.len(), 2, pz, py, px));
+            for (b, &[z0, y0, x0]) in chunk.iter().enumerate() {
+                let w = px.min(nx - x0);
+                for dz in 0..pz.min(nz - z0) {
+                    for dy in 0..py.min(ny - y0) {
+                        let src = ((z0 + dz) * ny + y0 + dy) * nx + x0;
+                        for (c, channel) in [pet_n, ct_n].into_iter().enumerate() {
+                            batch
+                                .slice_mut(ndarray::s![b, c, dz, dy, ..w])
+                                .as_slice_mut()
+                                .expect("contiguous row")
+                                .copy_from_slice(&channel[src..src + w]);
+                        }
+                    }
+                }
+            }
+            let out = run_one(self.seg3d.as_mut(), batch.view().into_dyn())?;
+            let out = out
+                .into_dimensionality::<Ix5>()
+                .ok()
+                .filter(|o| o.shape() == [chunk.len(), 1, pz, py, px])
+                .ok_or_else(|| RunError::Output {
+                    model: self.seg3d_file.path.clone(),
+                    expected: format!("[{}, 1, {pz}, {py}, {px}]", chunk.len()),
+                })?;
+            for (b, &[z0, y0, x0]) in chunk.iter().enumerate() {
+                let w = px.min(nx - x0);
+                let prob = out.slice(ndarray::s![b, 0, .., .., ..]);
+                let prob = prob.as_slice().expect("standard layout");
+                for dz in 0..pz.min(nz - z0) {
+                    for dy in 0..py.min(ny - y0) {
+                        let dst = ((z0 + dz) * ny + y0 + dy) * nx + x0;
+                        let src = (dz * py + dy) * px;
+                        let (p, wt) = (&prob[src..src + w], &weights[src..src + w]);
+                        for i in 0..w {
+                            acc[dst + i] += wt[i] * p[i];
+                            wsum[dst + i] += wt[i];
+                        }
+                    }
+                }
+            }
+        }
+        for (a, w) in acc.iter_mut().zip(&wsum) {
+            *a /= w;
+        }
+        Ok(acc)
+    }
+}
+
+fn run_one(
+    session: &mut dyn Session,
+    input: ArrayViewD<'_, f32>,
+) -> Result<ndarray::ArrayD<f32>, RunError> {
+    let mut outputs = session.run(&[input])?;
+    if outputs.is_empty() {
+        return Err(RunError::Input("the model returned no output".into()));
+    }
+    Ok(outputs.swap_remove(0))
+}
+
+/// The 18 neighbours of a voxel: offsets in {-1, 0, 1}³ sharing a face or an edge.
+const NEIGHBOURS_18: [[isize; 3]; 18] = {
+    let mut out = [[0isize; 3]; 18];
+    let mut n = 0;
+    let mut dz = -1;
+    while dz <= 1 {
+        let mut dy = -1;
+        while dy <= 1 {
+            let mut dx = -1;
+            while dx <= 1 {
+                let nonzero = (dz != 0) as i32 + (dy != 0) as i32 + (dx != 0) as i32;
+                if nonzero == 1 || nonzero == 2 {
+                    out[n] = [dx, dy, dz];
+                    n += 1;
+                }
+                dx += 1;
+            }
+            dy += 1;
+        }
+        dz += 1;
+    }
+    out
+};
+
+/// Labels the 18-connected components of a 0/1 mask: 0 background, 1.. components in the order
+/// their first voxel appears (i fastest). Returns the labels and the component count.
+pub fn label_components(mask: &Volume<u8>) -> (Vec<u32>, usize) {
+    let [nx, ny, nz] = mask.shape();
+    let data = mask.data();
+    let mut labels = vec![0u32; data.len()];
+    let mut count = 0u32;
+    let mut stack = Vec::new();
+    for start in 0..data.len() {
+        if data[start] == 0 || labels[start] != 0 {
+            continue;
+        }
+        count += 1;
+        labels[start] = count;
+        stack.push(start);
+        while let Some(v) = stack.pop() {
+            let (i, j, k) = (v % nx, (v / nx) % ny, v / (nx * ny));
+            for [di, dj, dk] in NEIGHBOURS_18 {
+                let (Some(a), Some(b), Some(c)) = (
+                    i.checked_add_signed(di).filter(|&a| a < nx),
+                    j.checked_add_signed(dj).filter(|&b| b < ny),
+                    k.checked_add_signed(dk).filter(|&c| c < nz),
+                ) else {
+                    continue;
+                };
+                let n = a + nx * (b + ny * c);
+                if data[n] != 0 && labels[n] == 0 {
+                    labels[n] = count;
+                    stack.push(n);
+                }
+            }
+        }
+    }
+    (labels, count as usize)
+}
+
+/// Per-lesion and study-level figures of a mask over a PET (SUV) on the same grid.
+pub fn lesion_summary(mask: &Volume<u8>, pet: &Volume<f32>) -> LesionSummary {
+    let geometry: &Geometry = mask.geometry();
+    let [nx, ny, _] = geometry.shape;
+    let voxel_ml = geometry.voxel_volume_ml();
+    let (labels, count) = label_components(mask);
+    #[derive(Clone, Default)]
+    struct Acc {
+        voxels: usize,
+        suv_sum: f64,
+        suv_max: f64,
+        index_sum: [f64; 3],
+    }
+    let mut acc = vec![
+        Acc {
+            suv_max: f64::NEG_INFINITY,
+            ..Acc::default()
+        };
+        count
+    ];
+    for (v, (&label, &suv)) in labels.iter().zip(pet.data()).enumerate() {
+        if label == 0 {
+            continue;
+        }
+        let a = &mut acc[label as usize - 1];
+        let suv = f64::from(suv);
+        a.voxels += 1;
+        a.suv_sum += suv;
+        a.suv_max = a.suv_max.max(suv);
+        let ijk = [v % nx, (v / nx) % ny, v / (nx * ny)];
+        for (s, i) in a.index_sum.iter_mut().zip(ijk) {
+            *s += i as f64;
+        }
+    }
+    let mut items: Vec<Lesion> = acc
+        .into_iter()
+        .map(|a| {
+            let n = a.voxels as f64;
+            let centre =
+                geometry.index_to_world(nalgebra::Vector3::from(a.index_sum.map(|s| s / n)));
+            Lesion {
+                id: 0,
+                voxels: a.voxels,
+                volume_ml: n * voxel_ml,
+                suv_max: a.suv_max,
+                suv_mean: a.suv_sum / n,
+                tlg: a.suv_sum * voxel_ml,
+                centroid_mm: [centre.x, centre.y, centre.z],
+            }
+        })
+        .collect();
+    // Largest first; ties keep the scan order (stable sort), so ids are deterministic.
+    items.sort_by_key(|l| std::cmp::Reverse(l.voxels));
+    for (n, lesion) in items.iter_mut().enumerate() {
+        lesion.id = n + 1;
+    }
+    let summary = LesionSummary {
+        count: items.len(),
+        mtv_ml: round(items.iter().map(|l| l.volume_ml).sum(), 4),
+        tlg: round(items.iter().map(|l| l.tlg).sum(), 4),
+        suv_max: round(items.iter().map(|l| l.suv_max).fold(0.0, f64::max), 4),
+        items,
+    };
+    LesionSummary {
+        items: summary
+            .items
+            .into_iter()
+            .map(|l| Lesion {
+                volume_ml: round(l.volume_ml, 4),
+                suv_max: round(l.suv_max, 4),
+                suv_mean: round(l.suv_mean, 4),
+                tlg: round(l.tlg, 4),
+                centroid_mm: l.centroid_mm.map(|c| round(c, 2)),
+                ..l
+            })
+            .collect(),
+        ..summary
+    }
+}
+
+/// `v` to `digits` decimals: result.json reports ml and SUV to 1e-4, millimetres to 1e-2, which
+/// is finer than any voxel and keeps the file readable.
+fn round(v: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (v * scale).round() / scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_starts_cover_the_axis_and_end_flush() {
+        assert_eq!(window_starts(20, 32, 0.5), vec![0]);
+        assert_eq!(window_starts(32, 32, 0.5), vec![0]);
+        assert_eq!(window_starts(64, 32, 0.5), vec![0, 16, 32]);
+        assert_eq!(window_starts(70, 32, 0.5), vec![0, 16, 32, 38]);
+        assert_eq!(window_starts(40, 32, 0.0), vec![0, 8]);
+        assert_eq!(window_starts(34, 32, 0.99), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn gaussian_weights_peak_in_the_centre_and_are_symmetric() {
+        let w = window_weights(
+            [4, 6, 8],
+            Blending::Gaussian {
+                sigma_fraction: 0.125,
+            },
+        );
+        assert_eq!(w.len(), 4 * 6 * 8);
+        let at = |z: usize, y: usize, x: usize| w[(z * 6 + y) * 8 + x];
+        // Mirror symmetry on every axis.
+        assert_eq!(at(0, 0, 0), at(3, 5, 7));
+        assert_eq!(at(1, 2, 3), at(2, 3, 4));
+        // The four central voxels share the maximum, below 1 because (p-1)/2 is between voxels.
+        let max = w.iter().cloned().fold(0.0, f32::max);
+        assert_eq!(at(1, 2, 3), max);
+        assert!(at(0, 2, 3) < max && at(1, 0, 3) < max && at(1, 2, 0) < max);
+        // σ = p/8 = 1 voxel along x: one voxel further from the centre is exp(-(1.5² - 0.5²)/2).
+        let ratio = at(1, 2, 2) / at(1, 2, 3);
+        assert!((f64::from(ratio) - (-1.0f64).exp()).abs() < 1e-6, "{ratio}");
+        assert!(
+            window_weights([2, 2, 2], Blending::Uniform)
+                .iter()
+                .all(|&v| v == 1.0)
+        );
+    }
+
+    fn mask_of(shape: [usize; 3], on: &[[usize; 3]]) -> Volume<u8> {
+        let g = Geometry::axial(shape, [2.0, 2.0, 4.0], [-10.0, 0.0, 100.0]);
+        let mut data = vec![0u8; shape.iter().product()];
+        for &[i, j, k] in on {
+            data[i + shape[0] * (j + shape[1] * k)] = 1;
+        }
+        Volume::new(g, data).unwrap()
+    }
+
+    #[test]
+    fn components_join_faces_and_edges_but_not_corners() {
+        // Face neighbours, edge neighbours, a corner-only neighbour, and an isolated voxel.
+        let mask = mask_of(
+            [6, 6, 6],
+            &[[0, 0, 0], [1, 0, 0], [2, 1, 0], [3, 2, 1], [5, 5, 5]],
+        );
+        let (labels, count) = label_components(&mask);
+        assert_eq!(count, 3, "{labels:?}");
+        let at = |i: usize, j: usize, k: usize| labels[i + 6 * (j + 6 * k)];
+        assert_eq!(at(0, 0, 0), at(1, 0, 0));
+        assert_eq!(at(1, 0, 0), at(2, 1, 0), "edge neighbours are 18-connected");
+        assert_ne!(at(2, 1, 0), at(3, 2, 1), "corner neighbours are not");
+        assert_ne!(at(5, 5, 5), at(0, 0, 0));
+    }
+
+    #[test]
+    fn lesion_statistics() {
+        let on = [[1, 1, 1], [2, 1, 1], [4, 4, 4]];
+        let mask = mask_of([6, 6, 6], &on);
+        let mut pet = Volume::filled(mask.geometry().clone(), 1.0f32).unwrap();
+        let at = |i: usize, j: usize, k: usize| i + 6 * (j + 6 * k);
+        pet.data_mut()[at(1, 1, 1)] = 4.0;
+        pet.data_mut()[at(2, 1, 1)] = 6.0;
+        pet.data_mut()[at(4, 4, 4)] = 9.0;
+        let s = lesion_summary(&mask, &pet);
+        let ml = 2.0 * 2.0 * 4.0 / 1000.0;
+        assert_eq!(s.count, 2);
+        assert!((s.mtv_ml - 3.0 * ml).abs() < 1e-12);
+        assert!((s.tlg - 19.0 * ml).abs() < 1e-12);
+        assert_eq!(s.suv_max, 9.0);
+        let big = &s.items[0];
+        assert_eq!(
+            (big.id, big.voxels, big.suv_max, big.suv_mean),
+            (1, 2, 6.0, 5.0)
+        );
+        // Centre of (1,1,1) and (2,1,1): i = 1.5 → x = -10 + 1.5·2.
+        assert_eq!(big.centroid_mm, [-7.0, 2.0, 104.0]);
+        assert_eq!(s.items[1].centroid_mm, [-2.0, 8.0, 116.0]);
+        let empty = lesion_summary(&mask_of([6, 6, 6], &[]), &pet);
+        assert_eq!((empty.count, empty.mtv_ml, empty.suv_max), (0, 0.0, 0.0));
+    }
+}

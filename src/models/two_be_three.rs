@@ -1,0 +1,218 @@
+//! 2Be3-Net: risk scores (loco-regional recurrence, distant metastasis, overall survival) from
+//! the PET volume (DESIGN §4), pre-processing around the networks of `models/two_be_three/`.
+//!
+//! K transverse slices evenly spaced over the scan (the [WS] variant), SUV clipped and scaled,
+//! each centre-cropped (or zero-padded) to `crop × crop`; the network turns grey into three
+//! channels itself. Every number comes from the card. `models/training/pipeline.py` (`risk`) is
+//! the reference implementation.
+//!
+//! The [H&N] variant on the card needs the head-and-neck region (clavicles to skull base) in
+//! millimetres; tracerd has no landmark detector to find it in an unlabelled study, so the
+//! daemon runs [WS], the variant whose held-out AUCs meet the acceptance bar. [`slice_indices`]
+//! takes any range so a site that provides the region can run [H&N].
+
+use std::time::Instant;
+
+use ndarray::{Array4, s};
+use serde::{Deserialize, Serialize};
+
+use super::card::{CardError, ModelCard, ModelFile};
+use super::{RunError, Timings};
+use crate::infer::Session;
+use crate::volume::Volume;
+
+/// Every number the pipeline uses, read from the card.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    pub pet_clip_suv: [f32; 2],
+    /// Slices per study (66 in the paper).
+    pub k: usize,
+    /// Side of the square centre crop (90 in the paper).
+    pub crop: usize,
+}
+
+#[derive(Deserialize)]
+struct CardPreprocessing {
+    pet_clip_suv: [f32; 2],
+    #[serde(rename = "K")]
+    k: usize,
+    crop: usize,
+}
+
+impl Params {
+    pub fn from_card(card: &ModelCard) -> Result<Params, CardError> {
+        let pre: CardPreprocessing = card.section("preprocessing")?;
+        if pre.k < 2
+            || pre.crop == 0
+            || pre.pet_clip_suv[0].partial_cmp(&pre.pet_clip_suv[1])
+                != Some(std::cmp::Ordering::Less)
+        {
+            return Err(CardError::Invalid {
+                path: card.dir.join(super::card::CARD_FILE),
+                message: "[preprocessing] needs K >= 2, crop > 0 and a non-empty clip range".into(),
+            });
+        }
+        Ok(Params {
+            pet_clip_suv: pre.pet_clip_suv,
+            k: pre.k,
+            crop: pre.crop,
+        })
+    }
+}
+
+/// The three scores of `result.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Scores {
+    /// Loco-regional recurrence.
+    pub lr: f64,
+    /// Distant metastasis.
+    pub dm: f64,
+    /// Overall survival (death event).
+    pub os: f64,
+}
+
+/// `k` ordered slice indices evenly spaced over the fractional index range `[lo, hi]`:
+/// `k_i = ⌊lo + i·(hi - lo)/(k - 1) + ½⌋`, clamped to `[0, nz - 1]`. [WS] uses `[0, nz - 1]`.
+pub fn slice_indices(nz: usize, k: usize, [lo, hi]: [f64; 2]) -> Vec<usize> {
+    let last = nz.saturating_sub(1) as f64;
+    (0..k)
+        .map(|i| {
+            let v = (lo + (i as f64 * (hi - lo)) / (k - 1) as f64 + 0.5).floor();
+            v.clamp(0.0, last) as usize
+        })
+        .collect()
+}
+
+/// Source and destination ranges of a centre crop (or zero-pad) of an axis of `n` to `size`.
+fn crop_ranges(n: usize, size: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+    if n >= size {
+        let a = (n - size) / 2;
+        (a..a + size, 0..size)
+    } else {
+        let a = (size - n) / 2;
+        (0..n, a..a + n)
+    }
+}
+
+/// The network input `[1, K, crop, crop]` for a PET (SUV) in the canonical layout.
+pub fn input(pet: &Volume<f32>, params: &Params) -> Array4<f32> {
+    let [nx, ny, nz] = pet.shape();
+    let (lo, hi) = (params.pet_clip_suv[0], params.pet_clip_suv[1]);
+    let ks = slice_indices(nz, params.k, [0.0, (nz - 1) as f64]);
+    let (src_y, dst_y) = crop_ranges(ny, params.crop);
+    let (src_x, dst_x) = crop_ranges(nx, params.crop);
+    let mut out = Array4::<f32>::zeros((1, params.k, params.crop, params.crop));
+    let data = pet.data();
+    for (slot, &k) in ks.iter().enumerate() {
+        for (y, dy) in src_y.clone().zip(dst_y.clone()) {
+            let row = &data[(k * ny + y) * nx..][..nx];
+            let mut dst = out.slice_mut(s![0, slot, dy, dst_x.clone()]);
+            for (d, &v) in dst.iter_mut().zip(&row[src_x.clone()]) {
+                *d = (v.clamp(lo, hi) - lo) / (hi - lo);
+            }
+        }
+    }
+    out
+}
+
+/// The loaded [WS] network and the card's parameters.
+pub struct TwoBeThree {
+    pub params: Params,
+    session: Box<dyn Session>,
+    file: ModelFile,
+}
+
+impl TwoBeThree {
+    pub fn new(params: Params, file: ModelFile, session: Box<dyn Session>) -> TwoBeThree {
+        TwoBeThree {
+            params,
+            session,
+            file,
+        }
+    }
+
+    pub fn session(&self) -> (&ModelFile, &dyn Session) {
+        (&self.file, self.session.as_ref())
+    }
+
+    /// Scores for a PET (SUV) in the canonical layout.
+    pub fn scores(&mut self, pet: &Volume<f32>, timings: &mut Timings) -> Result<Scores, RunError> {
+        let t = Instant::now();
+        let x = input(pet, &self.params);
+        timings.add("two_be_three_preprocess", t);
+        let t = Instant::now();
+        let out = self.session.run(&[x.view().into_dyn()])?;
+        timings.add("two_be_three", t);
+        let risk = out
+            .first()
+            .filter(|o| o.shape() == [1, 3])
+            .ok_or_else(|| RunError::Output {
+                model: self.file.path.clone(),
+                expected: "[1, 3]".into(),
+            })?;
+        let v: Vec<f64> = risk.iter().map(|&p| f64::from(p)).collect();
+        if v.iter().any(|p| !(0.0..=1.0).contains(p)) {
+            return Err(RunError::Input(format!(
+                "{} returned scores outside [0, 1]: {v:?}",
+                self.file.path
+            )));
+        }
+        Ok(Scores {
+            lr: v[0],
+            dm: v[1],
+            os: v[2],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::Geometry;
+
+    #[test]
+    fn slices_are_evenly_spaced_and_ordered() {
+        let ks = slice_indices(96, 66, [0.0, 95.0]);
+        assert_eq!(ks.len(), 66);
+        assert_eq!((ks[0], ks[65]), (0, 95));
+        assert!(ks.windows(2).all(|w| w[0] < w[1]));
+        // Fewer slices than K repeat, still ordered.
+        let few = slice_indices(10, 66, [0.0, 9.0]);
+        assert!(few.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!((few[0], few[65]), (0, 9));
+        // A region beyond the scan is clamped.
+        assert!(slice_indices(10, 5, [-3.0, 20.0]).iter().all(|&k| k <= 9));
+    }
+
+    #[test]
+    fn centre_crop_and_pad_follow_the_card_rule() {
+        assert_eq!(crop_ranges(100, 90), (5..95, 0..90));
+        assert_eq!(crop_ranges(101, 90), (5..95, 0..90));
+        assert_eq!(crop_ranges(64, 90), (0..64, 13..77));
+        assert_eq!(crop_ranges(90, 90), (0..90, 0..90));
+    }
+
+    #[test]
+    fn input_normalises_and_places_each_slice() {
+        // 4×3×2 volume, SUV = (100k + 10j + i) / 8, so the top slice reaches above the clip.
+        let g = Geometry::axial([4, 3, 2], [4.0; 3], [0.0; 3]);
+        let data = (0..24)
+            .map(|v| ((v / 12) * 100 + ((v / 4) % 3) * 10 + v % 4) as f32 / 8.0)
+            .collect();
+        let pet = Volume::new(g, data).unwrap();
+        let p = Params {
+            pet_clip_suv: [0.0, 15.0],
+            k: 2,
+            crop: 6,
+        };
+        let x = input(&pet, &p);
+        assert_eq!(x.shape(), [1, 2, 6, 6]);
+        // y (3) is placed at offset 1, x (4) at offset 1; slot 0 is k = 0, slot 1 is k = 1.
+        assert_eq!(x[[0, 0, 0, 0]], 0.0); // padding
+        assert_eq!(x[[0, 0, 1, 1]], 0.0); // SUV 0
+        assert_eq!(x[[0, 0, 2, 3]], 1.5 / 15.0); // j = 1, i = 2
+        assert_eq!(x[[0, 1, 1, 1]], 12.5 / 15.0); // k = 1
+        assert_eq!(x[[0, 1, 3, 4]], 1.0); // SUV 15.375, clipped
+        assert_eq!(x[[0, 1, 5, 5]], 0.0); // padding
+    }
+}

@@ -1,0 +1,301 @@
+//! Ingest: a study folder (NIfTI files or a DICOM drop) → [`Study`], PET in SUV and CT in HU,
+//! validated so that nothing downstream sees a NaN, an empty volume or a PET the models cannot
+//! be laid out for.
+//!
+//! NIfTI folders follow DESIGN §3: `SUV.nii.gz` or `PET.nii.gz` (already SUV), optional
+//! `CT.nii.gz` or `CTres.nii.gz` (HU); `SEG.nii.gz` and anything else is left alone. Any other
+//! folder is read as a DICOM drop (`io::dicom`).
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::io::dicom::{self, SeriesStack};
+use crate::io::nifti;
+use crate::volume::Volume;
+
+/// PET file names, in order of preference.
+pub const PET_NAMES: [&str; 4] = ["SUV.nii.gz", "PET.nii.gz", "SUV.nii", "PET.nii"];
+/// CT file names, in order of preference.
+pub const CT_NAMES: [&str; 4] = ["CT.nii.gz", "CTres.nii.gz", "CT.nii", "CTres.nii"];
+
+/// Smallest PET extent per axis, in voxels, that the models are run on.
+pub const MIN_PET_VOXELS: usize = 8;
+
+/// Which processing step failed; `error.json`'s `"stage"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Reading and validating the input.
+    Ingest,
+    /// Loading the models.
+    Models,
+    /// Running them.
+    Inference,
+    /// Writing the outbox.
+    Publish,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Ingest => "ingest",
+            Stage::Models => "models",
+            Stage::Inference => "inference",
+            Stage::Publish => "publish",
+        })
+    }
+}
+
+/// Why a study could not be processed: one line, no patient identifier, and a hint for the
+/// person who reads `failed/`.
+#[derive(Debug, Clone, thiserror::Error, Serialize)]
+#[error("{stage}: {error}")]
+pub struct StudyError {
+    pub stage: Stage,
+    pub error: String,
+    pub hint: String,
+}
+
+impl StudyError {
+    pub fn new(stage: Stage, error: impl Into<String>, hint: impl Into<String>) -> StudyError {
+        StudyError {
+            stage,
+            error: error.into(),
+            hint: hint.into(),
+        }
+    }
+
+    fn ingest(error: impl Into<String>, hint: impl Into<String>) -> StudyError {
+        StudyError::new(Stage::Ingest, error, hint)
+    }
+}
+
+/// Where a study came from.
+#[derive(Debug)]
+pub enum Source {
+    Nifti,
+    /// The PET series (for the DICOM SEG) and the conversion record.
+    Dicom {
+        pet_series: Box<SeriesStack>,
+        report: Box<dicom::ConversionReport>,
+    },
+}
+
+/// `result.json`'s `"inputs"`: file names or series UIDs, never patient identifiers.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "format", rename_all = "snake_case")]
+pub enum Inputs {
+    Nifti {
+        pet: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ct: Option<String>,
+    },
+    Dicom {
+        study_instance_uid: String,
+        pet_series_instance_uid: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ct_series_instance_uid: Option<String>,
+        pet_slices: usize,
+    },
+}
+
+/// A study in memory, ready for the models.
+#[derive(Debug)]
+pub struct Study {
+    pub key: String,
+    /// SUVbw.
+    pub pet: Volume<f32>,
+    /// HU, on its own grid.
+    pub ct: Option<Volume<f32>>,
+    pub inputs: Inputs,
+    pub source: Source,
+    pub warnings: Vec<String>,
+}
+
+/// Reads the study in `dir`. `key` names it in the outbox (`outbox/<key>/`); for a DICOM drop
+/// the StudyInstanceUID/SeriesInstanceUID hash replaces it, as DESIGN §3 asks.
+pub fn load(dir: &Path, key: &str) -> Result<Study, StudyError> {
+    if !dir.is_dir() {
+        return Err(StudyError::ingest(
+            format!("{} is not a folder", dir.display()),
+            "give the folder that holds the study's files",
+        ));
+    }
+    match first_existing(dir, &PET_NAMES) {
+        Some(pet) => load_nifti(dir, &pet, key),
+        None => load_dicom(dir),
+    }
+}
+
+fn first_existing(dir: &Path, names: &[&str]) -> Option<PathBuf> {
+    names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn load_nifti(dir: &Path, pet_path: &Path, key: &str) -> Result<Study, StudyError> {
+    let mut warnings = Vec::new();
+    let present: Vec<&str> = PET_NAMES
+        .iter()
+        .copied()
+        .filter(|n| dir.join(n).is_file())
+        .collect();
+    if present.len() > 1 {
+        warnings.push(format!(
+            "several PET files ({}); used {}",
+            present.join(", "),
+            present[0]
+        ));
+    }
+    let nifti_error = |e: nifti::NiftiError| {
+        StudyError::ingest(
+            one_line(&e.to_string()),
+            "re-export the study; the file is damaged or not a 3D NIfTI volume",
+        )
+    };
+    let pet = nifti::read_f32(pet_path).map_err(nifti_error)?;
+    check_pet(&pet, &file_name(pet_path))?;
+    let ct_path = first_existing(dir, &CT_NAMES);
+    let ct = match &ct_path {
+        Some(p) => {
+            let ct = nifti::read_f32(p).map_err(nifti_error)?;
+            check_finite(&ct, &file_name(p))?;
+            Some(ct)
+        }
+        None => None,
+    };
+    let study = Study {
+        key: key.to_string(),
+        pet,
+        ct,
+        inputs: Inputs::Nifti {
+            pet: file_name(pet_path),
+            ct: ct_path.as_deref().map(file_name),
+        },
+        source: Source::Nifti,
+        warnings,
+    };
+    check_overlap(study)
+}
+
+fn load_dicom(dir: &Path) -> Result<Study, StudyError> {
+    let dicom_error =
+        |e: dicom::DicomError| StudyError::ingest(one_line(&e.to_string()), e.reason().to_string());
+    let scan = dicom::scan_folder(dir).map_err(dicom_error)?;
+    if scan.instances.is_empty() {
+        return Err(StudyError::ingest(
+            match scan.unreadable.first() {
+                Some((p, why)) => format!(
+                    "no PET: no SUV.nii.gz or PET.nii.gz, and no readable DICOM file ({}: {})",
+                    p.display(),
+                    one_line(why)
+                ),
+                None => "no PET: the folder holds no SUV.nii.gz, PET.nii.gz or DICOM file".into(),
+            },
+            "a study folder needs SUV.nii.gz (or PET.nii.gz) and optionally CT.nii.gz, or the \
+             DICOM files of a PET/CT study",
+        ));
+    }
+    let ignored = scan.ignored.clone();
+    let mut outcomes = dicom::assemble(scan);
+    if outcomes.len() != 1 {
+        let keys: Vec<&str> = outcomes.iter().map(|o| o.key.as_str()).collect();
+        return Err(StudyError::ingest(
+            format!(
+                "the folder holds {} PET studies ({}); one study per folder",
+                outcomes.len(),
+                keys.join(", ")
+            ),
+            "split the drop into one folder per study (tracerd convert shows the keys)",
+        ));
+    }
+    let assembled = outcomes.remove(0).result.map_err(dicom_error)?;
+    let loaded = dicom::load_study(&assembled, &ignored).map_err(dicom_error)?;
+    check_pet(&loaded.pet, "PET series")?;
+    if let Some(ct) = &loaded.ct {
+        check_finite(ct, "CT series")?;
+    }
+    let study = Study {
+        key: loaded.key.clone(),
+        inputs: Inputs::Dicom {
+            study_instance_uid: assembled.study_uid.clone(),
+            pet_series_instance_uid: assembled.pet.series_uid.clone(),
+            ct_series_instance_uid: assembled.ct.as_ref().map(|c| c.series_uid.clone()),
+            pet_slices: assembled.pet.slices.len(),
+        },
+        warnings: loaded.report.warnings.clone(),
+        pet: loaded.pet,
+        ct: loaded.ct,
+        source: Source::Dicom {
+            pet_series: Box::new(assembled.pet),
+            report: Box::new(loaded.report),
+        },
+    };
+    check_overlap(study)
+}
+
+fn check_finite(volume: &Volume<f32>, what: &str) -> Result<(), StudyError> {
+    let bad = volume.data().iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(StudyError::ingest(
+            format!(
+                "{what} holds {bad} NaN or infinite voxel{}",
+                if bad == 1 { "" } else { "s" }
+            ),
+            "the export is corrupt; re-export the series from the scanner",
+        ));
+    }
+    Ok(())
+}
+
+fn check_pet(pet: &Volume<f32>, what: &str) -> Result<(), StudyError> {
+    check_finite(pet, what)?;
+    let [x, y, z] = pet.shape();
+    if pet.shape().iter().any(|&n| n < MIN_PET_VOXELS) {
+        return Err(StudyError::ingest(
+            format!(
+                "{what} is {x}×{y}×{z} voxels; the models need at least {MIN_PET_VOXELS} on every axis"
+            ),
+            "this is not a whole-body PET volume",
+        ));
+    }
+    Ok(())
+}
+
+/// A CT that does not cover the PET cannot feed the 3D model: dropped with a warning if it
+/// misses it entirely, kept with a warning if it covers less than 90 %.
+fn check_overlap(mut study: Study) -> Result<Study, StudyError> {
+    let Some(ct) = &study.ct else {
+        return Ok(study);
+    };
+    let coverage = ct_coverage(ct, &study.pet);
+    if coverage == 0.0 {
+        study
+            .warnings
+            .push("the CT does not overlap the PET; it is ignored".into());
+        study.ct = None;
+    } else if coverage < 0.9 {
+        study.warnings.push(format!(
+            "the CT covers {:.0} % of the PET volume; PET voxels outside it see air",
+            coverage * 100.0
+        ));
+    }
+    Ok(study)
+}
+
+/// Fraction of PET voxel centres inside the CT's voxel boxes.
+fn ct_coverage(ct: &Volume<f32>, pet: &Volume<f32>) -> f64 {
+    // Resample a volume of ones (nearest) onto the PET grid: 1 inside the CT, 0 outside.
+    let ones = Volume::filled(ct.geometry().clone(), 1u8).expect("valid geometry");
+    let inside = ones.resample(pet.geometry(), crate::Interpolation::Nearest, 0);
+    inside.data().iter().filter(|&&v| v == 1).count() as f64 / inside.data().len() as f64
+}
+
+fn one_line(s: &str) -> String {
+    s.lines().collect::<Vec<_>>().join(" ")
+}
