@@ -310,6 +310,10 @@ impl<T: Copy> Volume<T> {
 pub enum Interpolation {
     /// Trilinear, for images (SUV, HU, probabilities).
     Linear,
+    /// Trilinear, but only between the outermost voxel *centres*: points in the outer half voxel
+    /// get the fill value. This is how the models' training code resampled CT onto the PET grid
+    /// (model card `ct_resampling`), so the L2SNet pipeline must do the same.
+    LinearWithinCentres,
     /// Nearest voxel, for label maps and masks; never invents a label.
     Nearest,
 }
@@ -362,8 +366,12 @@ where
         // Inside test with a tiny tolerance so that grids sharing a boundary do not lose a row to
         // rounding.
         const EPS: f64 = 1e-6;
+        let margin = match interpolation {
+            Interpolation::LinearWithinCentres => 0.0,
+            _ => 0.5,
+        };
         for a in 0..3 {
-            if !(p[a] >= -0.5 - EPS && p[a] <= n[a] as f64 - 0.5 + EPS) {
+            if !(p[a] >= -margin - EPS && p[a] <= (n[a] - 1) as f64 + margin + EPS) {
                 return None;
             }
         }
@@ -372,7 +380,7 @@ where
                 let idx = |a: usize| (p[a].round().max(0.0) as usize).min(n[a] - 1);
                 Some(*self.at(idx(0), idx(1), idx(2)))
             }
-            Interpolation::Linear => {
+            Interpolation::Linear | Interpolation::LinearWithinCentres => {
                 let mut lo = [0usize; 3];
                 let mut hi = [0usize; 3];
                 let mut t = [0f64; 3];
@@ -670,5 +678,18 @@ mod tests {
         for (a, b) in out.data().iter().zip(v.data()) {
             assert!((a - b).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn within_centres_fills_the_outer_half_voxel() {
+        // Source: 4 voxels of 2 mm along x (centres 0, 2, 4, 6 mm), value = x in mm.
+        let src = Geometry::axial([4, 1, 1], [2.0, 1.0, 1.0], [0.0; 3]);
+        let v = Volume::new(src, vec![0.0f32, 2.0, 4.0, 6.0]).unwrap();
+        // Target centres at -0.5, 0.5, ..., 6.5 mm.
+        let dst = Geometry::axial([8, 1, 1], [1.0; 3], [-0.5, 0.0, 0.0]);
+        let strict = v.resample(&dst, Interpolation::LinearWithinCentres, -1.0);
+        let boxes = v.resample(&dst, Interpolation::Linear, -1.0);
+        assert_eq!(strict.data(), [-1.0, 0.5, 1.5, 2.5, 3.5, 4.5, 5.5, -1.0]);
+        assert_eq!(boxes.data(), [0.0, 0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.0]);
     }
 }

@@ -275,7 +275,11 @@ impl L2sNet {
     ) -> Result<Segmentation, RunError> {
         let t = Instant::now();
         let geometry = pet.geometry().clone();
-        let ct_on_pet = ct.resample(&geometry, Interpolation::Linear, self.params.ct_outside_hu);
+        let ct_on_pet = ct.resample(
+            &geometry,
+            Interpolation::LinearWithinCentres,
+            self.params.ct_outside_hu,
+        );
         let pet_n = clip_scale(pet.data(), self.params.pet_clip_suv);
         let ct_n = clip_scale(ct_on_pet.data(), self.params.ct_clip_hu);
         drop(ct_on_pet);

@@ -1,0 +1,132 @@
+//! The Rust pipelines against the Python reference inference of `models/training`
+//! (`pipeline.py` on onnxruntime, run by `tests/oracle/pipeline_oracle.py`), on synthetic studies,
+//! with both engines.
+//!
+//! Tolerances: scores within 1e-3 and masks Dice ≥ 0.99 against Python (issue acceptance);
+//! ort-cpu against tract on the same fp32 files: scores, location cue and probabilities within
+//! 1e-4.
+
+mod common;
+
+use tracerd::config::{Engine, Inference};
+use tracerd::infer::Engines;
+use tracerd::io::nifti;
+use tracerd::models::{Models, Timings};
+use tracerd::synth::{self, Size, SynthOptions};
+
+fn dice(a: &[u8], b: &[u8]) -> f64 {
+    let inter = a
+        .iter()
+        .zip(b)
+        .filter(|(x, y)| **x != 0 && **y != 0)
+        .count();
+    let total = a.iter().filter(|x| **x != 0).count() + b.iter().filter(|x| **x != 0).count();
+    if total == 0 {
+        1.0
+    } else {
+        2.0 * inter as f64 / total as f64
+    }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn load_models(engine: Engine) -> Models {
+    let inference = Inference {
+        engines: vec![engine],
+        ort_library: Some(common::ort_library()),
+        ..Inference::default()
+    };
+    let engines = Engines::new(&inference);
+    let models = Models::load(&common::repo_root().join("models"), &engines, &inference).unwrap();
+    assert!(models.uses().iter().all(|u| u.engine == engine.to_string()));
+    models
+}
+
+#[test]
+fn rust_pipelines_match_the_python_reference_on_both_engines() {
+    let mut ort = load_models(Engine::OrtCpu);
+    let mut tract = load_models(Engine::Tract);
+    let dir = tempfile::tempdir().unwrap();
+    // Held-out seeds (never trained on); 100001 has six lesions, 100004 none.
+    for seed in [100001u64, 100004] {
+        let study_dir = dir.path().join(format!("s{seed}"));
+        let study = synth::generate(&SynthOptions {
+            seed,
+            size: Size::Small,
+        });
+        synth::write_nifti(&study, &study_dir).unwrap();
+        let reference = dir.path().join(format!("ref{seed}"));
+        common::run_oracle(
+            "pipeline_oracle.py",
+            &[&study_dir, &common::repo_root().join("models"), &reference],
+        );
+        let expected = common::read_json(&reference.join("reference.json"));
+        let expected_scores: Vec<f64> = serde_json::from_value(expected["scores"].clone()).unwrap();
+        let expected_mask = std::fs::read(reference.join("mask_adaptive.u8")).unwrap();
+        let expected_prob = common::read_f32_file(&reference.join("prob.f32"));
+        let expected_cue = common::read_f32_file(&reference.join("cue.f32"));
+
+        let pet = nifti::read_f32(&study_dir.join("SUV.nii.gz"))
+            .unwrap()
+            .to_canonical_lps()
+            .unwrap();
+        let ct = nifti::read_f32(&study_dir.join("CT.nii.gz")).unwrap();
+        let mut run = |models: &mut Models| {
+            let mut t = Timings::default();
+            let scores = models.two_be_three.scores(&pet, &mut t).unwrap();
+            let seg = models.l2snet.segment(&pet, &ct, &mut t).unwrap();
+            (scores, seg)
+        };
+        let (ort_scores, ort_seg) = run(&mut ort);
+        let (tract_scores, tract_seg) = run(&mut tract);
+
+        let ort_v = [ort_scores.lr, ort_scores.dm, ort_scores.os];
+        let tract_v = [tract_scores.lr, tract_scores.dm, tract_scores.os];
+        for i in 0..3 {
+            assert!(
+                (ort_v[i] - expected_scores[i]).abs() <= 1e-3,
+                "seed {seed}: ort scores {ort_v:?} vs Python {expected_scores:?}"
+            );
+            assert!(
+                (ort_v[i] - tract_v[i]).abs() <= 1e-4,
+                "seed {seed}: ort {ort_v:?} vs tract {tract_v:?}"
+            );
+        }
+        // Same layout as the Python arrays: the canonical data vector is [z][y][x].
+        let d_cue = max_abs_diff(ort_seg.cue.data(), &expected_cue);
+        let d_prob = max_abs_diff(ort_seg.probability.data(), &expected_prob);
+        let d_engines_cue = max_abs_diff(ort_seg.cue.data(), tract_seg.cue.data());
+        let d_engines_prob = max_abs_diff(ort_seg.probability.data(), tract_seg.probability.data());
+        let dice_ort = dice(ort_seg.mask.data(), &expected_mask);
+        let dice_tract = dice(tract_seg.mask.data(), &expected_mask);
+        eprintln!(
+            "seed {seed}: scores ort {ort_v:?} tract {tract_v:?} python {expected_scores:?}; \
+             |cue - py| {d_cue:.2e}, |prob - py| {d_prob:.2e}, ort vs tract cue {d_engines_cue:.2e} \
+             prob {d_engines_prob:.2e}; mask Dice vs Python: ort {dice_ort:.4}, tract {dice_tract:.4}; \
+             {} mask voxels",
+            expected_mask.iter().filter(|&&v| v != 0).count()
+        );
+        assert!(
+            d_cue <= 1e-3 && d_prob <= 1e-3,
+            "seed {seed}: Rust vs Python"
+        );
+        assert!(
+            d_engines_cue <= 1e-4 && d_engines_prob <= 1e-4,
+            "seed {seed}: ort vs tract"
+        );
+        assert!(
+            dice_ort >= 0.99 && dice_tract >= 0.99,
+            "seed {seed}: mask Dice"
+        );
+        assert_eq!(
+            ort_seg.lesions.count, tract_seg.lesions.count,
+            "seed {seed}: lesion count"
+        );
+    }
+}
