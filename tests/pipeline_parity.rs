@@ -77,7 +77,7 @@ fn rust_pipelines_match_the_python_reference_on_both_engines() {
             .to_canonical_lps()
             .unwrap();
         let ct = nifti::read_f32(&study_dir.join("CT.nii.gz")).unwrap();
-        let mut run = |models: &mut Models| {
+        let run = |models: &mut Models| {
             let mut t = Timings::default();
             let scores = models.two_be_three.scores(&pet, &mut t).unwrap();
             let seg = models.l2snet.segment(&pet, &ct, &mut t).unwrap();
