@@ -174,10 +174,14 @@ fn run(command: Command) -> Result<ExitCode, String> {
             input,
         } => {
             let loaded = Config::load(config.as_deref()).map_err(|e| e.to_string())?;
-            let mut processor = Processor::new(&loaded).map_err(|e| e.to_string())?;
+            // The study first: a bad input fails fast, before the models load.
+            let started = std::time::Instant::now();
             let key = tracerd::process::key_from_folder(&input);
+            let study = tracerd::study::load(&input, &key).map_err(|e| e.to_string())?;
+            let ingest_ms = started.elapsed().as_secs_f64() * 1e3;
+            let mut processor = Processor::new(&loaded).map_err(|e| e.to_string())?;
             let published = processor
-                .process(&input, &key, &outbox)
+                .process_study(&study, ingest_ms, &outbox)
                 .map_err(|e| e.to_string())?;
             let r = &published.result;
             let lesions = match &r.lesions {

@@ -128,22 +128,32 @@ impl Processor {
     ) -> Result<Published, StudyError> {
         let t = Instant::now();
         let study = study::load(input, key)?;
+        self.process_study(&study, t.elapsed().as_secs_f64() * 1e3, outbox_dir)
+    }
+
+    /// Runs the models on a loaded study and publishes it; `ingest_ms` is how long loading took.
+    pub fn process_study(
+        &mut self,
+        study: &Study,
+        ingest_ms: f64,
+        outbox_dir: &Path,
+    ) -> Result<Published, StudyError> {
+        let started = Instant::now();
         outbox::check_key(&study.key)
             .map_err(|e| StudyError::new(Stage::Ingest, e, "rename the study folder"))?;
-        let ingest_ms = t.elapsed().as_secs_f64() * 1e3;
         for w in &study.warnings {
             tracing::warn!(key = %study.key, warning = %w, "study");
         }
-        let mut findings = self.analyse(&study)?;
-        let t = Instant::now();
-        let published = self.publish(&study, &mut findings, outbox_dir, ingest_ms);
-        let published = published.map_err(|e| {
-            StudyError::new(
-                Stage::Publish,
-                format!("cannot write {}: {e}", outbox_dir.display()),
-                "check the outbox's free space and permissions; the study can be re-run",
-            )
-        })?;
+        let mut findings = self.analyse(study)?;
+        let published = self
+            .publish(study, &mut findings, outbox_dir, ingest_ms)
+            .map_err(|e| {
+                StudyError::new(
+                    Stage::Publish,
+                    format!("cannot write {}: {e}", outbox_dir.display()),
+                    "check the outbox's free space and permissions; the study can be re-run",
+                )
+            })?;
         tracing::info!(
             key = %published.key,
             lesions = findings.lesions.as_ref().map(|(_, s)| s.count),
@@ -151,7 +161,7 @@ impl Processor {
             dm = findings.scores.dm,
             os = findings.scores.os,
             engine = %published.result.backend.engine,
-            ms = t.elapsed().as_secs_f64() * 1e3 + findings.timings.iter().map(|(_, v)| v).sum::<f64>() + ingest_ms,
+            ms = ingest_ms + started.elapsed().as_secs_f64() * 1e3,
             "published"
         );
         Ok(published)
