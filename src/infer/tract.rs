@@ -13,9 +13,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ndarray::{ArrayD, ArrayViewD};
+use ndarray::{ArrayD, ArrayViewD, Axis};
+use rayon::prelude::*;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{DimLike, bail};
+use tract_onnx::tract_hir::infer::Factoid;
 
 use super::{InferError, Provenance, Session};
 use crate::config::Engine;
@@ -34,6 +36,8 @@ pub struct TractSession {
     model: Prepared,
     plans: HashMap<Vec<Vec<usize>>, Arc<TypedRunnableModel>>,
     order: Vec<Vec<Vec<usize>>>,
+    /// Every input's first axis is free (a batch axis): batches run item by item.
+    batch_axis: bool,
     path: PathBuf,
     provenance: Provenance,
 }
@@ -49,6 +53,13 @@ impl TractSession {
         let parsed = onnx
             .model_for_path(path)
             .map_err(|e| format!("cannot load {}: {}", path.display(), one_line(&e)))?;
+        let batch_axis = (0..parsed.inputs.len()).all(|ix| {
+            parsed
+                .input_fact(ix)
+                .ok()
+                .and_then(|f| f.shape.dims().next().cloned())
+                .is_some_and(|d| d.concretize().is_none_or(|d| d.to_i64().is_err()))
+        });
         let model = match parsed
             .clone()
             .into_typed()
@@ -64,6 +75,7 @@ impl TractSession {
             model,
             plans: HashMap::new(),
             order: Vec::new(),
+            batch_axis,
             path: path.to_path_buf(),
             provenance: Provenance {
                 engine: Engine::Tract,
@@ -137,25 +149,73 @@ impl Session for TractSession {
         &self.provenance
     }
 
+    /// Runs the model. A batch (first axis > 1 on every input of a model whose first axis is
+    /// free) runs as single items on one batch-1 plan, spread over the cores, and the outputs are
+    /// stacked: tract's plans for batch 1 are its fastest by far (a 3D U-Net patch: 65 ms at
+    /// batch 1, 2.5 s per item at batch 4), and tract runs one item on one core.
     fn run(&mut self, inputs: &[ArrayViewD<'_, f32>]) -> Result<Vec<ArrayD<f32>>, InferError> {
-        let shapes = inputs.iter().map(|a| a.shape().to_vec()).collect();
-        let result = self.plan_for(shapes).and_then(|plan| {
-            let values: TVec<TValue> = inputs
+        let batch = inputs.first().and_then(|a| a.shape().first().copied());
+        let split = match batch {
+            Some(n) if n > 1 && self.batch_axis => {
+                inputs.iter().all(|a| a.shape().first() == Some(&n))
+            }
+            _ => false,
+        };
+        let result = if split {
+            let n = batch.unwrap_or(1);
+            let shapes = inputs
                 .iter()
-                .map(|a| a.to_owned().into_tensor().into())
+                .map(|a| {
+                    let mut s = a.shape().to_vec();
+                    s[0] = 1;
+                    s
+                })
                 .collect();
-            let outputs = plan.run(values)?;
-            outputs
-                .iter()
-                .map(|t| Ok(t.to_plain_array_view::<f32>()?.to_owned()))
-                .collect::<TractResult<Vec<_>>>()
-        });
+            self.plan_for(shapes).and_then(|plan| {
+                let items = (0..n)
+                    .into_par_iter()
+                    .map(|b| {
+                        let item: Vec<ArrayViewD<'_, f32>> = inputs
+                            .iter()
+                            .map(|a| a.slice_axis(Axis(0), (b..b + 1).into()))
+                            .collect();
+                        run_plan(&plan, &item)
+                    })
+                    .collect::<TractResult<Vec<_>>>()?;
+                let outputs = items.first().map_or(0, Vec::len);
+                (0..outputs)
+                    .map(|o| {
+                        let views: Vec<_> = items.iter().map(|item| item[o].view()).collect();
+                        Ok(ndarray::concatenate(Axis(0), &views)?)
+                    })
+                    .collect()
+            })
+        } else {
+            let shapes = inputs.iter().map(|a| a.shape().to_vec()).collect();
+            self.plan_for(shapes)
+                .and_then(|plan| run_plan(&plan, inputs))
+        };
         result.map_err(|e| InferError {
             engine: Engine::Tract,
             model: self.path.clone(),
             message: one_line(&e),
         })
     }
+}
+
+fn run_plan(
+    plan: &Arc<TypedRunnableModel>,
+    inputs: &[ArrayViewD<'_, f32>],
+) -> TractResult<Vec<ArrayD<f32>>> {
+    let values: TVec<TValue> = inputs
+        .iter()
+        .map(|a| a.to_owned().into_tensor().into())
+        .collect();
+    let outputs = plan.run(values)?;
+    outputs
+        .iter()
+        .map(|t| Ok(t.to_plain_array_view::<f32>()?.to_owned()))
+        .collect()
 }
 
 /// tract's errors are chains; join them on one line for logs and error.json.

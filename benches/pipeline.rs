@@ -1,0 +1,206 @@
+//! Benchmark: one clinical-size synthetic study end to end through `tracerd process`'s code path
+//! (ingest, both models, publish) on ort-cpu and on tract, and the Python peer
+//! (`benches/peer/peer.py`: nibabel, numpy, scipy, onnxruntime, the same ONNX files) on the same
+//! study in the same run. Wall time, peak RSS and per-stage times; the ratios the inference issue
+//! sets goals for.
+//!
+//! One command: `bash benches/pipeline.sh` (sets up the Python peer's packages in `.venv`, then
+//! runs `cargo bench --bench pipeline`). Arguments after `--`: `small` for a quick run,
+//! `no-tract` to skip the slowest engine. Each run is a child process of this binary so that its
+//! peak resident memory (VmHWM) is its own.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use tracerd::config::{Config, Engine};
+use tracerd::process::Processor;
+use tracerd::synth::{self, Size, SynthOptions};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("child") {
+        child(&args[1], Path::new(&args[2]));
+        return;
+    }
+    let size = if args.iter().any(|a| a == "small") {
+        Size::Small
+    } else {
+        Size::Clinical
+    };
+    let dir = std::env::temp_dir().join(format!("tracerd-bench-pipeline-{}", std::process::id()));
+    let study = dir.join("study");
+    let t = Instant::now();
+    let generated = synth::generate(&SynthOptions { seed: 7, size });
+    synth::write_nifti(&generated, &study).expect("write the study");
+    let shape = generated.pet.shape();
+    drop(generated);
+    println!(
+        "pipeline benchmark: synthetic study seed 7, {size}, PET {}×{}×{} (written in {:.1} s); \
+         {} CPU(s); ONNX Runtime {}",
+        shape[0],
+        shape[1],
+        shape[2],
+        t.elapsed().as_secs_f64(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ort_library().display()
+    );
+    let mut engines = vec!["ort-cpu"];
+    if !args.iter().any(|a| a == "no-tract") {
+        engines.push("tract");
+    }
+    let mut rows = Vec::new();
+    for engine in engines {
+        let exe = std::env::current_exe().expect("own path");
+        let out = Command::new(exe)
+            .args(["child", engine])
+            .arg(&dir)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("spawn child");
+        if !out.status.success() {
+            eprintln!("{engine} failed: {}", String::from_utf8_lossy(&out.stderr));
+            std::process::exit(1);
+        }
+        let row: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("child prints JSON");
+        rows.push((format!("tracerd {engine}"), row));
+    }
+    let peer = Command::new(python())
+        .arg(repo().join("benches/peer/peer.py"))
+        .arg(&study)
+        .arg(repo().join("models"))
+        .arg(dir.join("peer-out"))
+        .output()
+        .expect("spawn the Python peer (run benches/pipeline.sh to set up .venv)");
+    if !peer.status.success() {
+        eprintln!(
+            "Python peer failed (run benches/pipeline.sh to set up .venv): {}",
+            String::from_utf8_lossy(&peer.stderr)
+        );
+        std::process::exit(1);
+    }
+    let peer: serde_json::Value = serde_json::from_slice(&peer.stdout).expect("peer JSON");
+    rows.push(("python peer (ort-cpu)".into(), peer));
+
+    println!(
+        "\n{:<24} {:>8} {:>10} {:>8}  stages (ms)",
+        "run", "wall s", "RSS MiB", "lesions"
+    );
+    for (name, r) in &rows {
+        let stages = r["stages_ms"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k} {:.0}", v.as_f64().unwrap_or(f64::NAN)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        println!(
+            "{name:<24} {:>8.1} {:>10.0} {:>8}  {stages}",
+            r["wall_s"].as_f64().unwrap_or(f64::NAN),
+            r["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+            r["lesions"]
+        );
+    }
+    let get = |name: &str, key: &str| {
+        rows.iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, r)| r[key].as_f64())
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}", a / b),
+        _ => "n/a".into(),
+    };
+    let peer = "python peer (ort-cpu)";
+    println!(
+        "\ntracerd ort-cpu / peer: wall {} (goal <= 0.5), peak RSS {} (goal <= 0.5)",
+        ratio(get("tracerd ort-cpu", "wall_s"), get(peer, "wall_s")),
+        ratio(
+            get("tracerd ort-cpu", "peak_rss_mib"),
+            get(peer, "peak_rss_mib")
+        )
+    );
+    println!(
+        "tract / ort-cpu: wall {} (goal <= 3)",
+        ratio(
+            get("tracerd tract", "wall_s"),
+            get("tracerd ort-cpu", "wall_s")
+        )
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("TRACERD_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"))
+}
+
+/// `ORT_DYLIB_PATH`, else the wheel in `.venv`.
+fn ort_library() -> PathBuf {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        return PathBuf::from(p);
+    }
+    let lib = repo().join(".venv/lib");
+    std::fs::read_dir(&lib)
+        .ok()
+        .and_then(|d| {
+            d.filter_map(Result::ok).find_map(|py| {
+                let p = py
+                    .path()
+                    .join("site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1");
+                p.exists().then_some(p)
+            })
+        })
+        .unwrap_or_else(|| PathBuf::from("libonnxruntime.so"))
+}
+
+/// One engine, in its own process: load the models, process the study, report as JSON.
+fn child(engine: &str, dir: &Path) {
+    let t = Instant::now();
+    let mut config = Config::default();
+    config.paths.models = repo().join("models");
+    config.inference.engines = vec![match engine {
+        "ort-cpu" => Engine::OrtCpu,
+        "tract" => Engine::Tract,
+        other => panic!("unknown engine {other}"),
+    }];
+    config.inference.ort_library = Some(ort_library());
+    let mut processor = Processor::new(&config).expect("models load");
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let outbox = dir.join(format!("outbox-{engine}"));
+    let published = processor
+        .process(&dir.join("study"), "study", &outbox)
+        .expect("process");
+    let r = &published.result;
+    let mut stages = serde_json::to_value(&r.timings_ms).expect("timings");
+    stages["load_models"] = load_ms.into();
+    let lesions = match &r.lesions {
+        tracerd::outbox::OrAbsent::Present(l) => l.count,
+        tracerd::outbox::OrAbsent::Absent { .. } => 0,
+    };
+    let report = serde_json::json!({
+        "wall_s": t.elapsed().as_secs_f64(),
+        "peak_rss_mib": peak_rss_mib(),
+        "stages_ms": stages,
+        "lesions": lesions,
+        "engine": r.backend.engine,
+    });
+    println!("{report}");
+}
+
+/// Peak resident set of this process so far, MiB (Linux `VmHWM`).
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
