@@ -26,8 +26,10 @@ use super::{RunError, Timings};
 use crate::infer::Session;
 use crate::volume::{Geometry, Interpolation, Volume};
 
-/// Coronal slices per `loc2d` call.
-const CORONAL_BATCH: usize = 16;
+/// Coronal slices per `loc2d` call. 4, not 16: ONNX Runtime keeps the largest activations in its
+/// arena, and at 16 clinical-size slices (320×192) that added 660 MiB of peak memory for no
+/// speed (`benches/pipeline.rs`: 1707 → 1048 MiB, loc2d 17.4 → 18.4 s).
+const CORONAL_BATCH: usize = 4;
 /// 3D patches per `seg3d` call.
 const PATCH_BATCH: usize = 4;
 
