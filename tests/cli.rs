@@ -166,10 +166,12 @@ fn check_passes_on_a_good_config_and_fails_on_a_bad_one() {
         stdout.contains("ERROR watch.settle_seconds is 0"),
         "{stdout}"
     );
+    // The error is the last line (log lines about the engines may precede it).
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(
-        stderr.trim_end(),
-        "tracerd: error: check failed with 2 error(s)"
+        stderr.trim_end().lines().last(),
+        Some("tracerd: error: check failed with 2 error(s)"),
+        "{stderr}"
     );
 
     let typo = dir.path().join("typo.toml");
