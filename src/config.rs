@@ -359,6 +359,7 @@ mod tests {
             [inference]
             engines = ["tract", "tract"]
             ort_library = ""
+            overlap = 0.95
         "#;
         let err = Config::from_toml(text).unwrap().validate().unwrap_err();
         let ConfigError::Invalid(problems) = &err else {
@@ -371,13 +372,14 @@ mod tests {
             "watch.settle_seconds is -1",
             "lists \"tract\" twice",
             "inference.ort_library is empty",
+            "inference.overlap is 0.95",
         ] {
             assert!(all.contains(expected), "missing {expected:?} in {all}");
         }
-        assert_eq!(problems.len(), 5, "{all}");
+        assert_eq!(problems.len(), 6, "{all}");
         assert!(
             err.to_string()
-                .starts_with("invalid configuration (5 problems): ")
+                .starts_with("invalid configuration (6 problems): ")
         );
     }
 

@@ -12,7 +12,11 @@ use tracerd::process::Processor;
 use tracerd::synth::{self, Size, SynthOptions};
 
 fn dice(a: &[u8], b: &[u8]) -> f64 {
-    let inter = a.iter().zip(b).filter(|(x, y)| **x != 0 && **y != 0).count();
+    let inter = a
+        .iter()
+        .zip(b)
+        .filter(|(x, y)| **x != 0 && **y != 0)
+        .count();
     let total = a.iter().filter(|x| **x != 0).count() + b.iter().filter(|x| **x != 0).count();
     2.0 * inter as f64 / total.max(1) as f64
 }
@@ -20,10 +24,10 @@ fn dice(a: &[u8], b: &[u8]) -> f64 {
 #[test]
 fn five_heldout_studies_reach_the_cards_dice() {
     let card = ModelCard::load(&common::repo_root().join("models/l2snet")).unwrap();
-    let claimed = card.sections["metrics"]["results"]["fp32_l2snet_adaptive"]
-        ["mean_dice_lesion_studies"]
-        .as_float()
-        .expect("the card states the held-out mean Dice");
+    let claimed =
+        card.sections["metrics"]["results"]["fp32_l2snet_adaptive"]["mean_dice_lesion_studies"]
+            .as_float()
+            .expect("the card states the held-out mean Dice");
     let mut config = Config::default();
     config.paths.models = common::repo_root().join("models");
     config.inference.engines = vec![Engine::OrtCpu];
