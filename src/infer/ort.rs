@@ -300,7 +300,10 @@ mod tests {
         assert_eq!(version_from_build_info("git-branch=HEAD, x"), None);
         let lib = Path::new("/x/capi/libonnxruntime.so.1.31.1");
         assert_eq!(version_from_file_name(lib).as_deref(), Some("1.31.1"));
-        assert_eq!(version_from_file_name(Path::new("/x/libonnxruntime.so")), None);
+        assert_eq!(
+            version_from_file_name(Path::new("/x/libonnxruntime.so")),
+            None
+        );
     }
 
     #[test]
