@@ -97,6 +97,14 @@ def eval_l2snet(studies, threads, log):
         "cue_max_abs_diff": float(max(np.abs(a[0] - b[0]).max() for a, b in zip(masks["fp32"], masks["int8"]))),
     }
     res["seconds_per_study_ort_cpu"] = timing
+    # per-study Dice (fp32 files) of the studies with lesions, so a check on a few seeds can compare
+    # against the same seeds instead of the 100-study mean
+    keep = [i for i, r in enumerate(rows["fp32"]["unet3d_0.5"]) if not np.isnan(r["dice"])]
+    res["per_study_fp32"] = {
+        "seeds_with_lesions": [studies[i].seed for i in keep],
+        "dice_plain": [rows["fp32"]["unet3d_0.5"][i]["dice"] for i in keep],
+        "dice_adaptive": [rows["fp32"]["l2snet_adaptive"][i]["dice"] for i in keep],
+    }
     return res
 
 

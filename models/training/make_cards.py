@@ -263,6 +263,8 @@ def l2snet_card(exp, ev, tr):
         card["metrics"]["results"] = m
         card["metrics"]["int8_vs_fp32"] = l2.get("int8_vs_fp32", {})
         card["metrics"]["seconds_per_study_ort_cpu"] = l2.get("seconds_per_study_ort_cpu", {})
+        if "per_study_fp32" in l2:   # Dice per held-out study with lesions, in seed order (fp32 files)
+            card["metrics"]["per_study_fp32"] = l2["per_study_fp32"]
     sp = exp.get("speed_ort_cpu", {})
     card["metrics"]["speed"] = {k: sp[k] for k in ("loc2d", "seg3d") if k in sp}
     if f32:
