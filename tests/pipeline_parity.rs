@@ -53,7 +53,7 @@ fn rust_pipelines_match_the_python_reference_on_both_engines() {
     let mut ort = load_models(Engine::OrtCpu);
     let mut tract = load_models(Engine::Tract);
     let dir = tempfile::tempdir().unwrap();
-    // Held-out seeds (never trained on); 100001 has six lesions, 100004 none.
+    // Held-out seeds (never trained on): 100001 with six lesions, 100004 with one faint lesion.
     for seed in [100001u64, 100004] {
         let study_dir = dir.path().join(format!("s{seed}"));
         let study = synth::generate(&SynthOptions {
