@@ -9,6 +9,8 @@
 //! `no-tract` to skip the slowest engine. Each run is a child process of this binary so that its
 //! peak resident memory (VmHWM) is its own.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -187,20 +189,10 @@ fn child(engine: &str, dir: &Path) {
     };
     let report = serde_json::json!({
         "wall_s": t.elapsed().as_secs_f64(),
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": common::peak_rss_mib(),
         "stages_ms": stages,
         "lesions": lesions,
         "engine": r.backend.engine,
     });
     println!("{report}");
-}
-
-/// Peak resident set of this process so far, MiB (Linux `VmHWM`).
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
 }

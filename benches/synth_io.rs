@@ -4,6 +4,8 @@
 //! Run with `cargo bench --bench synth_io` (add `-- small` for a quick run). Each phase runs in a
 //! child process of this same binary so that its peak resident memory (VmHWM) is its own.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,18 +58,11 @@ fn tempdir() -> PathBuf {
     dir
 }
 
-/// Peak resident set of this process so far, MiB (Linux `VmHWM`).
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
 fn report(name: &str, seconds: f64) {
-    println!("{name:<28} {seconds:>10.2} {:>14.0}", peak_rss_mib());
+    println!(
+        "{name:<28} {seconds:>10.2} {:>14.0}",
+        common::peak_rss_mib()
+    );
 }
 
 fn phase(name: &str, dir: &Path, size: &str) {

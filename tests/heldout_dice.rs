@@ -13,16 +13,6 @@ use tracerd::models::card::ModelCard;
 use tracerd::process::Processor;
 use tracerd::synth::{self, Size, SynthOptions};
 
-fn dice(a: &[u8], b: &[u8]) -> f64 {
-    let inter = a
-        .iter()
-        .zip(b)
-        .filter(|(x, y)| **x != 0 && **y != 0)
-        .count();
-    let total = a.iter().filter(|x| **x != 0).count() + b.iter().filter(|x| **x != 0).count();
-    2.0 * inter as f64 / total.max(1) as f64
-}
-
 #[test]
 fn five_heldout_studies_reach_the_cards_dice() {
     let card = ModelCard::load(&common::repo_root().join("models/l2snet")).unwrap();
@@ -72,7 +62,7 @@ fn five_heldout_studies_reach_the_cards_dice() {
             .unwrap();
         let mask = nifti::read_u8(&published.dir.join("lesions.nii.gz")).unwrap();
         let truth = nifti::read_u8(&input.join("SEG.nii.gz")).unwrap();
-        let d = dice(mask.data(), truth.data());
+        let d = common::dice(mask.data(), truth.data());
         both += mask
             .data()
             .iter()

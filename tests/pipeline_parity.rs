@@ -14,20 +14,6 @@ use tracerd::io::nifti;
 use tracerd::models::{Models, Timings};
 use tracerd::synth::{self, Size, SynthOptions};
 
-fn dice(a: &[u8], b: &[u8]) -> f64 {
-    let inter = a
-        .iter()
-        .zip(b)
-        .filter(|(x, y)| **x != 0 && **y != 0)
-        .count();
-    let total = a.iter().filter(|x| **x != 0).count() + b.iter().filter(|x| **x != 0).count();
-    if total == 0 {
-        1.0
-    } else {
-        2.0 * inter as f64 / total as f64
-    }
-}
-
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -103,8 +89,8 @@ fn rust_pipelines_match_the_python_reference_on_both_engines() {
         let d_prob = max_abs_diff(ort_seg.probability.data(), &expected_prob);
         let d_engines_cue = max_abs_diff(ort_seg.cue.data(), tract_seg.cue.data());
         let d_engines_prob = max_abs_diff(ort_seg.probability.data(), tract_seg.probability.data());
-        let dice_ort = dice(ort_seg.mask.data(), &expected_mask);
-        let dice_tract = dice(tract_seg.mask.data(), &expected_mask);
+        let dice_ort = common::dice(ort_seg.mask.data(), &expected_mask);
+        let dice_tract = common::dice(tract_seg.mask.data(), &expected_mask);
         eprintln!(
             "seed {seed}: scores ort {ort_v:?} tract {tract_v:?} python {expected_scores:?}; \
              |cue - py| {d_cue:.2e}, |prob - py| {d_prob:.2e}, ort vs tract cue {d_engines_cue:.2e} \

@@ -108,3 +108,19 @@ pub fn files_below(root: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Dice coefficient of two 0/1 masks, `2|A∩B| / (|A| + |B|)`; 1 when both are empty.
+pub fn dice(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len(), "masks of different sizes");
+    let inter = a
+        .iter()
+        .zip(b)
+        .filter(|(x, y)| **x != 0 && **y != 0)
+        .count();
+    let total = a.iter().filter(|x| **x != 0).count() + b.iter().filter(|x| **x != 0).count();
+    if total == 0 {
+        1.0
+    } else {
+        2.0 * inter as f64 / total as f64
+    }
+}
