@@ -87,14 +87,17 @@ impl Backend {
     }
 }
 
+/// The characters a study key may hold: `A-Z a-z 0-9 - _ .`.
+pub fn is_key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
 /// Refuses keys that are not one plain path component (`outbox/<key>` must stay inside).
 pub fn check_key(key: &str) -> Result<(), String> {
     let ok = !key.is_empty()
         && key.len() <= 128
         && !key.starts_with('.')
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && key.chars().all(is_key_char);
     if ok {
         Ok(())
     } else {

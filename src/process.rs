@@ -55,10 +55,6 @@ impl Processor {
         Ok(Processor { models })
     }
 
-    pub fn models(&self) -> &Models {
-        &self.models
-    }
-
     /// Runs both models on a loaded study.
     pub fn analyse(&mut self, study: &Study) -> Result<Findings, StudyError> {
         let mut timings = Timings::default();
@@ -251,13 +247,7 @@ pub fn key_from_folder(input: &Path) -> String {
         .unwrap_or_else(|| "study".into());
     let mut key: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if outbox::is_key_char(c) { c } else { '_' })
         .take(128)
         .collect();
     if key.starts_with('.') {

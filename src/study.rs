@@ -273,7 +273,7 @@ fn check_overlap(mut study: Study) -> Result<Study, StudyError> {
     let Some(ct) = &study.ct else {
         return Ok(study);
     };
-    let coverage = ct_coverage(ct, &study.pet);
+    let coverage = ct.geometry().coverage_of(study.pet.geometry());
     if coverage == 0.0 {
         study
             .warnings
@@ -286,14 +286,6 @@ fn check_overlap(mut study: Study) -> Result<Study, StudyError> {
         ));
     }
     Ok(study)
-}
-
-/// Fraction of PET voxel centres inside the CT's voxel boxes.
-fn ct_coverage(ct: &Volume<f32>, pet: &Volume<f32>) -> f64 {
-    // Resample a volume of ones (nearest) onto the PET grid: 1 inside the CT, 0 outside.
-    let ones = Volume::filled(ct.geometry().clone(), 1u8).expect("valid geometry");
-    let inside = ones.resample(pet.geometry(), crate::Interpolation::Nearest, 0);
-    inside.data().iter().filter(|&&v| v == 1).count() as f64 / inside.data().len() as f64
 }
 
 fn one_line(s: &str) -> String {

@@ -163,6 +163,28 @@ impl Geometry {
         Ok(geometry)
     }
 
+    /// Fraction of `target`'s voxel centres that lie inside this grid's voxel boxes: how much
+    /// of `target` a volume on this grid covers.
+    pub fn coverage_of(&self, target: &Geometry) -> f64 {
+        let map = IndexMap::between(target, self);
+        let [tx, ty, tz] = target.shape;
+        let inside_count: usize = (0..tz)
+            .into_par_iter()
+            .map(|k| {
+                let mut count = 0;
+                for j in 0..ty {
+                    let row_start = map.apply(0.0, j as f64, k as f64);
+                    for i in 0..tx {
+                        count +=
+                            usize::from(inside(row_start + map.step_i * i as f64, self.shape, 0.5));
+                    }
+                }
+                count
+            })
+            .sum();
+        inside_count as f64 / target.len() as f64
+    }
+
     /// World positions of the 8 corner voxel centres; handy for extents and overlap checks.
     pub fn corner_centres(&self) -> [Vector3<f64>; 8] {
         let [nx, ny, nz] = self.shape.map(|n| n.saturating_sub(1) as f64);
@@ -363,17 +385,12 @@ where
         T: FromF64,
     {
         let n = self.geometry.shape;
-        // Inside test with a tiny tolerance so that grids sharing a boundary do not lose a row to
-        // rounding.
-        const EPS: f64 = 1e-6;
         let margin = match interpolation {
             Interpolation::LinearWithinCentres => 0.0,
             _ => 0.5,
         };
-        for a in 0..3 {
-            if !(p[a] >= -margin - EPS && p[a] <= (n[a] - 1) as f64 + margin + EPS) {
-                return None;
-            }
+        if !inside(p, n, margin) {
+            return None;
         }
         match interpolation {
             Interpolation::Nearest => {
@@ -403,6 +420,14 @@ where
             }
         }
     }
+}
+
+/// Whether continuous index `p` lies within `margin` voxels of the outermost voxel centres of a
+/// grid of `shape` (0.5: inside the voxel boxes), with a tiny tolerance so that grids sharing a
+/// boundary do not lose a row to rounding.
+fn inside(p: Vector3<f64>, shape: [usize; 3], margin: f64) -> bool {
+    const EPS: f64 = 1e-6;
+    (0..3).all(|a| p[a] >= -margin - EPS && p[a] <= (shape[a] - 1) as f64 + margin + EPS)
 }
 
 /// Conversion back from the f64 that interpolation computes in.
@@ -691,5 +716,16 @@ mod tests {
         let boxes = v.resample(&dst, Interpolation::Linear, -1.0);
         assert_eq!(strict.data(), [-1.0, 0.5, 1.5, 2.5, 3.5, 4.5, 5.5, -1.0]);
         assert_eq!(boxes.data(), [0.0, 0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.0]);
+    }
+
+    #[test]
+    fn coverage_counts_target_centres_inside_the_voxel_boxes() {
+        // Source covers x in [-1, 7] mm; target centres at -0.5 .. 6.5 and beyond.
+        let src = Geometry::axial([4, 1, 1], [2.0, 1.0, 1.0], [0.0; 3]);
+        let dst = Geometry::axial([10, 1, 1], [1.0; 3], [-0.5, 0.0, 0.0]);
+        assert_eq!(src.coverage_of(&dst), 0.8); // centres -0.5 .. 6.5 inside, 7.5 and 8.5 not
+        assert_eq!(src.coverage_of(&src), 1.0);
+        let far = Geometry::axial([4, 1, 1], [1.0; 3], [100.0, 0.0, 0.0]);
+        assert_eq!(src.coverage_of(&far), 0.0);
     }
 }

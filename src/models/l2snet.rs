@@ -22,7 +22,7 @@ use ndarray::{Array4, Array5, ArrayViewD, Ix4, Ix5};
 use serde::{Deserialize, Serialize};
 
 use super::card::{CardError, ModelCard, ModelFile};
-use super::{RunError, Timings};
+use super::{RunError, Timings, clip_scale};
 use crate::infer::Session;
 use crate::volume::{Geometry, Interpolation, Volume};
 
@@ -143,15 +143,6 @@ impl Params {
         }
         Ok(params)
     }
-}
-
-/// `(clamp(v, lo, hi) - lo) / (hi - lo)`, in f32 as the training code computes it.
-pub fn clip_scale(values: &[f32], [lo, hi]: [f32; 2]) -> Vec<f32> {
-    let width = hi - lo;
-    values
-        .iter()
-        .map(|v| (v.clamp(lo, hi) - lo) / width)
-        .collect()
 }
 
 /// Sliding-window starts along an axis of length `n` for windows of `p`: steps of
@@ -282,8 +273,8 @@ impl L2sNet {
             Interpolation::LinearWithinCentres,
             self.params.ct_outside_hu,
         );
-        let pet_n = clip_scale(pet.data(), self.params.pet_clip_suv);
-        let ct_n = clip_scale(ct_on_pet.data(), self.params.ct_clip_hu);
+        let pet_n = normalise(pet.data(), self.params.pet_clip_suv);
+        let ct_n = normalise(ct_on_pet.data(), self.params.ct_clip_hu);
         drop(ct_on_pet);
         timings.add("l2snet_preprocess", t);
 
@@ -435,6 +426,10 @@ impl L2sNet {
     }
 }
 
+fn normalise(values: &[f32], range: [f32; 2]) -> Vec<f32> {
+    values.iter().map(|&v| clip_scale(v, range)).collect()
+}
+
 fn run_one(
     session: &mut dyn Session,
     input: ArrayViewD<'_, f32>,
@@ -559,30 +554,24 @@ pub fn lesion_summary(mask: &Volume<u8>, pet: &Volume<f32>) -> LesionSummary {
         .collect();
     // Largest first; ties keep the scan order (stable sort), so ids are deterministic.
     items.sort_by_key(|l| std::cmp::Reverse(l.voxels));
-    for (n, lesion) in items.iter_mut().enumerate() {
-        lesion.id = n + 1;
+    // Totals from the exact values, then everything rounded for result.json.
+    let mtv_ml = round(items.iter().map(|l| l.volume_ml).sum(), 4);
+    let tlg = round(items.iter().map(|l| l.tlg).sum(), 4);
+    let suv_max = round(items.iter().map(|l| l.suv_max).fold(0.0, f64::max), 4);
+    for (n, l) in items.iter_mut().enumerate() {
+        l.id = n + 1;
+        l.volume_ml = round(l.volume_ml, 4);
+        l.suv_max = round(l.suv_max, 4);
+        l.suv_mean = round(l.suv_mean, 4);
+        l.tlg = round(l.tlg, 4);
+        l.centroid_mm = l.centroid_mm.map(|c| round(c, 2));
     }
-    let summary = LesionSummary {
-        count: items.len(),
-        mtv_ml: round(items.iter().map(|l| l.volume_ml).sum(), 4),
-        tlg: round(items.iter().map(|l| l.tlg).sum(), 4),
-        suv_max: round(items.iter().map(|l| l.suv_max).fold(0.0, f64::max), 4),
-        items,
-    };
     LesionSummary {
-        items: summary
-            .items
-            .into_iter()
-            .map(|l| Lesion {
-                volume_ml: round(l.volume_ml, 4),
-                suv_max: round(l.suv_max, 4),
-                suv_mean: round(l.suv_mean, 4),
-                tlg: round(l.tlg, 4),
-                centroid_mm: l.centroid_mm.map(|c| round(c, 2)),
-                ..l
-            })
-            .collect(),
-        ..summary
+        count: items.len(),
+        mtv_ml,
+        tlg,
+        suv_max,
+        items,
     }
 }
 

@@ -36,14 +36,12 @@ impl Timings {
     pub fn insert(&mut self, stage: &'static str, ms: f64) {
         self.0.insert(stage, ms);
     }
+}
 
-    pub fn get(&self, stage: &str) -> Option<f64> {
-        self.0.get(stage).copied()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
-        self.0.iter().map(|(k, v)| (*k, *v))
-    }
+/// `(clamp(v, lo, hi) - lo) / (hi - lo)` in f32, as the training code computes it: the PET and
+/// CT normalisation of both models (`pet_clip_suv`, `ct_clip_hu` on the cards).
+pub fn clip_scale(v: f32, [lo, hi]: [f32; 2]) -> f32 {
+    (v.clamp(lo, hi) - lo) / (hi - lo)
 }
 
 /// A model that loaded but could not run on this study.

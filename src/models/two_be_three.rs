@@ -17,7 +17,7 @@ use ndarray::{Array4, s};
 use serde::{Deserialize, Serialize};
 
 use super::card::{CardError, ModelCard, ModelFile};
-use super::{RunError, Timings};
+use super::{RunError, Timings, clip_scale};
 use crate::infer::Session;
 use crate::volume::Volume;
 
@@ -97,7 +97,6 @@ fn crop_ranges(n: usize, size: usize) -> (std::ops::Range<usize>, std::ops::Rang
 /// The network input `[1, K, crop, crop]` for a PET (SUV) in the canonical layout.
 pub fn input(pet: &Volume<f32>, params: &Params) -> Array4<f32> {
     let [nx, ny, nz] = pet.shape();
-    let (lo, hi) = (params.pet_clip_suv[0], params.pet_clip_suv[1]);
     let ks = slice_indices(nz, params.k, [0.0, (nz - 1) as f64]);
     let (src_y, dst_y) = crop_ranges(ny, params.crop);
     let (src_x, dst_x) = crop_ranges(nx, params.crop);
@@ -108,7 +107,7 @@ pub fn input(pet: &Volume<f32>, params: &Params) -> Array4<f32> {
             let row = &data[(k * ny + y) * nx..][..nx];
             let mut dst = out.slice_mut(s![0, slot, dy, dst_x.clone()]);
             for (d, &v) in dst.iter_mut().zip(&row[src_x.clone()]) {
-                *d = (v.clamp(lo, hi) - lo) / (hi - lo);
+                *d = clip_scale(v, params.pet_clip_suv);
             }
         }
     }
