@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     pub paths: Paths,
     pub watch: Watch,
+    pub daemon: Daemon,
     pub inference: Inference,
 }
 
@@ -81,16 +82,69 @@ pub fn default_models_dir() -> PathBuf {
 #[serde(deny_unknown_fields, default)]
 pub struct Watch {
     /// Quiet period in seconds: a study counts as complete once none of its files has changed
-    /// (size or modification time) for this long. Must be > 0 and at most one day.
+    /// (size or modification time) for this long. Must be > 0 and at most one day. A study
+    /// that holds a file named `.complete` at its top level counts as complete at once.
     pub settle_seconds: f64,
+    /// How often the inbox is rescanned, in seconds. File-system events only make the next
+    /// rescan come sooner; the rescan is what decides. Must be > 0 and at most 3600.
+    pub rescan_seconds: f64,
+    /// Free space, in MiB, that must remain on the study folders' filesystem: below it no new
+    /// study is claimed (the daemon says so in its status and log) until space is freed.
+    pub min_free_mib: u64,
 }
 
 impl Default for Watch {
     fn default() -> Self {
         Watch {
             settle_seconds: 30.0,
+            rescan_seconds: 10.0,
+            min_free_mib: 2048,
         }
     }
+}
+
+/// The daemon's stages, queues and limits (`tracerd run`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Daemon {
+    /// Threads reading and checking studies (DICOM parsing, SUV, NIfTI decoding), 1 to 16.
+    pub ingest_workers: usize,
+    /// Studies loaded into memory and waiting for inference, 1 to 16. With the ingest workers
+    /// this bounds memory: at most `ingest_workers + queue_length + 2` studies are in memory.
+    pub queue_length: usize,
+    /// What happens to a study's input files once its result is published: `archive` (moved
+    /// to `paths.archive`) or `delete`.
+    pub inputs_after_publish: AfterPublish,
+    /// On SIGTERM, how long to wait, in seconds, for the studies being processed to finish
+    /// before exiting anyway (unfinished studies stay queued in `paths.work`).
+    pub stop_timeout_seconds: f64,
+    /// A stage busy with one study for longer than this, in seconds, counts as stalled: the
+    /// systemd watchdog is no longer pinged, so systemd restarts the service.
+    pub stall_seconds: f64,
+    /// A study whose processing was interrupted (crash, kill, watchdog restart) this many
+    /// times is moved to `paths.failed` instead of being tried again, 1 to 1000.
+    pub max_attempts: u32,
+}
+
+impl Default for Daemon {
+    fn default() -> Self {
+        Daemon {
+            ingest_workers: 2,
+            queue_length: 2,
+            inputs_after_publish: AfterPublish::Archive,
+            stop_timeout_seconds: 60.0,
+            stall_seconds: 900.0,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// What to do with inputs after publishing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AfterPublish {
+    Archive,
+    Delete,
 }
 
 /// The inference engines tracerd may use, in order of preference.
@@ -240,6 +294,41 @@ impl Config {
                 "watch.settle_seconds is {settle}; it must be > 0 and at most 86400"
             ));
         }
+        let rescan = self.watch.rescan_seconds;
+        if !(rescan.is_finite() && rescan > 0.0 && rescan <= 3600.0) {
+            problems.push(format!(
+                "watch.rescan_seconds is {rescan}; it must be > 0 and at most 3600"
+            ));
+        }
+        let d = &self.daemon;
+        if !(1..=16).contains(&d.ingest_workers) {
+            problems.push(format!(
+                "daemon.ingest_workers is {}; it must be 1 to 16",
+                d.ingest_workers
+            ));
+        }
+        if !(1..=16).contains(&d.queue_length) {
+            problems.push(format!(
+                "daemon.queue_length is {}; it must be 1 to 16",
+                d.queue_length
+            ));
+        }
+        for (name, value) in [
+            ("stop_timeout_seconds", d.stop_timeout_seconds),
+            ("stall_seconds", d.stall_seconds),
+        ] {
+            if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
+                problems.push(format!(
+                    "daemon.{name} is {value}; it must be > 0 and at most 86400"
+                ));
+            }
+        }
+        if !(1..=1000).contains(&d.max_attempts) {
+            problems.push(format!(
+                "daemon.max_attempts is {}; it must be 1 to 1000",
+                d.max_attempts
+            ));
+        }
         if let Some(overlap) = self.inference.overlap
             && !(0.0..=0.9).contains(&overlap)
         {
@@ -356,6 +445,11 @@ mod tests {
             failed = "/data/./out"
             [watch]
             settle_seconds = -1
+            rescan_seconds = 0
+            [daemon]
+            ingest_workers = 0
+            stall_seconds = inf
+            max_attempts = 0
             [inference]
             engines = ["tract", "tract"]
             ort_library = ""
@@ -373,13 +467,17 @@ mod tests {
             "lists \"tract\" twice",
             "inference.ort_library is empty",
             "inference.overlap is 0.95",
+            "watch.rescan_seconds is 0",
+            "daemon.ingest_workers is 0",
+            "daemon.stall_seconds is inf",
+            "daemon.max_attempts is 0",
         ] {
             assert!(all.contains(expected), "missing {expected:?} in {all}");
         }
-        assert_eq!(problems.len(), 6, "{all}");
+        assert_eq!(problems.len(), 10, "{all}");
         assert!(
             err.to_string()
-                .starts_with("invalid configuration (6 problems): ")
+                .starts_with("invalid configuration (10 problems): ")
         );
     }
 

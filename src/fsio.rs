@@ -70,6 +70,28 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Removes the temporary files and folders (names starting with [`TEMP_PREFIX`]) a crash left
+/// directly in `dir`; returns how many.
+pub fn remove_temporaries(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                fs::remove_dir_all(&path)?;
+            } else {
+                fs::remove_file(&path)?;
+            }
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +119,21 @@ mod tests {
         assert!(err.is_err());
         assert_eq!(fs::read(&dest).unwrap(), b"old");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn temporaries_are_swept_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join(format!("{TEMP_PREFIX}1-0-k"))).unwrap();
+        fs::write(dir.path().join(format!("{TEMP_PREFIX}1-0-k/a")), "").unwrap();
+        fs::write(dir.path().join(format!("{TEMP_PREFIX}x")), "").unwrap();
+        fs::create_dir(dir.path().join("published")).unwrap();
+        assert_eq!(remove_temporaries(dir.path()).unwrap(), 2);
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["published"]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracerd::config::Config;
 use tracerd::io::dicom;
 use tracerd::outbox::OrAbsent;
+use tracerd::pipeline::{self, RunOptions};
 use tracerd::process::Processor;
 use tracerd::synth::{self, Size, SynthOptions};
 
@@ -60,6 +61,20 @@ enum Command {
         /// Study folder: SUV.nii.gz or PET.nii.gz (+ CT.nii.gz), or DICOM files in any nesting.
         input: PathBuf,
     },
+    /// Run the daemon in the foreground: watch the inbox, process every complete study,
+    /// publish to the outbox (systemd Type=notify; SIGTERM drains and exits 0, SIGHUP reloads
+    /// the config and the models). Studies move inbox/ → work/ → outbox/ + archive/, or
+    /// failed/ with error.json.
+    Run {
+        /// Config file (TOML). Default: embedded defaults (folders under /var/lib/tracerd).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Demonstration: unless --config is given, use folders under ./tracerd-demo/ with a
+        /// 1 s settle time; drop a synthetic study into the inbox, process it, print the
+        /// result and exit.
+        #[arg(long)]
+        demo: bool,
+    },
     /// Validate a configuration and the folders it names; exits non-zero on any error.
     Check {
         /// Config file (TOML); without it the embedded defaults are checked.
@@ -90,13 +105,7 @@ impl From<SizeArg> for Size {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    tracerd::service::init_logging();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,
@@ -203,6 +212,30 @@ fn run(command: Command) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run { config, demo } => {
+            let mut loaded = Config::load(config.as_deref()).map_err(|e| e.to_string())?;
+            let mut options = RunOptions {
+                config_path: config.clone(),
+                exit_after: None,
+            };
+            if demo {
+                if config.is_none() {
+                    loaded = demo_config();
+                }
+                drop_demo_study(&loaded.paths.inbox)?;
+                options.exit_after = Some(1);
+            }
+            let summary = pipeline::run(loaded, options).map_err(|e| e.to_string())?;
+            if demo {
+                match &summary.last_published {
+                    Some(dir) => println!("{}", describe_published(dir)?),
+                    None => {
+                        return Err("the demo study was not published; see the log above".into());
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { config } => {
             let loaded = Config::load(config.as_deref()).map_err(|e| e.to_string())?;
             match &config {
@@ -221,4 +254,63 @@ fn run(command: Command) -> Result<ExitCode, String> {
             }
         }
     }
+}
+
+/// `run --demo` without a config: every folder under ./tracerd-demo/, quick to settle.
+fn demo_config() -> Config {
+    let mut c = Config::default();
+    let root = PathBuf::from("tracerd-demo");
+    c.paths.inbox = root.join("inbox");
+    c.paths.work = root.join("work");
+    c.paths.outbox = root.join("outbox");
+    c.paths.failed = root.join("failed");
+    c.paths.archive = root.join("archive");
+    c.watch.settle_seconds = 1.0;
+    c.watch.rescan_seconds = 1.0;
+    c.watch.min_free_mib = 64;
+    c
+}
+
+/// Writes synthetic study seed 7 into `inbox/demo-study-7`: under a hidden name first, then
+/// renamed, the way a well-behaved sender delivers a study.
+fn drop_demo_study(inbox: &std::path::Path) -> Result<(), String> {
+    let dest = inbox.join("demo-study-7");
+    let staging = inbox.join(".demo-study-7.incoming");
+    std::fs::create_dir_all(inbox).map_err(|e| format!("{}: {e}", inbox.display()))?;
+    let study = synth::generate(&SynthOptions {
+        seed: 7,
+        size: Size::Small,
+    });
+    synth::write_nifti(&study, &staging).map_err(|e| e.to_string())?;
+    std::fs::rename(&staging, &dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    println!("dropped synthetic study seed 7 into {}", dest.display());
+    Ok(())
+}
+
+/// One line about a published outbox folder, read back from its result.json.
+fn describe_published(dir: &std::path::Path) -> Result<String, String> {
+    let path = dir.join(tracerd::outbox::RESULT_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let r: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let lesions = match r["lesions"]["count"].as_u64() {
+        Some(n) => format!(
+            "{n} lesion(s), MTV {:.2} ml",
+            r["lesions"]["mtv_ml"].as_f64().unwrap_or(0.0)
+        ),
+        None => "no lesion mask".into(),
+    };
+    let score = |k: &str| {
+        r["scores"][k]
+            .as_f64()
+            .map_or("-".into(), |v| format!("{v:.3}"))
+    };
+    Ok(format!(
+        "published {}: {lesions}; risk LR {} DM {} OS {} [{} on {}]",
+        dir.display(),
+        score("lr"),
+        score("dm"),
+        score("os"),
+        r["backend"]["engine"].as_str().unwrap_or("?"),
+        r["backend"]["device"].as_str().unwrap_or("?"),
+    ))
 }

@@ -6,7 +6,7 @@
 //! `rename(2)`. When `<key>` is already published (a re-run), the new folder and the old one are
 //! swapped in one `renameat2(RENAME_EXCHANGE)` and the old one is deleted: a reader sees the old
 //! result or the new one, never a mixture, never two. Debris after a crash is only ever a
-//! temporary folder, which start-up recovery removes ([`remove_temporaries`]).
+//! temporary folder, which start-up recovery removes ([`fsio::remove_temporaries`]).
 
 use std::fs;
 use std::io;
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::fsio::{self, TEMP_PREFIX};
+use crate::fsio;
 use crate::models::l2snet::LesionSummary;
 use crate::models::two_be_three::Scores;
 use crate::models::{ModelUse, Timings};
@@ -162,27 +162,6 @@ fn swap_in(staging: &Path, dest: &Path) -> io::Result<()> {
     fsio::sync_parent(dest)
 }
 
-/// Removes temporary folders and files a crash left in the outbox; returns how many.
-pub fn remove_temporaries(outbox: &Path) -> io::Result<usize> {
-    let mut removed = 0;
-    for entry in fs::read_dir(outbox)? {
-        let entry = entry?;
-        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-            let path = entry.path();
-            if entry.file_type()?.is_dir() {
-                fs::remove_dir_all(&path)?;
-            } else {
-                fs::remove_file(&path)?;
-            }
-            removed += 1;
-        }
-    }
-    if removed > 0 {
-        fsio::sync_dir(outbox)?;
-    }
-    Ok(removed)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,16 +216,10 @@ mod tests {
     }
 
     #[test]
-    fn keys_stay_inside_the_outbox_and_temporaries_are_swept() {
+    fn keys_stay_inside_the_outbox() {
         for bad in ["", "..", ".hidden", "a/b", "x\u{e9}", &"k".repeat(129)] {
             assert!(check_key(bad).is_err(), "{bad:?}");
         }
         check_key("a1b2c3d4-PET_01.v2").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir(dir.path().join(format!("{TEMP_PREFIX}1-0-k"))).unwrap();
-        fs::write(dir.path().join(format!("{TEMP_PREFIX}x")), "").unwrap();
-        fs::create_dir(dir.path().join("published")).unwrap();
-        assert_eq!(remove_temporaries(dir.path()).unwrap(), 2);
-        assert_eq!(names(dir.path()), ["published"]);
     }
 }

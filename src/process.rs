@@ -9,7 +9,7 @@ use crate::infer::Engines;
 use crate::io::{dicom, nifti};
 use crate::models::l2snet::LesionSummary;
 use crate::models::two_be_three::Scores;
-use crate::models::{Models, Timings};
+use crate::models::{ModelUse, Models, Timings};
 use crate::outbox::{self, Backend, OrAbsent, ResultDoc, ScoresOut};
 use crate::study::{self, Source, Stage, Study, StudyError};
 use crate::volume::{Interpolation, Volume};
@@ -37,6 +37,43 @@ pub struct Processor {
     models: Models,
 }
 
+/// What `result.json` says about the models: captured once per study, so that publishing
+/// can happen on another thread than inference.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub uses: Vec<ModelUse>,
+    pub statuses: Vec<String>,
+}
+
+impl ModelInfo {
+    /// The engine and device, as `result.json`'s `backend`.
+    pub fn backend(&self) -> Backend {
+        Backend::of(&self.uses)
+    }
+}
+
+/// True for I/O errors that pass by themselves once an operator frees space.
+pub fn is_transient_io(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::ResourceBusy
+    )
+}
+
+/// True for engine errors that a later try may not hit (GPU memory held by another process).
+fn is_transient_run(e: &crate::models::RunError) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    [
+        "out of memory",
+        "failed to allocate",
+        "cuda_error_out_of_memory",
+        "device busy",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
+}
+
 impl Processor {
     /// Finds the engines and loads both models (hashes verified).
     pub fn new(config: &Config) -> Result<Processor, StudyError> {
@@ -55,6 +92,14 @@ impl Processor {
         Ok(Processor { models })
     }
 
+    /// The models as `result.json` reports them.
+    pub fn model_info(&self) -> ModelInfo {
+        ModelInfo {
+            uses: self.models.uses(),
+            statuses: self.models.statuses(),
+        }
+    }
+
     /// Runs both models on a loaded study.
     pub fn analyse(&mut self, study: &Study) -> Result<Findings, StudyError> {
         let mut timings = Timings::default();
@@ -69,11 +114,16 @@ impl Processor {
         })?;
         timings.add("layout", t);
         let failed = |e: crate::models::RunError| {
-            StudyError::new(
+            let error = StudyError::new(
                 Stage::Inference,
                 e.to_string(),
                 "see the log; if an engine failed, `tracerd check` shows the others",
-            )
+            );
+            if is_transient_run(&e) {
+                error.transient()
+            } else {
+                error
+            }
         };
         let scores = self
             .models
@@ -135,106 +185,116 @@ impl Processor {
         outbox_dir: &Path,
     ) -> Result<Published, StudyError> {
         let started = Instant::now();
-        outbox::check_key(&study.key)
-            .map_err(|e| StudyError::new(Stage::Ingest, e, "rename the study folder"))?;
         for w in &study.warnings {
             tracing::warn!(key = %study.key, warning = %w, "study");
         }
-        let mut findings = self.analyse(study)?;
-        let published = self
-            .publish(study, &mut findings, outbox_dir, ingest_ms)
-            .map_err(|e| {
-                StudyError::new(
-                    Stage::Publish,
-                    format!("cannot write {}: {e}", outbox_dir.display()),
-                    "check the outbox's free space and permissions; the study can be re-run",
-                )
-            })?;
+        let findings = self.analyse(study)?;
+        let published = publish(study, findings, &self.model_info(), outbox_dir, ingest_ms)?;
         tracing::info!(
             key = %published.key,
-            lesions = findings.lesions.as_ref().map(|(_, s)| s.count),
-            lr = findings.scores.lr,
-            dm = findings.scores.dm,
-            os = findings.scores.os,
             engine = %published.result.backend.engine,
             ms = ingest_ms + started.elapsed().as_secs_f64() * 1e3,
             "published"
         );
         Ok(published)
     }
+}
 
-    fn publish(
-        &self,
-        study: &Study,
-        findings: &mut Findings,
-        outbox_dir: &Path,
-        ingest_ms: f64,
-    ) -> Result<Published, std::io::Error> {
-        let mut warnings = study.warnings.clone();
-        warnings.extend(findings.warnings.iter().cloned());
-        let mut outputs = vec![outbox::RESULT_FILE.to_string()];
-        let lesions = match &findings.lesions {
-            Some((_, summary)) => {
-                outputs.push(outbox::MASK_FILE.into());
-                OrAbsent::Present(summary.clone())
-            }
-            None => OrAbsent::Absent {
-                reason: "no CT in the study; the lesion model needs PET and CT".into(),
-            },
-        };
-        let dicom_seg = match (&study.source, &findings.lesions) {
-            (Source::Dicom { pet_series, .. }, Some((_, summary))) => {
-                if summary.count > 0 {
-                    outputs.push(outbox::SEG_FILE.into());
-                } else {
-                    warnings.push("no lesions, so no DICOM SEG was written".into());
-                }
+/// Publishes `outbox/<key>/` for a study and what the models found in it: `result.json`,
+/// the mask, and a DICOM SEG for DICOM input. A full disk is a transient error.
+pub fn publish(
+    study: &Study,
+    findings: Findings,
+    models: &ModelInfo,
+    outbox_dir: &Path,
+    ingest_ms: f64,
+) -> Result<Published, StudyError> {
+    outbox::check_key(&study.key)
+        .map_err(|e| StudyError::new(Stage::Ingest, e, "rename the study folder"))?;
+    write_outbox(study, findings, models, outbox_dir, ingest_ms).map_err(|e| {
+        let error = StudyError::new(
+            Stage::Publish,
+            format!("cannot write {}: {e}", outbox_dir.display()),
+            "check the outbox's free space and permissions; the study can be re-run",
+        );
+        if is_transient_io(&e) {
+            error.transient()
+        } else {
+            error
+        }
+    })
+}
+
+fn write_outbox(
+    study: &Study,
+    findings: Findings,
+    models: &ModelInfo,
+    outbox_dir: &Path,
+    ingest_ms: f64,
+) -> Result<Published, std::io::Error> {
+    let mut warnings = study.warnings.clone();
+    warnings.extend(findings.warnings.iter().cloned());
+    let mut outputs = vec![outbox::RESULT_FILE.to_string()];
+    let lesions = match &findings.lesions {
+        Some((_, summary)) => {
+            outputs.push(outbox::MASK_FILE.into());
+            OrAbsent::Present(summary.clone())
+        }
+        None => OrAbsent::Absent {
+            reason: "no CT in the study; the lesion model needs PET and CT".into(),
+        },
+    };
+    let dicom_seg = match (&study.source, &findings.lesions) {
+        (Source::Dicom { pet_series, .. }, Some((_, summary))) => {
+            if summary.count > 0 {
+                outputs.push(outbox::SEG_FILE.into());
                 Some(pet_series)
+            } else {
+                warnings.push("no lesions, so no DICOM SEG was written".into());
+                None
             }
-            _ => None,
-        };
-        let models = self.models.uses();
-        let mut result = ResultDoc {
-            schema: outbox::SCHEMA,
-            key: study.key.clone(),
-            tracerd_version: env!("CARGO_PKG_VERSION"),
-            inputs: study.inputs.clone(),
-            scores: OrAbsent::Present(ScoresOut {
-                scores: findings.scores,
-                variant: "ws",
-            }),
-            lesions,
-            outputs,
-            backend: Backend::of(&models),
-            models,
-            timings_ms: findings.timings.clone(),
-            model_status: self.models.statuses(),
-            warnings,
-        };
-        let t = Instant::now();
-        let dir = outbox::publish(outbox_dir, &study.key, |dir| -> std::io::Result<()> {
-            if let Some((mask, _)) = &findings.lesions {
-                nifti::write_u8(&dir.join(outbox::MASK_FILE), mask)
+        }
+        _ => None,
+    };
+    let mut result = ResultDoc {
+        schema: outbox::SCHEMA,
+        key: study.key.clone(),
+        tracerd_version: env!("CARGO_PKG_VERSION"),
+        inputs: study.inputs.clone(),
+        scores: OrAbsent::Present(ScoresOut {
+            scores: findings.scores,
+            variant: "ws",
+        }),
+        lesions,
+        outputs,
+        backend: models.backend(),
+        models: models.uses.clone(),
+        timings_ms: findings.timings.clone(),
+        model_status: models.statuses.clone(),
+        warnings,
+    };
+    let t = Instant::now();
+    let dir = outbox::publish(outbox_dir, &study.key, |dir| -> std::io::Result<()> {
+        if let Some((mask, _)) = &findings.lesions {
+            nifti::write_u8(&dir.join(outbox::MASK_FILE), mask).map_err(std::io::Error::other)?;
+            if let Some(pet_series) = dicom_seg {
+                dicom::seg::write_seg(pet_series, mask, &dir.join(outbox::SEG_FILE))
                     .map_err(std::io::Error::other)?;
-                if let Some(pet_series) = dicom_seg {
-                    dicom::seg::write_seg(pet_series, mask, &dir.join(outbox::SEG_FILE))
-                        .map_err(std::io::Error::other)?;
-                }
             }
-            let mut ms = result.timings_ms.clone();
-            ms.insert("ingest", ingest_ms);
-            ms.insert("write", t.elapsed().as_secs_f64() * 1e3);
-            result.timings_ms = ms;
-            let mut json = serde_json::to_vec_pretty(&result).map_err(std::io::Error::other)?;
-            json.push(b'\n');
-            std::fs::write(dir.join(outbox::RESULT_FILE), json)
-        })?;
-        Ok(Published {
-            key: study.key.clone(),
-            dir,
-            result,
-        })
-    }
+        }
+        let mut ms = result.timings_ms.clone();
+        ms.insert("ingest", ingest_ms);
+        ms.insert("write", t.elapsed().as_secs_f64() * 1e3);
+        result.timings_ms = ms;
+        let mut json = serde_json::to_vec_pretty(&result).map_err(std::io::Error::other)?;
+        json.push(b'\n');
+        std::fs::write(dir.join(outbox::RESULT_FILE), json)
+    })?;
+    Ok(Published {
+        key: study.key.clone(),
+        dir,
+        result,
+    })
 }
 
 /// The study key `tracerd process` derives from an input folder's name: its characters outside
@@ -245,6 +305,11 @@ pub fn key_from_folder(input: &Path) -> String {
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "study".into());
+    key_from_name(&name)
+}
+
+/// A folder name made into a study key (see [`key_from_folder`]).
+pub fn key_from_name(name: &str) -> String {
     let mut key: String = name
         .chars()
         .map(|c| if outbox::is_key_char(c) { c } else { '_' })

@@ -55,6 +55,10 @@ pub struct StudyError {
     pub stage: Stage,
     pub error: String,
     pub hint: String,
+    /// The cause is expected to pass (a full disk, a busy GPU): the daemon retries the study
+    /// later instead of failing it.
+    #[serde(skip)]
+    pub transient: bool,
 }
 
 impl StudyError {
@@ -63,7 +67,14 @@ impl StudyError {
             stage,
             error: error.into(),
             hint: hint.into(),
+            transient: false,
         }
+    }
+
+    /// Marks the error as one that should pass by itself.
+    pub fn transient(mut self) -> StudyError {
+        self.transient = true;
+        self
     }
 
     fn ingest(error: impl Into<String>, hint: impl Into<String>) -> StudyError {

@@ -1,0 +1,512 @@
+//! The filesystem journal: where a study is on disk *is* its state.
+//!
+//! A study (a top-level entry of the inbox) is always in exactly one of `inbox/`, `work/`,
+//! `outbox/`+`archive/` or `failed/`, and moves between them by `rename(2)` only, so a crash or
+//! `kill -9` at any instant leaves it whole in one place. This module owns those moves and the
+//! start-up recovery that makes the journal consistent again:
+//!
+//! - **claim**: `inbox/<name>` → `work/<name>` (a name already taken gets `-2`, `-3`, …; a
+//!   top-level file is wrapped in a folder of its own name first);
+//! - **archive** or **delete** after the result is published (deleting renames into a temporary
+//!   name first, so a half-deleted study is never mistaken for a queued one);
+//! - **fail**: `error.json` is written into the study under a temporary name, the study is
+//!   renamed into `failed/`, then the file gets its final name;
+//! - **recover**: temporaries are removed from `work/` and `outbox/`, an interrupted `fail`
+//!   is finished, and every study left in `work/` is queued again — unless it has been
+//!   interrupted `max_attempts` times already (a study that crashes or hangs the daemon must
+//!   not do so forever), in which case it is failed with that reason.
+//!
+//! Attempts are counted in `work/.tracerd-state/`, one small file per study, named by a hash
+//! of the study's name (no identifier from a folder name reaches a file name tracerd makes).
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{AfterPublish, Config, Paths};
+use crate::fsio::{self, TEMP_PREFIX};
+use crate::study::{Stage, StudyError};
+
+/// The failure record written next to a failed study's inputs.
+pub const ERROR_FILE: &str = "error.json";
+/// The marker a sender may drop into a study folder to say it is complete.
+pub const COMPLETE_MARKER: &str = ".complete";
+/// Where attempt counters live, inside `paths.work`.
+const STATE_DIR: &str = ".tracerd-state";
+
+/// A study claimed into `work/`, waiting for or under processing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// Its folder name in `work/` (the inbox name, made unique).
+    pub name: String,
+    /// `work/<name>`.
+    pub dir: PathBuf,
+    /// A short hash of the name: how logs refer to the study until its key is known. Scanner
+    /// export folders are often named after the patient, so the name itself is never logged.
+    pub entry: String,
+}
+
+/// What start-up recovery found and did.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Studies left in `work/`, queued again (oldest first).
+    pub requeued: Vec<Claimed>,
+    /// Studies interrupted too often, moved to `failed/`.
+    pub gave_up: Vec<Claimed>,
+    /// Temporary files and folders removed.
+    pub temporaries: usize,
+    /// Interrupted moves into `failed/` that were completed.
+    pub finished_failures: usize,
+}
+
+/// The study folders and the rules for moving studies between them.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    paths: Paths,
+    after_publish: AfterPublish,
+    max_attempts: u32,
+}
+
+/// The log name of an inbox entry: 8 hex digits of the SHA-256 of its name.
+pub fn entry_id(name: &str) -> String {
+    let digest = Sha256::digest(name.as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Journal {
+    /// Creates the study folders that do not exist yet.
+    pub fn open(config: &Config) -> io::Result<Journal> {
+        let journal = Journal {
+            paths: config.paths.clone(),
+            after_publish: config.daemon.inputs_after_publish,
+            max_attempts: config.daemon.max_attempts,
+        };
+        for (_, dir) in journal.paths.study_dirs() {
+            fs::create_dir_all(dir)?;
+        }
+        fs::create_dir_all(journal.state_dir())?;
+        Ok(journal)
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.paths.work.join(STATE_DIR)
+    }
+
+    fn attempts_file(&self, name: &str) -> PathBuf {
+        let digest = Sha256::digest(name.as_bytes());
+        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        self.state_dir().join(hex)
+    }
+
+    /// How many times processing of `name` has started without finishing.
+    pub fn attempts(&self, name: &str) -> u32 {
+        fs::read_to_string(self.attempts_file(name))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn set_attempts(&self, name: &str, n: u32) -> io::Result<()> {
+        let file = self.attempts_file(name);
+        if n == 0 {
+            return match fs::remove_file(&file) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        }
+        fsio::write_bytes_atomic(&file, format!("{n}\n").as_bytes())
+    }
+
+    /// Records that processing of `study` starts now; returns the attempt number (1 first).
+    pub fn begin_attempt(&self, study: &Claimed) -> io::Result<u32> {
+        let n = self.attempts(&study.name) + 1;
+        self.set_attempts(&study.name, n)?;
+        Ok(n)
+    }
+
+    /// Takes back an attempt the daemon itself interrupted (a graceful stop), so that it does
+    /// not count towards `max_attempts`.
+    pub fn cancel_attempt(&self, study: &Claimed) -> io::Result<()> {
+        let n = self.attempts(&study.name).saturating_sub(1);
+        self.set_attempts(&study.name, n)
+    }
+
+    /// Moves the complete inbox entry `name` into `work/`.
+    pub fn claim(&self, name: &str) -> io::Result<Claimed> {
+        let source = self.paths.inbox.join(name);
+        let name = if fs::symlink_metadata(&source)?.is_dir() {
+            rename_unique(&source, &self.paths.work, name)?
+        } else {
+            // A loose file: give it a folder of its own, so that every study is a folder.
+            let folder = create_unique_dir(&self.paths.work, name)?;
+            let inside = self.paths.work.join(&folder).join(name);
+            if let Err(e) = fs::rename(&source, &inside) {
+                let _ = fs::remove_dir(self.paths.work.join(&folder));
+                return Err(e);
+            }
+            fsio::sync_dir(&self.paths.work.join(&folder))?;
+            folder
+        };
+        fsio::sync_dir(&self.paths.inbox)?;
+        fsio::sync_dir(&self.paths.work)?;
+        // A counter left by an earlier study of the same name must not be inherited.
+        self.set_attempts(&name, 0)?;
+        Ok(self.claimed(name))
+    }
+
+    fn claimed(&self, name: String) -> Claimed {
+        Claimed {
+            dir: self.paths.work.join(&name),
+            entry: entry_id(&name),
+            name,
+        }
+    }
+
+    /// Disposes of a published study's inputs, per `inputs_after_publish`; returns where they
+    /// went (`None`: deleted).
+    pub fn finish(&self, study: &Claimed) -> io::Result<Option<PathBuf>> {
+        let kept = match self.after_publish {
+            AfterPublish::Archive => {
+                let name = rename_unique(&study.dir, &self.paths.archive, &study.name)?;
+                fsio::sync_dir(&self.paths.archive)?;
+                Some(self.paths.archive.join(name))
+            }
+            AfterPublish::Delete => {
+                let doomed = fsio::temp_path_for(&study.dir);
+                fs::rename(&study.dir, &doomed)?;
+                fs::remove_dir_all(&doomed)?;
+                None
+            }
+        };
+        fsio::sync_dir(&self.paths.work)?;
+        self.set_attempts(&study.name, 0)?;
+        Ok(kept)
+    }
+
+    /// Moves a study into `failed/` with `error.json`; returns its folder there.
+    pub fn fail(&self, study: &Claimed, error: &StudyError) -> io::Result<PathBuf> {
+        let mut json = serde_json::to_vec_pretty(error).map_err(io::Error::other)?;
+        json.push(b'\n');
+        let staged = fsio::temp_path_for(&study.dir.join(ERROR_FILE));
+        fs::write(&staged, &json)?;
+        fs::File::open(&staged)?.sync_all()?;
+        let name = rename_unique(&study.dir, &self.paths.failed, &study.name)?;
+        fsio::sync_dir(&self.paths.failed)?;
+        fsio::sync_dir(&self.paths.work)?;
+        let dir = self.paths.failed.join(name);
+        let staged_name = staged.file_name().unwrap_or_default();
+        place_error_file(&dir, staged_name)?;
+        self.set_attempts(&study.name, 0)?;
+        Ok(dir)
+    }
+
+    /// Free space, in MiB, on the filesystem of `work/` (all study folders share it).
+    pub fn free_mib(&self) -> io::Result<u64> {
+        let stat = rustix::fs::statvfs(&self.paths.work)?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize) / (1024 * 1024))
+    }
+
+    /// Makes the journal consistent after a crash; see the module documentation.
+    pub fn recover(&self) -> io::Result<Recovery> {
+        let mut recovery = Recovery {
+            temporaries: fsio::remove_temporaries(&self.paths.outbox)?
+                + fsio::remove_temporaries(&self.paths.work)?
+                + fsio::remove_temporaries(&self.paths.archive)?,
+            ..Recovery::default()
+        };
+        // An interrupted `fail`: the study reached failed/ but its error file kept its
+        // temporary name.
+        for entry in fs::read_dir(&self.paths.failed)? {
+            let dir = entry?.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(&dir)? {
+                let file = file?.file_name();
+                if is_staged_error_file(&file) {
+                    place_error_file(&dir, &file)?;
+                    recovery.finished_failures += 1;
+                }
+            }
+        }
+        let mut queued = Vec::new();
+        for entry in fs::read_dir(&self.paths.work)? {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            // An interrupted `fail` that had not yet moved the study: drop the staged file,
+            // the study is simply processed again.
+            if entry.file_type()?.is_dir() {
+                for file in fs::read_dir(entry.path())? {
+                    let file = file?.file_name();
+                    if is_staged_error_file(&file) {
+                        fs::remove_file(entry.path().join(&file))?;
+                        recovery.temporaries += 1;
+                    }
+                }
+            }
+            let modified = entry.metadata()?.modified()?;
+            queued.push((modified, name));
+        }
+        queued.sort();
+        let names: Vec<String> = queued.into_iter().map(|(_, n)| n).collect();
+        // Counters of studies that are no longer in work/.
+        let live: std::collections::HashSet<PathBuf> =
+            names.iter().map(|n| self.attempts_file(n)).collect();
+        for entry in fs::read_dir(self.state_dir())? {
+            let path = entry?.path();
+            if !live.contains(&path) {
+                fs::remove_file(&path)?;
+            }
+        }
+        for name in names {
+            let study = self.claimed(name);
+            let attempts = self.attempts(&study.name);
+            if attempts >= self.max_attempts {
+                let error = StudyError::new(
+                    Stage::Ingest,
+                    format!(
+                        "processing was interrupted {attempts} time{} (crash, kill or watchdog \
+                         restart); the study is not tried again",
+                        if attempts == 1 { "" } else { "s" }
+                    ),
+                    "this study may be what stops tracerd: check the journal \
+                     (journalctl -u tracerd) around the restarts, then move the folder back \
+                     into the inbox to retry",
+                );
+                self.fail(&study, &error)?;
+                recovery.gave_up.push(study);
+            } else {
+                recovery.requeued.push(study);
+            }
+        }
+        Ok(recovery)
+    }
+}
+
+fn is_staged_error_file(name: &OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with(TEMP_PREFIX) && name.ends_with(&format!("-{ERROR_FILE}"))
+}
+
+/// Gives the staged error file in `dir` its final name: `error.json`, or `tracerd-error.json`
+/// when the study's own files already hold an `error.json` (an input is never overwritten).
+fn place_error_file(dir: &Path, staged: &OsStr) -> io::Result<()> {
+    let final_name = if dir.join(ERROR_FILE).exists() {
+        format!("tracerd-{ERROR_FILE}")
+    } else {
+        ERROR_FILE.to_string()
+    };
+    fs::rename(dir.join(staged), dir.join(final_name))?;
+    fsio::sync_dir(dir)
+}
+
+/// Candidate names for `name` in a folder where it may be taken: `name`, `name-2`, `name-3`, …
+fn candidates(name: &str) -> impl Iterator<Item = String> + '_ {
+    std::iter::once(name.to_string()).chain((2..).map(move |i| format!("{name}-{i}")))
+}
+
+/// Renames `source` into `dir`, as `name` or the first free `name-N`; never replaces anything.
+fn rename_unique(source: &Path, dir: &Path, name: &str) -> io::Result<String> {
+    for candidate in candidates(name).take(10_000) {
+        let dest = dir.join(&candidate);
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            source,
+            rustix::fs::CWD,
+            &dest,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => return Ok(candidate),
+            Err(rustix::io::Errno::EXIST) => continue,
+            // Filesystems without renameat2: check, then rename (tracerd is the only mover).
+            Err(rustix::io::Errno::INVAL) if !dest.exists() => {
+                fs::rename(source, &dest)?;
+                return Ok(candidate);
+            }
+            Err(rustix::io::Errno::INVAL) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(io::Error::other(format!(
+        "no free name for a study in {}",
+        dir.display()
+    )))
+}
+
+/// Creates `dir/name` (or the first free `name-N`) and returns the name used.
+fn create_unique_dir(dir: &Path, name: &str) -> io::Result<String> {
+    for candidate in candidates(name).take(10_000) {
+        match fs::create_dir(dir.join(&candidate)) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other(format!(
+        "no free name for a study in {}",
+        dir.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, Journal) {
+        let root = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        for (name, dir) in [
+            ("inbox", &mut config.paths.inbox),
+            ("work", &mut config.paths.work),
+            ("outbox", &mut config.paths.outbox),
+            ("failed", &mut config.paths.failed),
+            ("archive", &mut config.paths.archive),
+        ] {
+            *dir = root.path().join(name);
+        }
+        let journal = Journal::open(&config).unwrap();
+        (root, journal)
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != STATE_DIR)
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn drop_study(journal: &Journal, name: &str) {
+        let dir = journal.paths.inbox.join(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("SUV.nii.gz"), name).unwrap();
+    }
+
+    #[test]
+    fn claim_archive_and_fail_move_whole_studies_without_replacing() {
+        let (_root, j) = setup();
+        drop_study(&j, "a");
+        let first = j.claim("a").unwrap();
+        drop_study(&j, "a");
+        let second = j.claim("a").unwrap();
+        assert_eq!((first.name.as_str(), second.name.as_str()), ("a", "a-2"));
+        assert_eq!(first.entry, entry_id("a"));
+        assert_eq!(first.entry.len(), 8);
+        assert!(names(&j.paths.inbox).is_empty());
+        assert_eq!(j.finish(&first).unwrap(), Some(j.paths.archive.join("a")));
+        let error = StudyError::new(Stage::Ingest, "truncated", "re-export");
+        let failed = j.fail(&second, &error).unwrap();
+        assert_eq!(names(&j.paths.work), Vec::<String>::new());
+        assert_eq!(names(&failed), ["SUV.nii.gz", "error.json"]);
+        let json: serde_json::Value =
+            serde_json::from_slice(&fs::read(failed.join("error.json")).unwrap()).unwrap();
+        assert_eq!(json["stage"], "ingest");
+        assert_eq!(json["error"], "truncated");
+        assert_eq!(
+            fs::read(j.paths.archive.join("a/SUV.nii.gz")).unwrap(),
+            b"a"
+        );
+    }
+
+    #[test]
+    fn a_loose_file_is_claimed_into_a_folder_and_an_input_error_json_is_kept() {
+        let (_root, j) = setup();
+        fs::write(j.paths.inbox.join("scan.nii.gz"), "x").unwrap();
+        let c = j.claim("scan.nii.gz").unwrap();
+        assert_eq!(names(&c.dir), ["scan.nii.gz"]);
+        fs::write(c.dir.join("error.json"), "the sender's own").unwrap();
+        let failed = j
+            .fail(&c, &StudyError::new(Stage::Ingest, "e", "h"))
+            .unwrap();
+        assert_eq!(
+            names(&failed),
+            ["error.json", "scan.nii.gz", "tracerd-error.json"]
+        );
+        assert_eq!(
+            fs::read(failed.join("error.json")).unwrap(),
+            b"the sender's own"
+        );
+    }
+
+    #[test]
+    fn recovery_requeues_work_sweeps_temporaries_and_finishes_failures() {
+        let (_root, j) = setup();
+        drop_study(&j, "queued");
+        let queued = j.claim("queued").unwrap();
+        // A crash inside fail(): error file staged, study already in failed/.
+        drop_study(&j, "failing");
+        let failing = j.claim("failing").unwrap();
+        let staged = fsio::temp_path_for(&failing.dir.join(ERROR_FILE));
+        fs::write(&staged, "{}").unwrap();
+        rename_unique(&failing.dir, &j.paths.failed, "failing").unwrap();
+        // A crash inside publish and inside a delete.
+        fs::create_dir(j.paths.outbox.join(format!("{TEMP_PREFIX}9-1-k"))).unwrap();
+        fs::create_dir(j.paths.work.join(format!("{TEMP_PREFIX}9-2-gone"))).unwrap();
+        // A counter of a study that is no longer in work/.
+        j.set_attempts("long-gone", 2).unwrap();
+
+        let r = j.recover().unwrap();
+        assert_eq!(r.requeued, vec![queued]);
+        assert!(r.gave_up.is_empty());
+        assert_eq!(r.temporaries, 2);
+        assert_eq!(r.finished_failures, 1);
+        assert_eq!(
+            names(&j.paths.failed.join("failing")),
+            ["SUV.nii.gz", "error.json"]
+        );
+        assert!(names(&j.paths.outbox).is_empty());
+        assert_eq!(fs::read_dir(j.state_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_study_interrupted_max_attempts_times_is_failed_with_that_reason() {
+        let (_root, j) = setup();
+        drop_study(&j, "poison");
+        let c = j.claim("poison").unwrap();
+        for expected in 1..=3 {
+            assert_eq!(j.begin_attempt(&c).unwrap(), expected);
+            if expected < 3 {
+                let r = j.recover().unwrap();
+                assert_eq!(r.requeued.len(), 1, "attempt {expected}");
+            }
+        }
+        // A graceful stop takes its attempt back.
+        j.cancel_attempt(&c).unwrap();
+        assert_eq!(j.recover().unwrap().requeued.len(), 1);
+        j.begin_attempt(&c).unwrap();
+        let r = j.recover().unwrap();
+        assert_eq!(r.gave_up, vec![c]);
+        let text = fs::read_to_string(j.paths.failed.join("poison/error.json")).unwrap();
+        assert!(text.contains("interrupted 3 times"), "{text}");
+        assert_eq!(
+            fs::read(j.paths.failed.join("poison/SUV.nii.gz")).unwrap(),
+            b"poison"
+        );
+    }
+
+    #[test]
+    fn deleting_inputs_leaves_nothing_behind() {
+        let (root, mut j) = setup();
+        j.after_publish = AfterPublish::Delete;
+        drop_study(&j, "d");
+        let c = j.claim("d").unwrap();
+        assert_eq!(j.finish(&c).unwrap(), None);
+        assert!(names(&j.paths.work).is_empty());
+        assert!(names(&j.paths.archive).is_empty());
+        drop(root);
+    }
+}

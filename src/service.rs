@@ -1,0 +1,142 @@
+//! Living under systemd: the sd_notify protocol, signals, and where logs go.
+//!
+//! - [`Notifier`] speaks sd_notify (`READY=1`, `STATUS=`, `WATCHDOG=1`, `RELOADING=1`,
+//!   `STOPPING=1`) on `$NOTIFY_SOCKET` through the pure-Rust `sd-notify` crate; without the
+//!   variable every call is a no-op, so the daemon runs the same in a terminal.
+//! - [`signals`] turns SIGTERM, SIGINT and SIGHUP into messages on a channel: the handlers
+//!   only write to a self-pipe (signal-hook), everything else happens on ordinary threads.
+//! - [`init_logging`] sends tracing events to journald, with structured fields (`KEY=`,
+//!   `ENTRY=`, `STAGE=`, …), when stderr is connected to the journal (systemd sets
+//!   `$JOURNAL_STREAM`), and readable text to stderr otherwise.
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use sd_notify::NotifyState;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// A signal the daemon acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM or SIGINT: stop claiming, drain, exit 0.
+    Stop,
+    /// SIGHUP: reload the configuration and the models.
+    Reload,
+}
+
+/// Starts a thread that forwards SIGTERM, SIGINT and SIGHUP.
+pub fn signals() -> io::Result<Receiver<Signal>> {
+    use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let message = if signal == SIGHUP {
+                    Signal::Reload
+                } else {
+                    Signal::Stop
+                };
+                if tx.send(message).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+/// The sd_notify side of the daemon.
+#[derive(Debug, Default)]
+pub struct Notifier {
+    last_status: String,
+}
+
+impl Notifier {
+    pub fn new() -> Notifier {
+        Notifier::default()
+    }
+
+    /// How often to ping the watchdog (half of `WatchdogSec`), when systemd asks for it.
+    pub fn watchdog_interval() -> Option<Duration> {
+        sd_notify::watchdog_enabled().map(|d| d / 2)
+    }
+
+    fn send(&self, states: &[NotifyState]) {
+        if let Err(error) = sd_notify::notify(states) {
+            tracing::warn!(%error, "cannot notify systemd");
+        }
+    }
+
+    pub fn ready(&self) {
+        self.send(&[NotifyState::Ready]);
+    }
+
+    /// Sends `STATUS=` when it changed since the last call.
+    pub fn status(&mut self, status: &str) {
+        if status != self.last_status {
+            self.send(&[NotifyState::Status(status)]);
+            self.last_status = status.to_string();
+        }
+    }
+
+    pub fn watchdog(&self) {
+        self.send(&[NotifyState::Watchdog]);
+    }
+
+    pub fn reloading(&self) {
+        match sd_notify::NotifyState::monotonic_usec_now() {
+            Ok(now) => self.send(&[NotifyState::Reloading, now]),
+            Err(_) => self.send(&[NotifyState::Reloading]),
+        }
+    }
+
+    pub fn stopping(&self) {
+        self.send(&[NotifyState::Stopping]);
+    }
+}
+
+/// True when stderr is the journal stream systemd set up for this service.
+fn stderr_is_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
+}
+
+/// Installs the global tracing subscriber: journald under systemd, text on stderr otherwise.
+/// `RUST_LOG` sets the level (default `info`).
+pub fn init_logging() {
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let journald = if stderr_is_journal() {
+        tracing_journald::layer().ok()
+    } else {
+        None
+    };
+    match journald {
+        Some(layer) => tracing_subscriber::registry()
+            .with(
+                layer
+                    .with_syslog_identifier("tracerd".into())
+                    .with_filter(filter()),
+            )
+            .init(),
+        None => tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(io::stderr)
+                    .with_filter(filter()),
+            )
+            .init(),
+    }
+}

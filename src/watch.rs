@@ -1,0 +1,234 @@
+//! The inbox: what is in it, and when an entry has fully arrived.
+//!
+//! Each top-level entry of the inbox is one study (a folder, or a loose file). Entries whose
+//! name starts with `.` are left alone: senders use such names while copying, and so does
+//! tracerd. An entry is *complete* once its [`Fingerprint`] — every file's path, size and
+//! modification time, and the folder structure — has not changed for `settle_seconds`, or at
+//! once when it holds a [`COMPLETE_MARKER`](crate::journal::COMPLETE_MARKER) file at its top
+//! level. Deciding needs only `stat`: no file is opened, so a file still being written is
+//! never read.
+//!
+//! File-system events ([`InboxWatcher`], inotify through `notify`) are hints that make the
+//! next scan come sooner. The scan is the truth: events can be dropped (queue overflow,
+//! network filesystems) and scanners write files in place.
+
+use std::collections::HashMap;
+use std::fs;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use crate::journal::COMPLETE_MARKER;
+
+/// A summary of everything `stat` says about an entry's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint(u64);
+
+/// One inbox entry as a scan saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub name: String,
+    pub fingerprint: Fingerprint,
+    /// The sender says the study is complete (`.complete` at its top level).
+    pub marked_complete: bool,
+}
+
+/// The entries of the inbox, with their fingerprints, sorted by name. Hidden entries are
+/// skipped, and so are names that are not UTF-8 (they are reported once per scan as `odd`).
+pub fn scan(inbox: &Path) -> io::Result<Scan> {
+    let mut scan = Scan::default();
+    for entry in fs::read_dir(inbox)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            scan.odd_names += 1;
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let mut hasher = DefaultHasher::new();
+        hash_tree(&path, Path::new(""), &mut hasher);
+        scan.entries.push(Observed {
+            marked_complete: path.join(COMPLETE_MARKER).is_file(),
+            fingerprint: Fingerprint(hasher.finish()),
+            name,
+        });
+    }
+    scan.entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(scan)
+}
+
+/// The result of one inbox scan.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub entries: Vec<Observed>,
+    /// Entries skipped because their names are not UTF-8.
+    pub odd_names: usize,
+}
+
+/// Hashes the metadata of `path` and, for a folder, of everything under it (sorted, so that
+/// directory order does not matter). Errors are hashed too: an unreadable subfolder is a
+/// stable state that ingest will report, not a reason to wait forever.
+fn hash_tree(path: &Path, rel: &Path, hasher: &mut DefaultHasher) {
+    rel.hash(hasher);
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            e.kind().hash(hasher);
+            return;
+        }
+    };
+    (meta.mode(), meta.len(), meta.mtime(), meta.mtime_nsec()).hash(hasher);
+    if meta.is_dir() {
+        match fs::read_dir(path) {
+            Ok(rd) => {
+                let mut names: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+                names.sort();
+                for name in names {
+                    hash_tree(&path.join(&name), &rel.join(&name), hasher);
+                }
+            }
+            Err(e) => e.kind().hash(hasher),
+        }
+    }
+}
+
+/// Decides completeness from successive scans.
+#[derive(Debug)]
+pub struct Tracker {
+    settle: Duration,
+    seen: HashMap<String, (Fingerprint, Instant)>,
+}
+
+impl Tracker {
+    pub fn new(settle: Duration) -> Tracker {
+        Tracker {
+            settle,
+            seen: HashMap::new(),
+        }
+    }
+
+    pub fn set_settle(&mut self, settle: Duration) {
+        self.settle = settle;
+    }
+
+    /// Takes a scan made at `now`; returns the names of the entries that are complete, in
+    /// the order they became quiet. Entries no longer in the inbox are forgotten; a returned
+    /// entry is forgotten too (it is about to be claimed; if the claim fails it is seen anew).
+    pub fn update(&mut self, now: Instant, observed: &[Observed]) -> Vec<String> {
+        let mut next = HashMap::with_capacity(observed.len());
+        let mut complete = Vec::new();
+        for o in observed {
+            let since = match self.seen.get(&o.name) {
+                Some((fp, since)) if *fp == o.fingerprint => *since,
+                _ => now,
+            };
+            if o.marked_complete || now.duration_since(since) >= self.settle {
+                complete.push((since, o.name.clone()));
+            } else {
+                next.insert(o.name.clone(), (o.fingerprint, since));
+            }
+        }
+        self.seen = next;
+        complete.sort();
+        complete.into_iter().map(|(_, name)| name).collect()
+    }
+
+    /// When the earliest tracked entry will have been quiet for `settle`, if it stays so.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.seen
+            .values()
+            .map(|(_, since)| *since + self.settle)
+            .min()
+    }
+
+    /// How many entries are still arriving.
+    pub fn arriving(&self) -> usize {
+        self.seen.len()
+    }
+}
+
+/// inotify on the inbox (recursive), reduced to "something changed": each event tries to put
+/// a token into a channel of one, and a full channel drops it, as the scan will see it anyway.
+pub struct InboxWatcher {
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl InboxWatcher {
+    pub fn start(inbox: &Path, hints: Sender<()>) -> notify::Result<InboxWatcher> {
+        use notify::Watcher;
+        let mut watcher = notify::recommended_watcher(move |_event| {
+            let _ = hints.try_send(());
+        })?;
+        watcher.watch(inbox, notify::RecursiveMode::Recursive)?;
+        Ok(InboxWatcher { _watcher: watcher })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed(dir: &Path) -> Vec<Observed> {
+        scan(dir).unwrap().entries
+    }
+
+    #[test]
+    fn an_entry_completes_after_settling_and_any_change_restarts_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let study = dir.path().join("s1");
+        fs::create_dir(&study).unwrap();
+        fs::write(study.join("a.dcm"), "1").unwrap();
+        let settle = Duration::from_secs(30);
+        let mut t = Tracker::new(settle);
+        let t0 = Instant::now();
+        assert!(t.update(t0, &observed(dir.path())).is_empty());
+        assert_eq!(t.next_deadline(), Some(t0 + settle));
+        let t1 = t0 + Duration::from_secs(20);
+        assert!(t.update(t1, &observed(dir.path())).is_empty());
+        // A file grows (in a subfolder): the clock restarts.
+        fs::create_dir(study.join("sub")).unwrap();
+        fs::write(study.join("sub/b.dcm"), "22").unwrap();
+        assert!(t.update(t1, &observed(dir.path())).is_empty());
+        assert!(
+            t.update(t0 + Duration::from_secs(40), &observed(dir.path()))
+                .is_empty()
+        );
+        assert_eq!(
+            t.update(t1 + settle, &observed(dir.path())),
+            ["s1".to_string()]
+        );
+        assert_eq!(t.arriving(), 0);
+    }
+
+    #[test]
+    fn a_marker_completes_at_once_and_hidden_entries_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("s2")).unwrap();
+        fs::write(dir.path().join("s2/SUV.nii.gz"), "x").unwrap();
+        fs::create_dir(dir.path().join(".incoming")).unwrap();
+        let mut t = Tracker::new(Duration::from_secs(3600));
+        assert!(t.update(Instant::now(), &observed(dir.path())).is_empty());
+        fs::write(dir.path().join("s2").join(COMPLETE_MARKER), "").unwrap();
+        assert_eq!(t.update(Instant::now(), &observed(dir.path())), ["s2"]);
+    }
+
+    #[test]
+    fn the_fingerprint_sees_size_and_mtime_but_not_directory_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s/x");
+        fs::create_dir(dir.path().join("s")).unwrap();
+        fs::write(&f, "abc").unwrap();
+        let a = observed(dir.path())[0].fingerprint;
+        assert_eq!(a, observed(dir.path())[0].fingerprint);
+        let file = fs::OpenOptions::new().write(true).open(&f).unwrap();
+        file.set_modified(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap();
+        assert_ne!(a, observed(dir.path())[0].fingerprint);
+    }
+}
