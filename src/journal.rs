@@ -91,6 +91,29 @@ impl Journal {
         Ok(journal)
     }
 
+    /// Takes the lock that keeps a second daemon off these folders; held until the returned
+    /// file is dropped (or the process ends, however it ends).
+    pub fn lock(&self) -> io::Result<fs::File> {
+        let path = self.state_dir().join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "another tracerd is already running on {} (lock {})",
+                    self.paths.work.display(),
+                    path.display()
+                ),
+            )),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
     pub fn paths(&self) -> &Paths {
         &self.paths
     }
@@ -266,7 +289,7 @@ impl Journal {
             names.iter().map(|n| self.attempts_file(n)).collect();
         for entry in fs::read_dir(self.state_dir())? {
             let path = entry?.path();
-            if !live.contains(&path) {
+            if !live.contains(&path) && path.file_name() != Some(OsStr::new("lock")) {
                 fs::remove_file(&path)?;
             }
         }
@@ -470,6 +493,19 @@ mod tests {
         );
         assert!(names(&j.paths.outbox).is_empty());
         assert_eq!(fs::read_dir(j.state_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_second_daemon_cannot_take_the_folders() {
+        let (_root, j) = setup();
+        let held = j.lock().unwrap();
+        let err = j.lock().unwrap_err();
+        assert!(err.to_string().contains("another tracerd"), "{err}");
+        drop(held);
+        j.lock().unwrap();
+        // The lock file survives recovery's sweep of stale counters.
+        j.recover().unwrap();
+        assert!(j.state_dir().join("lock").exists());
     }
 
     #[test]

@@ -213,6 +213,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
     tracing::debug!(config = %config.to_toml(), "effective configuration");
 
     let journal = Journal::open(&config).map_err(FatalError::Journal)?;
+    let _lock = journal.lock().map_err(FatalError::Journal)?;
     let recovery = journal.recover().map_err(FatalError::Journal)?;
     for study in &recovery.gave_up {
         tracing::error!(entry = %study.entry, "study interrupted too often; moved to failed/");
@@ -267,6 +268,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
         retries: retry_rx,
         stop: stop_rx.clone(),
         scanned: Some(scanned_tx),
+        claim_failed: HashMap::new(),
         pending: recovery
             .requeued
             .into_iter()
@@ -352,6 +354,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
         if stop_requested {
             break;
         }
+        notifier.status(&shared.status());
         let now = Instant::now();
         let stall_limit = shared.settings(|c| Duration::from_secs_f64(c.daemon.stall_seconds));
         let stalled: Vec<_> = clocks
@@ -364,6 +367,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
                 stalled_reported = false;
             }
             if let Some(interval) = watchdog
+                && ready
                 && now.duration_since(last_ping) >= interval
             {
                 notifier.watchdog();
@@ -380,7 +384,6 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
             }
             stalled_reported = true;
         }
-        notifier.status(&shared.status());
     }
 
     // Stop: close the source, let started studies finish, up to the deadline.
@@ -473,7 +476,12 @@ struct Scanner {
     stop: Receiver<()>,
     scanned: Option<Sender<()>>,
     pending: VecDeque<Job>,
+    /// Complete entries that could not be claimed (permissions), and when to try again.
+    claim_failed: HashMap<String, Instant>,
 }
+
+/// How long an entry that could not be claimed is left alone.
+const CLAIM_RETRY: Duration = Duration::from_secs(60);
 
 impl Scanner {
     fn run(mut self) {
@@ -602,9 +610,20 @@ impl Scanner {
             }
             Err(error) => tracing::warn!(%error, "cannot read free disk space"),
         }
+        let now = Instant::now();
+        self.claim_failed
+            .retain(|name, _| scan.entries.iter().any(|e| &e.name == name));
         for name in complete {
+            if self
+                .claim_failed
+                .get(&name)
+                .is_some_and(|&retry| retry > now)
+            {
+                continue;
+            }
             match self.shared.journal.claim(&name) {
                 Ok(study) => {
+                    self.claim_failed.remove(&name);
                     tracing::info!(entry = %study.entry, "claimed a complete study");
                     lock(&self.shared.counters).queued += 1;
                     self.pending.push_back(Job {
@@ -613,11 +632,20 @@ impl Scanner {
                         retries: 0,
                     });
                 }
-                Err(error) => tracing::warn!(
-                    entry = %crate::journal::entry_id(&name),
-                    %error,
-                    "cannot claim a study; it stays in the inbox"
-                ),
+                Err(error) => {
+                    // Said once; tried again every minute until it works or the entry goes.
+                    if self
+                        .claim_failed
+                        .insert(name.clone(), now + CLAIM_RETRY)
+                        .is_none()
+                    {
+                        tracing::warn!(
+                            entry = %crate::journal::entry_id(&name),
+                            %error,
+                            "cannot claim a study; it stays in the inbox (retried every minute)"
+                        );
+                    }
+                }
             }
         }
     }
@@ -671,7 +699,16 @@ fn ingest(
                     })
                     .is_ok()
             }
-            Err(error) => outcomes.send(Outcome::Failed { job, error }).is_ok(),
+            Err(mut error) => {
+                // Paths name the study folder, which may carry a patient's name: keep them
+                // relative to it.
+                let dir = job.study.dir.display().to_string();
+                error.error = error
+                    .error
+                    .replace(&format!("{dir}/"), "")
+                    .replace(&dir, "the study folder");
+                outcomes.send(Outcome::Failed { job, error }).is_ok()
+            }
         };
         if !sent {
             return;
@@ -688,19 +725,24 @@ fn infer(
     outcomes: Sender<Outcome>,
 ) {
     let mut control = Some(control);
+    let reload = |processor: &mut Processor, config: &Config| match Processor::new(config) {
+        Ok(p) => {
+            *processor = p;
+            let b = processor.model_info().backend();
+            lock(&shared.counters).engine = format!("{} on {}", b.engine, b.device);
+            tracing::info!(engine = %b.engine, device = %b.device, "models reloaded");
+        }
+        Err(error) => tracing::error!(%error, "models not reloaded; keeping the loaded ones"),
+    };
     loop {
+        // A reload requested while studies wait applies to the next of them.
+        while let Some(Ok(config)) = control.as_ref().map(|c| c.try_recv()) {
+            reload(&mut processor, &config);
+        }
         let never = crossbeam_channel::never();
         select! {
             recv(control.as_ref().unwrap_or(&never)) -> msg => match msg {
-                Ok(config) => match Processor::new(&config) {
-                    Ok(p) => {
-                        processor = p;
-                        let b = processor.model_info().backend();
-                        lock(&shared.counters).engine = format!("{} on {}", b.engine, b.device);
-                        tracing::info!(engine = %b.engine, device = %b.device, "models reloaded");
-                    }
-                    Err(error) => tracing::error!(%error, "models not reloaded; keeping the loaded ones"),
-                },
+                Ok(config) => reload(&mut processor, &config),
                 Err(_) => control = None,
             },
             recv(loaded) -> msg => {

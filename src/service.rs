@@ -9,7 +9,7 @@
 //!   `ENTRY=`, `STAGE=`, …), when stderr is connected to the journal (systemd sets
 //!   `$JOURNAL_STREAM`), and readable text to stderr otherwise.
 
-use std::io;
+use std::io::{self, IsTerminal};
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
@@ -135,6 +135,7 @@ pub fn init_logging() {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(io::stderr)
+                    .with_ansi(io::stderr().is_terminal())
                     .with_filter(filter()),
             )
             .init(),

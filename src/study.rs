@@ -139,8 +139,13 @@ pub fn load(dir: &Path, key: &str) -> Result<Study, StudyError> {
     }
 }
 
+/// The first of `names` present in `dir` as anything but a folder: a name that is there but
+/// cannot be read is reported as unreadable, not silently taken for a missing file.
 fn first_existing(dir: &Path, names: &[&str]) -> Option<PathBuf> {
-    names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
+    names
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.symlink_metadata().is_ok_and(|m| !m.is_dir()))
 }
 
 fn file_name(path: &Path) -> String {
@@ -154,7 +159,7 @@ fn load_nifti(dir: &Path, pet_path: &Path, key: &str) -> Result<Study, StudyErro
     let present: Vec<&str> = PET_NAMES
         .iter()
         .copied()
-        .filter(|n| dir.join(n).is_file())
+        .filter(|n| first_existing(dir, &[n]).is_some())
         .collect();
     if present.len() > 1 {
         warnings.push(format!(

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: the Python oracle interpreter and small file tools.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

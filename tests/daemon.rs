@@ -1,0 +1,325 @@
+//! `tracerd run` as systemd and a scanner see it: the sd_notify protocol and the watchdog, a
+//! study arriving slowly, bad studies beside good ones, and SIGHUP.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::daemon::{
+    NotifySocket, Settings, Spool, checksums, copy_tree, signal, wait_exit, wait_until, write_study,
+};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn published(spool: &Spool, key: &str) -> bool {
+    spool.dir("outbox").join(key).join("result.json").is_file()
+}
+
+#[test]
+fn sd_notify_ready_status_watchdog_stopping_and_a_stalled_stage_stops_the_pings() {
+    let spool = Spool::new(&Settings {
+        stall_seconds: 2.0,
+        stop_timeout_seconds: 2.0,
+        ..Settings::default()
+    });
+    let notify = NotifySocket::new();
+    // Ping every 100 ms (half of WATCHDOG_USEC).
+    let mut child = spool
+        .command(&[("NOTIFY_SOCKET", &notify.path)])
+        .env("WATCHDOG_USEC", "200000")
+        .spawn()
+        .unwrap();
+    spool.adopt(&child);
+
+    let before_ready = notify.wait_for("READY=1", MINUTE);
+    assert!(
+        !before_ready.iter().any(|l| l == "WATCHDOG=1"),
+        "watchdog pinged before READY: {before_ready:?}"
+    );
+    let after = notify.wait_for("WATCHDOG=1", Duration::from_secs(5));
+    let status = before_ready
+        .iter()
+        .chain(&after)
+        .find(|l| l.starts_with("STATUS="))
+        .expect("a STATUS= line between READY=1 and the first WATCHDOG=1")
+        .clone();
+    assert!(
+        status.contains("idle; 0 queued, 0 done, 0 failed") && status.contains("engine "),
+        "{status}"
+    );
+    notify.wait_for("WATCHDOG=1", Duration::from_secs(2));
+
+    // A study whose PET is a FIFO no one writes: reading it blocks the ingest stage for good.
+    let stuck = spool.dir("inbox").join("stuck");
+    fs::create_dir(&stuck).unwrap();
+    let fifo = stuck.join("SUV.nii.gz");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    fs::write(stuck.join(".complete"), "").unwrap();
+
+    // The pings go on until the stage has been busy for stall_seconds, then stop for good.
+    let dropped = Instant::now();
+    let mut last_ping = dropped;
+    while dropped.elapsed() < Duration::from_secs(8) {
+        if let Some(lines) = notify.recv(Duration::from_millis(200))
+            && lines.iter().any(|l| l == "WATCHDOG=1")
+        {
+            last_ping = Instant::now();
+        }
+    }
+    let quiet = last_ping.elapsed();
+    assert!(
+        quiet >= Duration::from_secs(4),
+        "the watchdog was still pinged {:?} ago with ingest stalled\n{}",
+        quiet,
+        spool.log()
+    );
+    assert!(
+        spool.log().contains("stage stalled on one study"),
+        "{}",
+        spool.log()
+    );
+
+    signal(&child, "TERM");
+    notify.wait_for("STOPPING=1", Duration::from_secs(5));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
+    // The stuck study is still queued; its interrupted attempt was taken back.
+    assert_eq!(spool.entries("work"), ["stuck"]);
+    assert!(spool.entries("failed").is_empty());
+}
+
+#[test]
+fn a_study_copied_slowly_is_processed_once_after_its_last_byte() {
+    let spool = Spool::new(&Settings {
+        settle_seconds: 2.0,
+        rescan_seconds: 0.3,
+        ..Settings::default()
+    });
+    let source = spool.dir("source");
+    write_study(&source, 21);
+    let before = checksums(&source);
+
+    let notify = NotifySocket::new();
+    let mut child = spool.spawn(&[("NOTIFY_SOCKET", &notify.path)]);
+    notify.wait_for("READY=1", MINUTE);
+
+    // Chunks of 64 KiB with pauses of 0.8 s (< settle 2 s); each chunk opens the file anew,
+    // so a premature claim (the folder renamed away) would make the copy fail.
+    let dest = spool.dir("inbox").join("slow");
+    fs::create_dir(&dest).unwrap();
+    let mut chunks = 0;
+    for name in before.keys() {
+        let bytes = fs::read(source.join(name)).unwrap();
+        for chunk in bytes
+            .chunks(64 * 1024)
+            .chain(bytes.is_empty().then_some(&[][..]))
+        {
+            let mut f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dest.join(name))
+                .expect("the study was claimed before its last byte");
+            f.write_all(chunk).unwrap();
+            drop(f);
+            chunks += 1;
+            std::thread::sleep(Duration::from_millis(800));
+        }
+    }
+    let last_byte = Instant::now();
+    assert!(chunks >= 6, "only {chunks} chunks");
+
+    wait_until(&spool, MINUTE, "slow study published", || {
+        published(&spool, "slow")
+    });
+    assert!(last_byte.elapsed() >= Duration::from_secs(2));
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child, MINUTE), Some(0));
+
+    assert_eq!(spool.entries("outbox"), ["slow"]);
+    assert_eq!(spool.entries("archive"), ["slow"]);
+    assert!(spool.entries("failed").is_empty() && spool.entries("inbox").is_empty());
+    assert_eq!(checksums(&spool.dir("archive/slow")), before);
+    assert_eq!(spool.log().matches("claimed a complete study").count(), 1);
+}
+
+/// Rewrites a gzipped NIfTI-1 header's dims to make a 4D volume of the same byte count.
+fn make_4d(src: &Path, dest: &Path) {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(fs::File::open(src).unwrap())
+        .read_to_end(&mut raw)
+        .unwrap();
+    let dim = |raw: &[u8], i: usize| i16::from_le_bytes([raw[40 + 2 * i], raw[41 + 2 * i]]);
+    assert_eq!(dim(&raw, 0), 3);
+    let nz = dim(&raw, 3);
+    assert_eq!(nz % 2, 0);
+    for (i, v) in [(0, 4i16), (3, nz / 2), (4, 2)] {
+        raw[40 + 2 * i..42 + 2 * i].copy_from_slice(&v.to_le_bytes());
+    }
+    let mut gz =
+        flate2::write::GzEncoder::new(fs::File::create(dest).unwrap(), flate2::Compression::fast());
+    gz.write_all(&raw).unwrap();
+    gz.finish().unwrap();
+}
+
+#[test]
+fn bad_studies_end_in_failed_with_a_reason_and_the_good_one_beside_them_is_published() {
+    let spool = Spool::new(&Settings::default());
+    let template = spool.dir("template");
+    write_study(&template, 31);
+    let inbox = spool.dir("inbox");
+    let stage = spool.dir("staging");
+    let study = |name: &str| {
+        let dir = stage.join(name);
+        copy_tree(&template, &dir);
+        dir
+    };
+
+    let d = study("zero-byte");
+    fs::write(d.join("SUV.nii.gz"), "").unwrap();
+    let d = study("truncated");
+    let bytes = fs::read(d.join("SUV.nii.gz")).unwrap();
+    fs::write(d.join("SUV.nii.gz"), &bytes[..bytes.len() / 2]).unwrap();
+    let d = study("four-d");
+    make_4d(&template.join("SUV.nii.gz"), &d.join("SUV.nii.gz"));
+    let d = study("nans");
+    let mut pet = tracerd::io::nifti::read_f32(&template.join("SUV.nii.gz")).unwrap();
+    pet.data_mut()[1234] = f32::NAN;
+    tracerd::io::nifti::write_f32(&d.join("SUV.nii.gz"), &pet).unwrap();
+    let d = study("no-pet");
+    fs::remove_file(d.join("SUV.nii.gz")).unwrap();
+    let d = study("unreadable");
+    fs::set_permissions(d.join("SUV.nii.gz"), fs::Permissions::from_mode(0o000)).unwrap();
+    study("good");
+
+    let expected = [
+        ("zero-byte", "SUV.nii.gz"),
+        ("truncated", "SUV.nii.gz"),
+        ("four-d", "4"),
+        ("nans", "NaN"),
+        ("no-pet", "no PET"),
+        ("unreadable", "ermission denied"),
+    ];
+    let sums: Vec<_> = expected
+        .iter()
+        .map(|(name, _)| checksums_or_modes(&stage.join(name)))
+        .collect();
+    for name in expected.iter().map(|(n, _)| *n).chain(["good"]) {
+        fs::rename(stage.join(name), inbox.join(name)).unwrap();
+    }
+
+    // Root reads any file, so the daemon runs as an unprivileged user when the test is root.
+    let mut cmd = spool.command(&[]);
+    if rustix::process::geteuid().is_root() {
+        use std::os::unix::process::CommandExt;
+        chown_tree(spool.root.path(), 65534);
+        cmd.uid(65534).gid(65534);
+    }
+    let mut child = cmd.spawn().unwrap();
+    spool.adopt(&child);
+    wait_until(&spool, 3 * MINUTE, "six failed and one published", || {
+        spool.entries("failed").len() == 6 && published(&spool, "good")
+    });
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child, MINUTE), Some(0));
+
+    assert_eq!(spool.entries("outbox"), ["good"]);
+    assert_eq!(spool.entries("archive"), ["good"]);
+    for ((name, needle), before) in expected.iter().zip(sums) {
+        let dir = spool.dir("failed").join(name);
+        let text = fs::read_to_string(dir.join("error.json"))
+            .unwrap_or_else(|e| panic!("{name}: error.json: {e}"));
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let error = json["error"].as_str().unwrap();
+        assert_eq!(json["stage"], "ingest", "{name}: {text}");
+        assert!(!error.contains('\n'), "{name}: not one line: {error}");
+        let root = spool.root.path().to_string_lossy();
+        assert!(
+            !error.contains(&*root),
+            "{name}: names the study's path: {error}"
+        );
+        assert!(error.contains(needle), "{name}: {error:?} lacks {needle:?}");
+        assert!(!json["hint"].as_str().unwrap().is_empty());
+        fs::remove_file(dir.join("error.json")).unwrap();
+        assert_eq!(checksums_or_modes(&dir), before, "{name}: inputs changed");
+        println!("{name:>10}: {error}");
+    }
+}
+
+/// Checksums of readable files, and the mode of unreadable ones (the test may not read them).
+fn checksums_or_modes(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for p in common::daemon::walk(dir) {
+        let mode = fs::metadata(&p).unwrap().permissions().mode();
+        let name = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+        if mode & 0o444 == 0 {
+            out.push((name, format!("mode {mode:o}")));
+        } else if p.is_file() {
+            let sums = checksums(p.parent().unwrap());
+            let file = p.file_name().unwrap().to_string_lossy().into_owned();
+            out.push((name, sums[&file].clone()));
+        }
+    }
+    out
+}
+
+fn chown_tree(dir: &Path, id: u32) {
+    std::os::unix::fs::lchown(dir, Some(id), Some(id)).unwrap();
+    for p in common::daemon::walk(dir) {
+        std::os::unix::fs::lchown(&p, Some(id), Some(id)).unwrap();
+    }
+}
+
+#[test]
+fn sighup_reloads_engines_without_dropping_queued_studies() {
+    let spool = Spool::new(&Settings {
+        queue_length: 2,
+        ..Settings::default()
+    });
+    let notify = NotifySocket::new();
+    let mut child = spool.spawn(&[("NOTIFY_SOCKET", &notify.path)]);
+    notify.wait_for("READY=1", MINUTE);
+    for (name, seed) in [("h1", 41), ("h2", 42), ("h3", 43)] {
+        let staged = spool.dir(&format!(".{name}"));
+        write_study(&staged, seed);
+        fs::write(staged.join(".complete"), "").unwrap();
+        fs::rename(&staged, spool.dir("inbox").join(name)).unwrap();
+    }
+    wait_until(&spool, MINUTE, "all three claimed", || {
+        spool.entries("inbox").is_empty()
+    });
+    // Switch to tract only while the three are queued or in flight.
+    let text = fs::read_to_string(&spool.config).unwrap().replace(
+        r#"engines = ["ort-cpu", "tract"]"#,
+        r#"engines = ["tract"]"#,
+    );
+    fs::write(&spool.config, text).unwrap();
+    signal(&child, "HUP");
+    notify.wait_for("RELOADING=1", Duration::from_secs(5));
+    wait_until(&spool, 3 * MINUTE, "three published", || {
+        ["h1", "h2", "h3"].iter().all(|k| published(&spool, k))
+    });
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child, MINUTE), Some(0));
+    assert!(spool.entries("failed").is_empty());
+    assert_eq!(spool.entries("archive"), ["h1", "h2", "h3"]);
+    let engine = |k: &str| {
+        let r: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(spool.dir("outbox").join(k).join("result.json")).unwrap(),
+        )
+        .unwrap();
+        r["backend"]["engine"].as_str().unwrap().to_string()
+    };
+    // The last study to be published ran after the reload.
+    assert_eq!(engine("h3"), "tract", "{}", spool.log());
+    assert!(spool.log().contains("models reloaded"), "{}", spool.log());
+}

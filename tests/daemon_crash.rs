@@ -1,0 +1,180 @@
+//! Crash safety of the filesystem journal: `kill -9` the daemon at random moments while it
+//! processes studies, 20 times. After every kill each study is in exactly one place (inbox,
+//! work, or archive with its result in the outbox), no result is duplicated, its bytes are
+//! unchanged; after every restart the debris of the kill is gone; in the end every study is
+//! published exactly once.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::daemon::{
+    NotifySocket, Settings, Spool, checksums, signal, wait_exit, wait_until, write_study,
+};
+use rand::{RngExt, SeedableRng};
+
+const STUDIES: [&str; 3] = ["c1", "c2", "c3"];
+const KILLS: usize = 20;
+
+#[test]
+fn kill_9_twenty_times_loses_nothing_and_publishes_each_study_once() {
+    let spool = Spool::new(&Settings {
+        settle_seconds: 0.5,
+        rescan_seconds: 0.2,
+        // Every kill interrupts a study; this test is about the journal, not the give-up rule.
+        max_attempts: 1000,
+        queue_length: 2,
+        ..Settings::default()
+    });
+    let mut originals = BTreeMap::new();
+    for (i, key) in STUDIES.iter().enumerate() {
+        let dir = spool.dir("inbox").join(key);
+        write_study(&dir, 50 + i as u64);
+        originals.insert(key.to_string(), checksums(&dir));
+    }
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261122);
+    let mut debris_seen = 0;
+    let mut published_during_kills = 0;
+    let mut redropped = std::collections::BTreeSet::new();
+    let mut kills_after_ready = 0;
+    let mut previous_debris = Vec::new();
+    for round in 0..KILLS {
+        let notify = NotifySocket::new();
+        let mut child = spool.spawn(&[("NOTIFY_SOCKET", &notify.path)]);
+        let delay = Duration::from_millis(rng.random_range(300..10_000));
+        let started = Instant::now();
+        let ready = notify
+            .recv(delay)
+            .is_some_and(|l| l.iter().any(|l| l == "READY=1"));
+        if ready {
+            // Recovery ran before READY: the previous kill's debris is gone.
+            for path in &previous_debris {
+                assert!(
+                    !std::path::Path::new(path).exists(),
+                    "round {round}: {path:?} survived a restart"
+                );
+            }
+            kills_after_ready += 1;
+        }
+        if let Some(left) = delay.checked_sub(started.elapsed()) {
+            std::thread::sleep(left);
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        previous_debris = spool.temporaries();
+        debris_seen += previous_debris.len();
+        check_invariants(&spool, &originals, &redropped, round);
+        // Published studies are dropped again, so that every round has work and re-runs
+        // replace their outbox entries under fire too.
+        for key in spool.entries("archive") {
+            fs::rename(
+                spool.dir("archive").join(&key),
+                spool.dir("inbox").join(&key),
+            )
+            .unwrap();
+            redropped.insert(key);
+            published_during_kills += 1;
+        }
+    }
+
+    // A last, undisturbed run finishes the job.
+    let notify = NotifySocket::new();
+    let mut child = spool.spawn(&[("NOTIFY_SOCKET", &notify.path)]);
+    notify.wait_for("READY=1", Duration::from_secs(60));
+    wait_until(
+        &spool,
+        Duration::from_secs(180),
+        "every study published",
+        || spool.entries("archive").len() == STUDIES.len(),
+    );
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), Some(0));
+    check_invariants(&spool, &originals, &redropped, KILLS);
+    assert_eq!(spool.entries("outbox"), STUDIES);
+    assert_eq!(spool.entries("archive"), STUDIES);
+    assert!(spool.entries("work").is_empty() && spool.entries("inbox").is_empty());
+    assert!(spool.temporaries().is_empty());
+    for key in STUDIES {
+        let r: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(spool.dir("outbox").join(key).join("result.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(r["key"], key);
+    }
+    let published = spool
+        .log()
+        .lines()
+        .filter(|l| l.contains("pipeline: published"))
+        .count();
+    println!(
+        "{KILLS} kills ({kills_after_ready} after READY), {published_during_kills} studies published \
+         between kills, {debris_seen} temporaries left by kills and removed on restart, \
+         {published} publish log lines",
+    );
+}
+
+/// Each study is in exactly one of inbox/, work/, archive/; an archived study has a result, a
+/// study never claimed has none (unless it was dropped again after publishing); nothing failed; no result is duplicated; the inputs' bytes are unchanged.
+fn check_invariants(
+    spool: &Spool,
+    originals: &BTreeMap<String, BTreeMap<String, String>>,
+    redropped: &std::collections::BTreeSet<String>,
+    round: usize,
+) {
+    let inbox = spool.entries("inbox");
+    let work: Vec<String> = spool
+        .entries("work")
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    let archive = spool.entries("archive");
+    let outbox: Vec<String> = spool
+        .entries("outbox")
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(
+        spool.entries("failed").is_empty(),
+        "round {round}: failed/ {:?}\n{}",
+        spool.entries("failed"),
+        spool.log()
+    );
+    for (key, sums) in originals {
+        let places: Vec<&str> = [("inbox", &inbox), ("work", &work), ("archive", &archive)]
+            .iter()
+            .filter(|(_, names)| names.contains(key))
+            .map(|(place, _)| *place)
+            .collect();
+        assert_eq!(places.len(), 1, "round {round}: {key} is in {places:?}");
+        let place = places[0];
+        if place == "archive" {
+            assert!(
+                outbox.contains(key),
+                "round {round}: {key} archived without a result"
+            );
+        }
+        if place == "inbox" && !redropped.contains(key) {
+            assert!(
+                !outbox.contains(key),
+                "round {round}: {key} has a result but was never claimed"
+            );
+        }
+        let dir = spool.dir(place).join(key);
+        let mut now = checksums(&dir);
+        now.retain(|name, _| !name.starts_with(common::daemon::TEMP_PREFIX));
+        assert_eq!(
+            &now, sums,
+            "round {round}: {key}'s files changed in {place}/"
+        );
+    }
+    for name in archive.iter().chain(&outbox).chain(&work) {
+        assert!(
+            originals.contains_key(name),
+            "round {round}: unexpected {name}"
+        );
+    }
+}
