@@ -126,8 +126,11 @@ pub fn init_logging() {
     match journald {
         Some(layer) => tracing_subscriber::registry()
             .with(
+                // Fields as they are named in the code, upper-cased (`ENTRY=`, `KEY=`), so
+                // that `journalctl -u tracerd ENTRY=…` finds one study's lines.
                 layer
                     .with_syslog_identifier("tracerd".into())
+                    .with_field_prefix(None)
                     .with_filter(filter()),
             )
             .init(),

@@ -1,8 +1,14 @@
 //! Helpers shared by the benchmarks.
+#![allow(dead_code)] // each benchmark uses a subset
 
 /// Peak resident set of this process so far, MiB (Linux `VmHWM`).
 pub fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    peak_rss_mib_of("self")
+}
+
+/// Peak resident set of process `pid` (a number, or `self`) so far, MiB.
+pub fn peak_rss_mib_of(pid: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
