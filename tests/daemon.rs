@@ -217,12 +217,42 @@ fn bad_studies_end_in_failed_with_a_reason_and_the_good_one_beside_them_is_publi
         fs::rename(stage.join(name), inbox.join(name)).unwrap();
     }
 
-    // Root reads any file, so the daemon runs as an unprivileged user when the test is root.
+    // Root reads any file, so the daemon runs as an unprivileged user when the test is root:
+    // from copies of the binary and the models inside the spool, so that it does not depend on
+    // the permissions of the folders above the checkout.
     let mut cmd = spool.command(&[]);
     if rustix::process::geteuid().is_root() {
         use std::os::unix::process::CommandExt;
+        let binary = spool.dir("tracerd");
+        fs::copy(env!("CARGO_BIN_EXE_tracerd"), &binary).unwrap();
+        for model in ["l2snet", "two_be_three"] {
+            copy_tree(
+                &tracerd::config::default_models_dir().join(model),
+                &spool.dir("models").join(model),
+            );
+        }
+        let config = fs::read_to_string(&spool.config)
+            .unwrap()
+            .replace("[paths]\n", "[paths]\nmodels = \"models\"\n");
+        fs::write(&spool.config, config).unwrap();
         chown_tree(spool.root.path(), 65534);
-        cmd.uid(65534).gid(65534);
+        let mut as_nobody = std::process::Command::new(&binary);
+        as_nobody.args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => as_nobody.env(k, v),
+                None => as_nobody.env_remove(k),
+            };
+        }
+        let log = || {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(spool.log_path())
+                .unwrap()
+        };
+        as_nobody.stdout(log()).stderr(log()).uid(65534).gid(65534);
+        cmd = as_nobody;
     }
     let mut child = cmd.spawn().unwrap();
     spool.adopt(&child);
