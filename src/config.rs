@@ -492,6 +492,34 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_template_states_the_real_defaults() {
+        // Uncomment every `#[section]` and `#key = value` line of the shipped template.
+        let template = include_str!("../packaging/tracerd.toml");
+        let uncommented: String = template
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix('#')?;
+                let key = rest.split(['=', ' ']).next().unwrap_or("");
+                let is_setting = rest.starts_with('[')
+                    || (!key.is_empty()
+                        && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        && rest.contains('='));
+                is_setting.then(|| format!("{rest}\n"))
+            })
+            .collect();
+        let mut parsed = Config::from_toml(&uncommented).unwrap();
+        let mut expected = Config::default();
+        // The template names the packaged models folder; the default is the first that exists.
+        expected.paths.models = PACKAGED_MODELS.into();
+        // The template shows where ONNX Runtime might be (the default searches for it) and
+        // the card's overlap (the default defers to the card).
+        assert_eq!(parsed.inference.overlap, Some(0.5));
+        parsed.inference.ort_library = None;
+        parsed.inference.overlap = None;
+        assert_eq!(parsed, expected, "{uncommented}");
+    }
+
+    #[test]
     fn rendered_config_parses_back() {
         let mut c = Config::default();
         c.inference.ort_library = Some("/opt/ort/libonnxruntime.so".into());

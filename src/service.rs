@@ -13,7 +13,7 @@ use std::io::{self, IsTerminal};
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use sd_notify::NotifyState;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -50,15 +50,78 @@ pub fn signals() -> io::Result<Receiver<Signal>> {
     Ok(rx)
 }
 
+/// A message for the service manager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Message {
+    Ready,
+    Status(String),
+    Watchdog,
+    Reloading,
+    Stopping,
+}
+
 /// The sd_notify side of the daemon.
-#[derive(Debug, Default)]
+///
+/// Datagrams go out from a thread of their own: a send blocks when the manager is not reading
+/// (a socket's queue holds only a few datagrams), and that must never stop the main thread from
+/// handling SIGTERM. If the queue to that thread fills up, messages are dropped — and with them
+/// watchdog pings, which is right: a manager that cannot be told is one that will restart us.
+#[derive(Debug)]
 pub struct Notifier {
     last_status: String,
+    sender: Option<Sender<Message>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier::new()
+    }
 }
 
 impl Notifier {
+    /// A notifier; without `$NOTIFY_SOCKET` every call is a no-op.
     pub fn new() -> Notifier {
-        Notifier::default()
+        let mut notifier = Notifier {
+            last_status: String::new(),
+            sender: None,
+            thread: None,
+        };
+        if std::env::var_os("NOTIFY_SOCKET").is_none() {
+            return notifier;
+        }
+        let (tx, rx) = crossbeam_channel::bounded::<Message>(64);
+        let thread = std::thread::Builder::new()
+            .name("sd-notify".into())
+            .spawn(move || {
+                for message in rx {
+                    let now;
+                    let states: Vec<NotifyState> = match &message {
+                        Message::Ready => vec![NotifyState::Ready],
+                        Message::Status(s) => vec![NotifyState::Status(s)],
+                        Message::Watchdog => vec![NotifyState::Watchdog],
+                        Message::Stopping => vec![NotifyState::Stopping],
+                        Message::Reloading => match NotifyState::monotonic_usec_now() {
+                            Ok(t) => {
+                                now = t;
+                                vec![NotifyState::Reloading, now]
+                            }
+                            Err(_) => vec![NotifyState::Reloading],
+                        },
+                    };
+                    if let Err(error) = sd_notify::notify(&states) {
+                        tracing::warn!(%error, "cannot notify systemd");
+                    }
+                }
+            });
+        match thread {
+            Ok(thread) => {
+                notifier.sender = Some(tx);
+                notifier.thread = Some(thread);
+            }
+            Err(error) => tracing::warn!(%error, "cannot start the sd_notify thread"),
+        }
+        notifier
     }
 
     /// How often to ping the watchdog (half of `WatchdogSec`), when systemd asks for it.
@@ -66,37 +129,52 @@ impl Notifier {
         sd_notify::watchdog_enabled().map(|d| d / 2)
     }
 
-    fn send(&self, states: &[NotifyState]) {
-        if let Err(error) = sd_notify::notify(states) {
-            tracing::warn!(%error, "cannot notify systemd");
+    fn send(&self, message: Message) {
+        if let Some(tx) = &self.sender
+            && tx.try_send(message).is_err()
+        {
+            tracing::warn!("systemd is not reading notifications; one was dropped");
         }
     }
 
     pub fn ready(&self) {
-        self.send(&[NotifyState::Ready]);
+        self.send(Message::Ready);
     }
 
     /// Sends `STATUS=` when it changed since the last call.
     pub fn status(&mut self, status: &str) {
         if status != self.last_status {
-            self.send(&[NotifyState::Status(status)]);
+            self.send(Message::Status(status.to_string()));
             self.last_status = status.to_string();
         }
     }
 
     pub fn watchdog(&self) {
-        self.send(&[NotifyState::Watchdog]);
+        self.send(Message::Watchdog);
     }
 
     pub fn reloading(&self) {
-        match sd_notify::NotifyState::monotonic_usec_now() {
-            Ok(now) => self.send(&[NotifyState::Reloading, now]),
-            Err(_) => self.send(&[NotifyState::Reloading]),
-        }
+        self.send(Message::Reloading);
     }
 
     pub fn stopping(&self) {
-        self.send(&[NotifyState::Stopping]);
+        self.send(Message::Stopping);
+    }
+}
+
+impl Drop for Notifier {
+    /// Delivers what is queued (`STOPPING=1` above all), waiting at most a second.
+    fn drop(&mut self) {
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(1);
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+        }
     }
 }
 

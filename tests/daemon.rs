@@ -353,3 +353,54 @@ fn sighup_reloads_engines_without_dropping_queued_studies() {
     assert_eq!(engine("h3"), "tract", "{}", spool.log());
     assert!(spool.log().contains("models reloaded"), "{}", spool.log());
 }
+
+#[test]
+fn below_the_free_space_floor_nothing_is_claimed_and_the_status_says_why() {
+    let spool = Spool::new(&Settings {
+        // More than any disk has.
+        min_free_mib: 1 << 40,
+        ..Settings::default()
+    });
+    let notify = NotifySocket::new();
+    let mut child = spool.spawn(&[("NOTIFY_SOCKET", &notify.path)]);
+    notify.wait_for("READY=1", MINUTE);
+    let dir = spool.dir("inbox").join("waiting");
+    write_study(&dir, 71);
+    fs::write(dir.join(".complete"), "").unwrap();
+    let lines = notify.wait_for_prefix("STATUS=paused: ", Duration::from_secs(10));
+    let status = lines.last().unwrap();
+    assert!(
+        status.contains("MiB free, below the 1099511627776 MiB floor"),
+        "{status}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(spool.entries("inbox"), ["waiting"]);
+    assert!(spool.entries("work").is_empty());
+    assert!(
+        spool
+            .log()
+            .contains("low disk space: not claiming new studies")
+    );
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child, MINUTE), Some(0));
+    assert_eq!(checksums(&spool.dir("inbox/waiting")).len(), 5);
+}
+
+/// Regression: sd_notify datagrams were sent from the main thread, which blocked once the
+/// socket's queue was full, and then SIGTERM was never handled.
+#[test]
+fn a_manager_that_does_not_read_notifications_cannot_keep_the_daemon_from_stopping() {
+    let spool = Spool::new(&Settings::default());
+    let notify = NotifySocket::new();
+    let mut child = spool.spawn(&[("NOTIFY_SOCKET", &notify.path)]);
+    notify.wait_for("READY=1", MINUTE);
+    // Each SIGHUP sends RELOADING=1 and READY=1; nobody reads them.
+    for _ in 0..30 {
+        signal(&child, "HUP");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), Some(0));
+    assert!(spool.log().contains("stopped"), "{}", spool.log());
+}

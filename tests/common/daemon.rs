@@ -27,6 +27,7 @@ pub struct Settings {
     pub max_attempts: u32,
     pub ingest_workers: usize,
     pub queue_length: usize,
+    pub min_free_mib: u64,
     pub engines: &'static str,
 }
 
@@ -40,6 +41,7 @@ impl Default for Settings {
             max_attempts: 3,
             ingest_workers: 1,
             queue_length: 1,
+            min_free_mib: 16,
             engines: r#"["ort-cpu", "tract"]"#,
         }
     }
@@ -70,11 +72,12 @@ impl Spool {
         let text = format!(
             "[paths]\ninbox = \"inbox\"\nwork = \"work\"\noutbox = \"outbox\"\nfailed = \"failed\"\n\
              archive = \"archive\"\n\n[watch]\nsettle_seconds = {}\nrescan_seconds = {}\n\
-             min_free_mib = 16\n\n[daemon]\ningest_workers = {}\nqueue_length = {}\n\
+             min_free_mib = {}\n\n[daemon]\ningest_workers = {}\nqueue_length = {}\n\
              stop_timeout_seconds = {}\nstall_seconds = {}\nmax_attempts = {}\n\n\
              [inference]\nengines = {}\n",
             s.settle_seconds,
             s.rescan_seconds,
+            s.min_free_mib,
             s.ingest_workers,
             s.queue_length,
             s.stop_timeout_seconds,
@@ -203,15 +206,31 @@ impl NotifySocket {
 
     /// Waits for a message holding `line` (e.g. `READY=1`); returns every line seen until then.
     pub fn wait_for(&self, line: &str, timeout: Duration) -> Vec<String> {
+        self.wait_matching(line, timeout, |l| l == line)
+    }
+
+    /// Waits for a line starting with `prefix`; returns every line seen until then (that
+    /// line last).
+    pub fn wait_for_prefix(&self, prefix: &str, timeout: Duration) -> Vec<String> {
+        self.wait_matching(prefix, timeout, |l| l.starts_with(prefix))
+    }
+
+    fn wait_matching(
+        &self,
+        line: &str,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         let mut seen = Vec::new();
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             if let Some(lines) = self.recv(left) {
-                let hit = lines.iter().any(|l| l == line);
-                seen.extend(lines);
-                if hit {
+                let hit = lines.iter().position(|l| matches(l));
+                if let Some(i) = hit {
+                    seen.extend(lines.into_iter().take(i + 1));
                     return seen;
                 }
+                seen.extend(lines);
             }
         }
         panic!("no {line} within {timeout:?}; saw {seen:?}");
