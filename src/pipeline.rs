@@ -582,7 +582,16 @@ impl Scanner {
                 "inbox entries with names that are not UTF-8 are left alone"
             );
         }
-        let complete = tracker.update(Instant::now(), &scan.entries);
+        let complete = tracker.update(Instant::now(), &scan.entries, |entry| {
+            let complete = watch::dicom_pet_complete(&inbox.join(&entry.name));
+            if complete {
+                tracing::info!(
+                    entry = %crate::journal::entry_id(&entry.name),
+                    "DICOM PET series complete by ImageIndex; not waiting for the settle time"
+                );
+            }
+            complete
+        });
         if complete.is_empty() {
             return;
         }

@@ -8,6 +8,12 @@
 //! level. Deciding needs only `stat`: no file is opened, so a file still being written is
 //! never read.
 //!
+//! A DICOM drop may complete sooner: once it has been quiet for [`EARLY_QUIET`] (or the settle
+//! time, if shorter), its DICOM headers are read once ([`dicom_pet_complete`]), and when every
+//! PET series in it holds all its ImageIndex (0054,1330) values 1..=NumberOfSlices (0054,0081)
+//! the study counts as complete. Only the headers of files unchanged for that long are read,
+//! and an incomplete or unreadable answer simply leaves the study to the settle rule.
+//!
 //! File-system events ([`InboxWatcher`], inotify through `notify`) are hints that make the
 //! next scan come sooner. The scan is the truth: events can be dropped (queue overflow,
 //! network filesystems) and scanners write files in place.
@@ -98,11 +104,40 @@ fn hash_tree(path: &Path, rel: &Path, hasher: &mut DefaultHasher) {
     }
 }
 
+/// How long a DICOM drop must be quiet before its headers are read for the ImageIndex rule.
+pub const EARLY_QUIET: Duration = Duration::from_secs(3);
+
+/// True when `dir` holds a PET series (any number of them) and each is complete by
+/// ImageIndex / NumberOfSlices. Reads DICOM headers only.
+pub fn dicom_pet_complete(dir: &Path) -> bool {
+    use crate::io::dicom::complete::{Completeness, pet_series_completeness};
+    let Ok(scan) = crate::io::dicom::scan_folder(dir) else {
+        return false;
+    };
+    let mut series: HashMap<&str, Vec<&crate::io::dicom::Instance>> = HashMap::new();
+    for i in scan.instances.iter().filter(|i| i.modality == "PT") {
+        series.entry(i.series_uid.as_str()).or_default().push(i);
+    }
+    !series.is_empty()
+        && series
+            .values()
+            .all(|s| pet_series_completeness(s) == Completeness::Complete)
+}
+
+/// What the tracker remembers of an entry still arriving.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    fingerprint: Fingerprint,
+    since: Instant,
+    /// The early-completeness probe already answered "no" for this fingerprint.
+    probed: bool,
+}
+
 /// Decides completeness from successive scans.
 #[derive(Debug)]
 pub struct Tracker {
     settle: Duration,
-    seen: HashMap<String, (Fingerprint, Instant)>,
+    seen: HashMap<String, Seen>,
 }
 
 impl Tracker {
@@ -120,18 +155,37 @@ impl Tracker {
     /// Takes a scan made at `now`; returns the names of the entries that are complete, in
     /// the order they became quiet. Entries no longer in the inbox are forgotten; a returned
     /// entry is forgotten too (it is about to be claimed; if the claim fails it is seen anew).
-    pub fn update(&mut self, now: Instant, observed: &[Observed]) -> Vec<String> {
+    /// `probe` is asked, at most once per unchanged entry, whether an entry quiet for
+    /// [`EARLY_QUIET`] (or `settle`, if shorter) is complete already (the DICOM rule).
+    pub fn update(
+        &mut self,
+        now: Instant,
+        observed: &[Observed],
+        mut probe: impl FnMut(&Observed) -> bool,
+    ) -> Vec<String> {
         let mut next = HashMap::with_capacity(observed.len());
         let mut complete = Vec::new();
+        let early = EARLY_QUIET.min(self.settle);
         for o in observed {
-            let since = match self.seen.get(&o.name) {
-                Some((fp, since)) if *fp == o.fingerprint => *since,
-                _ => now,
+            let mut seen = match self.seen.get(&o.name) {
+                Some(s) if s.fingerprint == o.fingerprint => *s,
+                _ => Seen {
+                    fingerprint: o.fingerprint,
+                    since: now,
+                    probed: false,
+                },
             };
-            if o.marked_complete || now.duration_since(since) >= self.settle {
-                complete.push((since, o.name.clone()));
+            let quiet = now.duration_since(seen.since);
+            let done = o.marked_complete
+                || quiet >= self.settle
+                || (quiet >= early && !seen.probed && {
+                    seen.probed = true;
+                    probe(o)
+                });
+            if done {
+                complete.push((seen.since, o.name.clone()));
             } else {
-                next.insert(o.name.clone(), (o.fingerprint, since));
+                next.insert(o.name.clone(), seen);
             }
         }
         self.seen = next;
@@ -139,11 +193,19 @@ impl Tracker {
         complete.into_iter().map(|(_, name)| name).collect()
     }
 
-    /// When the earliest tracked entry will have been quiet for `settle`, if it stays so.
+    /// When the tracker next has something to decide: an entry reaching the early-probe
+    /// point or the end of its settle time, if it stays unchanged.
     pub fn next_deadline(&self) -> Option<Instant> {
+        let early = EARLY_QUIET.min(self.settle);
         self.seen
             .values()
-            .map(|(_, since)| *since + self.settle)
+            .map(|s| {
+                if s.probed {
+                    s.since + self.settle
+                } else {
+                    s.since + early
+                }
+            })
             .min()
     }
 
@@ -187,20 +249,22 @@ mod tests {
         let settle = Duration::from_secs(30);
         let mut t = Tracker::new(settle);
         let t0 = Instant::now();
-        assert!(t.update(t0, &observed(dir.path())).is_empty());
-        assert_eq!(t.next_deadline(), Some(t0 + settle));
+        assert!(t.update(t0, &observed(dir.path()), |_| false).is_empty());
+        assert_eq!(t.next_deadline(), Some(t0 + EARLY_QUIET));
         let t1 = t0 + Duration::from_secs(20);
-        assert!(t.update(t1, &observed(dir.path())).is_empty());
+        assert!(t.update(t1, &observed(dir.path()), |_| false).is_empty());
         // A file grows (in a subfolder): the clock restarts.
         fs::create_dir(study.join("sub")).unwrap();
         fs::write(study.join("sub/b.dcm"), "22").unwrap();
-        assert!(t.update(t1, &observed(dir.path())).is_empty());
+        assert!(t.update(t1, &observed(dir.path()), |_| false).is_empty());
         assert!(
-            t.update(t0 + Duration::from_secs(40), &observed(dir.path()))
-                .is_empty()
+            t.update(t0 + Duration::from_secs(40), &observed(dir.path()), |_| {
+                false
+            })
+            .is_empty()
         );
         assert_eq!(
-            t.update(t1 + settle, &observed(dir.path())),
+            t.update(t1 + settle, &observed(dir.path()), |_| false),
             ["s1".to_string()]
         );
         assert_eq!(t.arriving(), 0);
@@ -213,9 +277,64 @@ mod tests {
         fs::write(dir.path().join("s2/SUV.nii.gz"), "x").unwrap();
         fs::create_dir(dir.path().join(".incoming")).unwrap();
         let mut t = Tracker::new(Duration::from_secs(3600));
-        assert!(t.update(Instant::now(), &observed(dir.path())).is_empty());
+        assert!(
+            t.update(Instant::now(), &observed(dir.path()), |_| false)
+                .is_empty()
+        );
         fs::write(dir.path().join("s2").join(COMPLETE_MARKER), "").unwrap();
-        assert_eq!(t.update(Instant::now(), &observed(dir.path())), ["s2"]);
+        assert_eq!(
+            t.update(Instant::now(), &observed(dir.path()), |_| false),
+            ["s2"]
+        );
+    }
+
+    #[test]
+    fn a_dicom_drop_is_complete_once_its_pet_image_indices_are_all_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let study = crate::synth::generate(&crate::synth::SynthOptions {
+            seed: 5,
+            size: crate::synth::Size::Small,
+        });
+        let drop = dir.path().join("drop");
+        crate::io::dicom::synth_export::write_dicom(&study, &drop).unwrap();
+        assert!(dicom_pet_complete(&drop));
+
+        // Settle of an hour: only the DICOM rule can complete it, after EARLY_QUIET, once.
+        let mut t = Tracker::new(Duration::from_secs(3600));
+        let t0 = Instant::now();
+        let mut probes = 0;
+        let mut probe = |o: &Observed| {
+            probes += 1;
+            dicom_pet_complete(&dir.path().join(&o.name))
+        };
+        assert!(t.update(t0, &observed(dir.path()), &mut probe).is_empty());
+        assert_eq!(
+            t.update(t0 + EARLY_QUIET, &observed(dir.path()), &mut probe),
+            ["drop"]
+        );
+        assert_eq!(probes, 1);
+
+        // One PET slice missing: not complete, and asked only once while nothing changes.
+        let pet = crate::io::dicom::scan_folder(&drop)
+            .unwrap()
+            .instances
+            .into_iter()
+            .find(|i| i.modality == "PT")
+            .unwrap();
+        fs::remove_file(&pet.path).unwrap();
+        assert!(!dicom_pet_complete(&drop));
+        let mut t = Tracker::new(Duration::from_secs(3600));
+        let mut probes = 0;
+        let mut probe = |o: &Observed| {
+            probes += 1;
+            dicom_pet_complete(&dir.path().join(&o.name))
+        };
+        for k in 0..4 {
+            let now = t0 + EARLY_QUIET * k;
+            assert!(t.update(now, &observed(dir.path()), &mut probe).is_empty());
+        }
+        assert_eq!(probes, 1);
+        assert_eq!(t.next_deadline(), Some(t0 + Duration::from_secs(3600)));
     }
 
     #[test]

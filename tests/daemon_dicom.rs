@@ -1,0 +1,166 @@
+//! DICOM drops through `tracerd run`: a good PET/CT study is published with its DICOM SEG and
+//! archived; bad ones (truncated file, PET without PatientWeight, Units CPS) end in `failed/`
+//! with a specific reason and every input byte; a complete PET series (ImageIndex covers
+//! NumberOfSlices) is claimed without waiting for the settle time; and no patient identifier
+//! reaches the log, a file name or an error.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::daemon::{NotifySocket, Settings, Spool, checksums, signal, wait_exit, wait_until};
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::{InMemDicomObject, open_file};
+use tracerd::io::dicom::synth_export::{self, write_part10};
+use tracerd::synth::{self, Size, SynthOptions};
+
+fn write_drop(dir: &Path, seed: u64) {
+    let study = synth::generate(&SynthOptions {
+        seed,
+        size: Size::Small,
+    });
+    synth_export::write_dicom(&study, dir).unwrap();
+}
+
+/// The drop's PET files, sorted.
+fn pet_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    common::files_below(dir)
+        .into_iter()
+        .filter(|p| {
+            open_file(p).is_ok_and(|o| {
+                o.element(tags::MODALITY)
+                    .is_ok_and(|e| e.to_str().is_ok_and(|m| m == "PT"))
+            })
+        })
+        .collect()
+}
+
+fn rewrite(path: &Path, edit: impl FnOnce(&mut InMemDicomObject)) {
+    let file = open_file(path).unwrap();
+    let meta = file.meta().clone();
+    let mut obj = file.into_inner();
+    edit(&mut obj);
+    let class = meta.media_storage_sop_class_uid().to_string();
+    let inst = meta.media_storage_sop_instance_uid().to_string();
+    write_part10(path, obj, &class, &inst).unwrap();
+}
+
+#[test]
+fn dicom_drops_good_and_bad_through_the_daemon() {
+    // A settle time far longer than the test: only the ImageIndex rule can complete a drop.
+    let spool = Spool::new(&Settings {
+        settle_seconds: 3600.0,
+        ..Settings::default()
+    });
+    let staging = spool.dir("staging");
+    let cases: [(&str, u64, &str); 4] = [
+        ("good", 81, ""),
+        ("truncated", 82, "not a readable DICOM file"),
+        ("no-weight", 83, "PatientWeight"),
+        ("cps", 84, "CPS"),
+    ];
+    for (name, seed, _) in cases {
+        write_drop(&staging.join(name), seed);
+    }
+    let pet = pet_files(&staging.join("truncated"));
+    let bytes = fs::read(&pet[0]).unwrap();
+    fs::write(&pet[0], &bytes[..bytes.len() / 3]).unwrap();
+    for p in pet_files(&staging.join("no-weight")) {
+        rewrite(&p, |o| {
+            o.remove_element(tags::PATIENT_WEIGHT);
+        });
+    }
+    for p in pet_files(&staging.join("cps")) {
+        rewrite(&p, |o| {
+            o.put(DataElement::new(
+                tags::UNITS,
+                VR::CS,
+                PrimitiveValue::from("CPS"),
+            ));
+        });
+    }
+    let before: Vec<_> = cases
+        .iter()
+        .map(|(name, ..)| checksums(&staging.join(name)))
+        .collect();
+
+    let notify = NotifySocket::new();
+    let mut child = spool.spawn(&[("NOTIFY_SOCKET", &notify.path)]);
+    notify.wait_for("READY=1", Duration::from_secs(60));
+    let dropped = Instant::now();
+    for (name, ..) in cases {
+        fs::rename(staging.join(name), spool.dir("inbox").join(name)).unwrap();
+    }
+    wait_until(&spool, Duration::from_secs(180), "all four done", || {
+        spool.entries("archive").len() + spool.entries("failed").len() == 4
+    });
+    let took = dropped.elapsed();
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), Some(0));
+
+    // The good study: published under its UID hash with a DICOM SEG, archived unchanged.
+    let outbox = spool.entries("outbox");
+    assert_eq!(outbox.len(), 1, "{outbox:?}\n{}", spool.log());
+    let result = spool.dir("outbox").join(&outbox[0]);
+    let r: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(result.join("result.json")).unwrap()).unwrap();
+    assert_eq!(r["inputs"]["format"], "dicom");
+    if r["lesions"]["count"].as_u64().unwrap() > 0 {
+        assert!(result.join("lesions.seg.dcm").is_file());
+    }
+    assert_eq!(spool.entries("archive"), ["good"]);
+    assert_eq!(checksums(&spool.dir("archive/good")), before[0]);
+
+    // The bad ones: a specific reason each, inputs unchanged.
+    assert_eq!(spool.entries("failed"), ["cps", "no-weight", "truncated"]);
+    let mut errors = String::new();
+    for ((name, _, needle), sums) in cases.iter().zip(&before).skip(1) {
+        let dir = spool.dir("failed").join(name);
+        let text = fs::read_to_string(dir.join("error.json")).unwrap();
+        errors.push_str(&text);
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let error = json["error"].as_str().unwrap();
+        assert!(error.contains(needle), "{name}: {error}");
+        println!("{name:>10}: {error}");
+        fs::remove_file(dir.join("error.json")).unwrap();
+        assert_eq!(&checksums(&dir), sums, "{name}");
+    }
+
+    // Claimed by the ImageIndex rule, long before the hour of settle time.
+    assert!(took < Duration::from_secs(170));
+    assert!(
+        spool
+            .log()
+            .contains("DICOM PET series complete by ImageIndex"),
+        "{}",
+        spool.log()
+    );
+
+    // No patient identifier anywhere tracerd writes.
+    let log = spool.log();
+    for (_, seed, _) in cases {
+        for id in [format!("SYNTHETIC^SEED{seed}"), format!("SYNTH{seed}")] {
+            assert!(!log.contains(&id), "{id} in the log");
+            assert!(
+                !text_of(&spool.dir("outbox")).contains(&id),
+                "{id} in the outbox"
+            );
+            for name in common::daemon::walk(spool.root.path()) {
+                assert!(!name.to_string_lossy().contains(&id), "{id} in a file name");
+            }
+        }
+    }
+    assert!(!errors.contains("SYNTH"), "{errors}");
+}
+
+/// Every JSON file under `dir`, concatenated.
+fn text_of(dir: &Path) -> String {
+    common::daemon::walk(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| fs::read_to_string(p).unwrap())
+        .collect()
+}
