@@ -110,7 +110,7 @@ pub struct Daemon {
     /// Threads reading and checking studies (DICOM parsing, SUV, NIfTI decoding), 1 to 16.
     pub ingest_workers: usize,
     /// Studies loaded into memory and waiting for inference, 1 to 16. With the ingest workers
-    /// this bounds memory: at most `ingest_workers + queue_length + 2` studies are in memory.
+    /// this bounds memory: at most `ingest_workers + queue_length + 3` studies are in memory.
     pub queue_length: usize,
     /// What happens to a study's input files once its result is published: `archive` (moved
     /// to `paths.archive`) or `delete`.
