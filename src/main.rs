@@ -65,6 +65,7 @@ enum Command {
     /// publish to the outbox (systemd Type=notify; SIGTERM drains and exits 0, SIGHUP reloads
     /// the config and the models). Studies move inbox/ → work/ → outbox/ + archive/, or
     /// failed/ with error.json.
+    #[command(after_long_help = RUN_HELP)]
     Run {
         /// Config file (TOML). Default: embedded defaults (folders under /var/lib/tracerd).
         #[arg(long)]
@@ -82,6 +83,26 @@ enum Command {
         config: Option<PathBuf>,
     },
 }
+
+/// `tracerd run --help`: what an operator needs at the console.
+const RUN_HELP: &str = "\
+Folders (paths.* in the config; packaged default /var/lib/tracerd/):
+  inbox/    drop one folder per study (NIfTI: SUV.nii.gz or PET.nii.gz [+ CT.nii.gz]; or DICOM
+            files in any nesting). Complete after [watch] settle_seconds without change, at once
+            with a .complete file in it, or (DICOM) when the PET's ImageIndex values are all there.
+  work/     claimed studies, queued or in progress; re-queued at every start.
+  outbox/   <key>/result.json, lesions.nii.gz, lesions.seg.dcm; each appears in one rename.
+  archive/  the inputs of published studies ([daemon] inputs_after_publish = \"delete\" to drop them).
+  failed/   <name>/ = the untouched inputs + error.json {stage, error, hint}; fix the cause and
+            move the folder back into the inbox to retry.
+
+Under systemd:
+  systemctl status tracerd      STATUS line: queue, done, failed, last latency, engine
+  journalctl -u tracerd         the log (ENTRY=<8 hex> selects one study's lines)
+  systemctl reload tracerd      SIGHUP: re-read the config and reload the models
+  tracerd check --config FILE   validate before (re)starting
+
+Documentation: /usr/share/doc/tracerd/README.md (Operations, The daemon, Configuration).";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum FormatArg {
