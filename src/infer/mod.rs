@@ -75,6 +75,9 @@ fn format_attempts(attempts: &[(Engine, String)]) -> String {
 pub struct Engines {
     order: Vec<Engine>,
     ort: Result<Arc<ort::OrtRuntime>, String>,
+    /// Skip reasons already logged as warnings: the same reason for the next model (no CUDA
+    /// provider, say) is logged at debug level only.
+    warned: std::sync::Mutex<std::collections::HashSet<(Engine, String)>>,
 }
 
 impl Engines {
@@ -100,6 +103,7 @@ impl Engines {
         Engines {
             order: config.engines.clone(),
             ort,
+            warned: Default::default(),
         }
     }
 
@@ -134,7 +138,16 @@ impl Engines {
                     return Ok(session);
                 }
                 Err(why) => {
-                    tracing::warn!(model = %model.display(), %engine, reason = %why, "engine skipped");
+                    let first = self
+                        .warned
+                        .lock()
+                        .map(|mut w| w.insert((engine, why.clone())))
+                        .unwrap_or(true);
+                    if first {
+                        tracing::warn!(model = %model.display(), %engine, reason = %why, "engine skipped (said once per reason)");
+                    } else {
+                        tracing::debug!(model = %model.display(), %engine, reason = %why, "engine skipped");
+                    }
                     attempts.push((engine, why));
                 }
             }
