@@ -178,3 +178,41 @@ fn check_invariants(
         );
     }
 }
+
+/// The narrowest crash window, made on purpose: the result was published and the daemon died
+/// before moving the inputs out of `work/` (with a half-written result of another run left
+/// beside it). At the next start the study is processed again, its outbox entry is replaced
+/// (not duplicated), and the debris is gone.
+#[test]
+fn a_crash_between_publishing_and_archiving_reruns_and_replaces() {
+    let spool = Spool::new(&Settings::default());
+    let study = spool.dir("work").join("w1");
+    write_study(&study, 91);
+    let before = checksums(&study);
+    let stale = spool.dir("outbox").join("w1");
+    fs::create_dir_all(&stale).unwrap();
+    fs::write(stale.join("result.json"), "{\"stale\": true}").unwrap();
+    let debris = spool
+        .dir("outbox")
+        .join(format!("{}1-0-w1", common::daemon::TEMP_PREFIX));
+    fs::create_dir_all(&debris).unwrap();
+    fs::write(debris.join("result.json"), "{\"half\"").unwrap();
+
+    let notify = NotifySocket::new();
+    let mut child = spool.spawn(&[("NOTIFY_SOCKET", &notify.path)]);
+    notify.wait_for("READY=1", Duration::from_secs(60));
+    assert!(!debris.exists(), "recovery leaves the half-written result");
+    wait_until(&spool, Duration::from_secs(120), "w1 archived", || {
+        spool.entries("archive") == ["w1"]
+    });
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), Some(0));
+
+    assert_eq!(spool.entries("outbox"), ["w1"]);
+    let r: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(stale.join("result.json")).unwrap()).unwrap();
+    assert_eq!(r["schema"], "tracerd.result/1");
+    assert_eq!(r["key"], "w1");
+    assert_eq!(checksums(&spool.dir("archive/w1")), before);
+    assert!(spool.entries("work").is_empty() && spool.temporaries().is_empty());
+}
