@@ -35,7 +35,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select};
 use crate::config::{Config, ConfigError};
 use crate::journal::{Claimed, Journal};
 use crate::outbox::OrAbsent;
-use crate::process::{self, Findings, ModelInfo, Processor};
+use crate::process::{self, Findings, ModelInfo, Processor, Published};
 use crate::service::{self, Notifier, Signal};
 use crate::study::{self, Study, StudyError};
 use crate::watch::{self, InboxWatcher, Tracker};
@@ -50,12 +50,12 @@ pub struct RunOptions {
 }
 
 /// What a run did, for its last log line (and the demo).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Summary {
     pub done: u64,
     pub failed: u64,
-    /// The outbox folder of the last study published.
-    pub last_published: Option<PathBuf>,
+    /// The last study published.
+    pub last_published: Option<Published>,
 }
 
 /// Errors that stop the daemon (systemd restarts it); a study's own errors never do.
@@ -77,6 +77,15 @@ struct Job {
     study: Claimed,
     queued_at: Instant,
     retries: u32,
+}
+
+impl Job {
+    /// The job again, due after a back-off that grows with each retry.
+    fn retry_later(self) -> (Instant, Job) {
+        let due = Instant::now() + backoff(self.retries);
+        let retries = self.retries + 1;
+        (due, Job { retries, ..self })
+    }
 }
 
 struct Loaded {
@@ -150,7 +159,7 @@ struct Counters {
     done: u64,
     failed: u64,
     last_latency: Option<Duration>,
-    last_published: Option<PathBuf>,
+    last_published: Option<Published>,
     /// Why claiming is paused (free space below the floor).
     paused: Option<String>,
     engine: String,
@@ -410,7 +419,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
             let _ = t.join();
         }
     }
-    let c = lock(&shared.counters);
+    let mut c = lock(&shared.counters);
     tracing::info!(
         done = c.done,
         failed = c.failed,
@@ -420,7 +429,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
     Ok(Summary {
         done: c.done,
         failed: c.failed,
-        last_published: c.last_published.clone(),
+        last_published: c.last_published.take(),
     })
 }
 
@@ -497,7 +506,6 @@ impl Scanner {
         let mut tracker = Tracker::new(self.settle());
         let mut waiting: Vec<(Instant, Job)> = Vec::new();
         let mut next_scan = Instant::now();
-        let mut low_space_reported = false;
         loop {
             let now = Instant::now();
             // Retries that are due go to the front: they were claimed first.
@@ -510,7 +518,7 @@ impl Scanner {
                 let clock = self.clock.clone();
                 let _busy = clock.busy("inbox scan");
                 tracker.set_settle(self.settle());
-                self.scan(&inbox, &mut tracker, &mut low_space_reported);
+                self.scan(&inbox, &mut tracker);
                 next_scan = now + self.rescan();
                 if let Some(tx) = self.scanned.take() {
                     let _ = tx.send(());
@@ -563,12 +571,7 @@ impl Scanner {
             .settings(|c| Duration::from_secs_f64(c.watch.rescan_seconds))
     }
 
-    fn scan(
-        &mut self,
-        inbox: &std::path::Path,
-        tracker: &mut Tracker,
-        low_space_reported: &mut bool,
-    ) {
+    fn scan(&mut self, inbox: &std::path::Path, tracker: &mut Tracker) {
         let scan = match watch::scan(inbox) {
             Ok(s) => s,
             Err(error) => {
@@ -599,23 +602,19 @@ impl Scanner {
         match self.shared.journal.free_mib() {
             Ok(free) if free < floor => {
                 let why = format!("{free} MiB free, below the {floor} MiB floor");
-                if !*low_space_reported {
+                if lock(&self.shared.counters).paused.replace(why).is_none() {
                     tracing::warn!(
                         free_mib = free,
                         floor_mib = floor,
                         "low disk space: not claiming new studies"
                     );
-                    *low_space_reported = true;
                 }
-                lock(&self.shared.counters).paused = Some(why);
                 return;
             }
             Ok(_) => {
-                if *low_space_reported {
+                if lock(&self.shared.counters).paused.take().is_some() {
                     tracing::info!("disk space is above the floor again; claiming studies");
-                    *low_space_reported = false;
                 }
-                lock(&self.shared.counters).paused = None;
             }
             Err(error) => tracing::warn!(%error, "cannot read free disk space"),
         }
@@ -683,13 +682,7 @@ fn ingest(
                 }
                 Err(error) => {
                     tracing::warn!(entry = %job.study.entry, %error, "cannot record the attempt; will retry");
-                    let _ = retries.send((
-                        Instant::now() + backoff(job.retries),
-                        Job {
-                            retries: job.retries + 1,
-                            ..job
-                        },
-                    ));
+                    let _ = retries.send(job.retry_later());
                     continue;
                 }
             }
@@ -708,16 +701,7 @@ fn ingest(
                     })
                     .is_ok()
             }
-            Err(mut error) => {
-                // Paths name the study folder, which may carry a patient's name: keep them
-                // relative to it.
-                let dir = job.study.dir.display().to_string();
-                error.error = error
-                    .error
-                    .replace(&format!("{dir}/"), "")
-                    .replace(&dir, "the study folder");
-                outcomes.send(Outcome::Failed { job, error }).is_ok()
-            }
+            Err(error) => outcomes.send(Outcome::Failed { job, error }).is_ok(),
         };
         if !sent {
             return;
@@ -819,7 +803,7 @@ fn publish(
                             c.done += 1;
                             c.queued = c.queued.saturating_sub(1);
                             c.last_latency = Some(latency);
-                            c.last_published = Some(published.dir);
+                            c.last_published = Some(published);
                             continue;
                         }
                         Err(e) => (
@@ -841,15 +825,8 @@ fn publish(
         lock(&shared.started).remove(&job.study.name);
         if error.transient {
             let _ = shared.journal.cancel_attempt(&job.study);
-            let delay = backoff(job.retries);
-            tracing::warn!(entry = %job.study.entry, %error, retry_in_s = delay.as_secs(), "transient error; the study will be tried again");
-            let _ = retries.send((
-                Instant::now() + delay,
-                Job {
-                    retries: job.retries + 1,
-                    ..job
-                },
-            ));
+            tracing::warn!(entry = %job.study.entry, %error, retry_in_s = backoff(job.retries).as_secs(), "transient error; the study will be tried again");
+            let _ = retries.send(job.retry_later());
             continue;
         }
         match shared.journal.fail(&job.study, &error) {
@@ -861,13 +838,7 @@ fn publish(
             }
             Err(e) => {
                 tracing::error!(entry = %job.study.entry, error = %e, "cannot move a failed study to failed/; will retry");
-                let _ = retries.send((
-                    Instant::now() + backoff(job.retries),
-                    Job {
-                        retries: job.retries + 1,
-                        ..job
-                    },
-                ));
+                let _ = retries.send(job.retry_later());
             }
         }
     }

@@ -77,6 +77,17 @@ impl StudyError {
         self
     }
 
+    /// Names files relative to the study folder `dir`: the folder's own name may carry a
+    /// patient's name (scanner exports often do), and it says nothing the reader lacks.
+    fn relative_to(mut self, dir: &Path) -> StudyError {
+        let dir = dir.display().to_string();
+        self.error = self
+            .error
+            .replace(&format!("{dir}/"), "")
+            .replace(&dir, "the study folder");
+        self
+    }
+
     fn ingest(error: impl Into<String>, hint: impl Into<String>) -> StudyError {
         StudyError::new(Stage::Ingest, error, hint)
     }
@@ -133,10 +144,11 @@ pub fn load(dir: &Path, key: &str) -> Result<Study, StudyError> {
             "give the folder that holds the study's files",
         ));
     }
-    match first_existing(dir, &PET_NAMES) {
+    let loaded = match first_existing(dir, &PET_NAMES) {
         Some(pet) => load_nifti(dir, &pet, key),
         None => load_dicom(dir),
-    }
+    };
+    loaded.map_err(|e| e.relative_to(dir))
 }
 
 /// The first of `names` present in `dir` as anything but a folder: a name that is there but
