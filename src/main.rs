@@ -8,7 +8,7 @@ use tracerd::config::Config;
 use tracerd::io::dicom;
 use tracerd::outbox::OrAbsent;
 use tracerd::pipeline::{self, RunOptions};
-use tracerd::process::Processor;
+use tracerd::process::{Processor, Published};
 use tracerd::synth::{self, Size, SynthOptions};
 
 /// Scanner-side PET/CT inference daemon: drop-folder in, lesion masks and risk scores out.
@@ -213,24 +213,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             let published = processor
                 .process_study(&study, ingest_ms, &outbox)
                 .map_err(|e| e.to_string())?;
-            let r = &published.result;
-            let lesions = match &r.lesions {
-                OrAbsent::Present(l) => format!("{} lesion(s), MTV {:.2} ml", l.count, l.mtv_ml),
-                OrAbsent::Absent { reason } => format!("no lesion mask ({reason})"),
-            };
-            let scores = match &r.scores {
-                OrAbsent::Present(s) => format!(
-                    "risk LR {:.3} DM {:.3} OS {:.3}",
-                    s.scores.lr, s.scores.dm, s.scores.os
-                ),
-                OrAbsent::Absent { reason } => format!("no scores ({reason})"),
-            };
-            println!(
-                "published {}: {lesions}; {scores} [{} on {}]",
-                published.dir.display(),
-                r.backend.engine,
-                r.backend.device
-            );
+            println!("{}", published_line(&published));
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config, demo } => {
@@ -249,7 +232,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             let summary = pipeline::run(loaded, options).map_err(|e| e.to_string())?;
             if demo {
                 match &summary.last_published {
-                    Some(dir) => println!("{}", describe_published(dir)?),
+                    Some(published) => println!("{}", published_line(published)),
                     None => {
                         return Err("the demo study was not published; see the log above".into());
                     }
@@ -308,30 +291,24 @@ fn drop_demo_study(inbox: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
-/// One line about a published outbox folder, read back from its result.json.
-fn describe_published(dir: &std::path::Path) -> Result<String, String> {
-    let path = dir.join(tracerd::outbox::RESULT_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let r: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    let lesions = match r["lesions"]["count"].as_u64() {
-        Some(n) => format!(
-            "{n} lesion(s), MTV {:.2} ml",
-            r["lesions"]["mtv_ml"].as_f64().unwrap_or(0.0)
+/// One line about a published study: `published DIR: lesions; scores [engine on device]`.
+fn published_line(published: &Published) -> String {
+    let r = &published.result;
+    let lesions = match &r.lesions {
+        OrAbsent::Present(l) => format!("{} lesion(s), MTV {:.2} ml", l.count, l.mtv_ml),
+        OrAbsent::Absent { reason } => format!("no lesion mask ({reason})"),
+    };
+    let scores = match &r.scores {
+        OrAbsent::Present(s) => format!(
+            "risk LR {:.3} DM {:.3} OS {:.3}",
+            s.scores.lr, s.scores.dm, s.scores.os
         ),
-        None => "no lesion mask".into(),
+        OrAbsent::Absent { reason } => format!("no scores ({reason})"),
     };
-    let score = |k: &str| {
-        r["scores"][k]
-            .as_f64()
-            .map_or("-".into(), |v| format!("{v:.3}"))
-    };
-    Ok(format!(
-        "published {}: {lesions}; risk LR {} DM {} OS {} [{} on {}]",
-        dir.display(),
-        score("lr"),
-        score("dm"),
-        score("os"),
-        r["backend"]["engine"].as_str().unwrap_or("?"),
-        r["backend"]["device"].as_str().unwrap_or("?"),
-    ))
+    format!(
+        "published {}: {lesions}; {scores} [{} on {}]",
+        published.dir.display(),
+        r.backend.engine,
+        r.backend.device
+    )
 }
