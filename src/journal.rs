@@ -72,8 +72,15 @@ pub struct Journal {
 
 /// The log name of an inbox entry: 8 hex digits of the SHA-256 of its name.
 pub fn entry_id(name: &str) -> String {
-    let digest = Sha256::digest(name.as_bytes());
-    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+    name_hash(name, 4)
+}
+
+/// The first `bytes` bytes of the SHA-256 of `name`, in hex.
+fn name_hash(name: &str, bytes: usize) -> String {
+    Sha256::digest(name.as_bytes())[..bytes]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Journal {
@@ -123,9 +130,7 @@ impl Journal {
     }
 
     fn attempts_file(&self, name: &str) -> PathBuf {
-        let digest = Sha256::digest(name.as_bytes());
-        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-        self.state_dir().join(hex)
+        self.state_dir().join(name_hash(name, 12))
     }
 
     /// How many times processing of `name` has started without finishing.
