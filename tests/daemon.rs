@@ -305,9 +305,7 @@ fn checksums_or_modes(dir: &Path) -> Vec<(String, String)> {
         if mode & 0o444 == 0 {
             out.push((name, format!("mode {mode:o}")));
         } else if p.is_file() {
-            let sums = checksums(p.parent().unwrap());
-            let file = p.file_name().unwrap().to_string_lossy().into_owned();
-            out.push((name, sums[&file].clone()));
+            out.push((name, common::daemon::sha256_file(&p)));
         }
     }
     out

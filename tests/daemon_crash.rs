@@ -126,17 +126,9 @@ fn check_invariants(
     round: usize,
 ) {
     let inbox = spool.entries("inbox");
-    let work: Vec<String> = spool
-        .entries("work")
-        .into_iter()
-        .filter(|n| !n.starts_with('.'))
-        .collect();
+    let work = spool.studies("work");
     let archive = spool.entries("archive");
-    let outbox: Vec<String> = spool
-        .entries("outbox")
-        .into_iter()
-        .filter(|n| !n.starts_with('.'))
-        .collect();
+    let outbox = spool.studies("outbox");
     assert!(
         spool.entries("failed").is_empty(),
         "round {round}: failed/ {:?}\n{}",

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use common::daemon::{NotifySocket, Settings, Spool, checksums, signal, wait_exit, wait_until};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
-use dicom_object::{InMemDicomObject, open_file};
-use tracerd::io::dicom::synth_export::{self, write_part10};
+use tracerd::io::dicom::synth_export;
 use tracerd::synth::{self, Size, SynthOptions};
 
 fn write_drop(dir: &Path, seed: u64) {
@@ -23,29 +22,6 @@ fn write_drop(dir: &Path, seed: u64) {
         size: Size::Small,
     });
     synth_export::write_dicom(&study, dir).unwrap();
-}
-
-/// The drop's PET files, sorted.
-fn pet_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    common::files_below(dir)
-        .into_iter()
-        .filter(|p| {
-            open_file(p).is_ok_and(|o| {
-                o.element(tags::MODALITY)
-                    .is_ok_and(|e| e.to_str().is_ok_and(|m| m == "PT"))
-            })
-        })
-        .collect()
-}
-
-fn rewrite(path: &Path, edit: impl FnOnce(&mut InMemDicomObject)) {
-    let file = open_file(path).unwrap();
-    let meta = file.meta().clone();
-    let mut obj = file.into_inner();
-    edit(&mut obj);
-    let class = meta.media_storage_sop_class_uid().to_string();
-    let inst = meta.media_storage_sop_instance_uid().to_string();
-    write_part10(path, obj, &class, &inst).unwrap();
 }
 
 #[test]
@@ -65,16 +41,16 @@ fn dicom_drops_good_and_bad_through_the_daemon() {
     for (name, seed, _) in cases {
         write_drop(&staging.join(name), seed);
     }
-    let pet = pet_files(&staging.join("truncated"));
+    let pet = common::pet_files(&staging.join("truncated"));
     let bytes = fs::read(&pet[0]).unwrap();
     fs::write(&pet[0], &bytes[..bytes.len() / 3]).unwrap();
-    for p in pet_files(&staging.join("no-weight")) {
-        rewrite(&p, |o| {
+    for p in common::pet_files(&staging.join("no-weight")) {
+        common::rewrite_dicom(&p, |o| {
             o.remove_element(tags::PATIENT_WEIGHT);
         });
     }
-    for p in pet_files(&staging.join("cps")) {
-        rewrite(&p, |o| {
+    for p in common::pet_files(&staging.join("cps")) {
+        common::rewrite_dicom(&p, |o| {
             o.put(DataElement::new(
                 tags::UNITS,
                 VR::CS,

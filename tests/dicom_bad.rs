@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
-use dicom_object::{InMemDicomObject, open_file};
+use dicom_object::open_file;
 use tracerd::io::dicom::synth_export::{self, write_part10};
 use tracerd::io::dicom::{self, Stage};
 use tracerd::synth::{self, Size, SynthOptions};
@@ -25,26 +25,11 @@ fn make_drop(dir: &Path) -> (PathBuf, Vec<PathBuf>) {
         });
         synth_export::write_dicom(&study, &drop.join(format!("s{seed}"))).unwrap();
     }
-    let pet = common::files_below(&drop.join("s21"))
-        .into_iter()
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("IM"))
-        .filter(|p| {
-            let obj = open_file(p).unwrap();
-            obj.element(tags::MODALITY).unwrap().to_str().unwrap() == "PT"
-        })
-        .collect();
+    let pet = common::pet_files(&drop.join("s21"));
     (drop, pet)
 }
 
-fn rewrite(path: &Path, edit: impl FnOnce(&mut InMemDicomObject)) {
-    let file = open_file(path).unwrap();
-    let meta = file.meta().clone();
-    let mut obj = file.into_inner();
-    edit(&mut obj);
-    let class = meta.media_storage_sop_class_uid().to_string();
-    let inst = meta.media_storage_sop_instance_uid().to_string();
-    write_part10(path, obj, &class, &inst).unwrap();
-}
+use common::rewrite_dicom as rewrite;
 
 /// Converts the drop; asserts exactly one study failed with `reason` at `stage` (message
 /// containing `needle`) and the other converted.

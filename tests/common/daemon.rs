@@ -111,6 +111,14 @@ impl Spool {
         v
     }
 
+    /// The studies (and results) in a study folder: its entries without hidden names.
+    pub fn studies(&self, folder: &str) -> Vec<String> {
+        self.entries(folder)
+            .into_iter()
+            .filter(|n| !n.starts_with('.'))
+            .collect()
+    }
+
     /// Temporary names left anywhere in the spool (outbox, work, archive, inside studies).
     pub fn temporaries(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
@@ -271,17 +279,22 @@ pub fn checksums(dir: &Path) -> BTreeMap<String, String> {
         .into_iter()
         .filter(|p| p.is_file())
         .map(|p| {
-            let mut bytes = Vec::new();
-            fs::File::open(&p).unwrap().read_to_end(&mut bytes).unwrap();
-            let hex: String = Sha256::digest(&bytes)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            (
-                p.strip_prefix(dir).unwrap().to_string_lossy().into_owned(),
-                hex,
-            )
+            let name = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            (name, sha256_file(&p))
         })
+        .collect()
+}
+
+/// SHA-256 of one file, in hex.
+pub fn sha256_file(path: &Path) -> String {
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
         .collect()
 }
 

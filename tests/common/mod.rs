@@ -111,6 +111,30 @@ pub fn files_below(root: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The PET (Modality PT) DICOM files below `root`, sorted.
+pub fn pet_files(root: &Path) -> Vec<PathBuf> {
+    files_below(root)
+        .into_iter()
+        .filter(|p| {
+            dicom_object::open_file(p).is_ok_and(|o| {
+                o.element(dicom_dictionary_std::tags::MODALITY)
+                    .is_ok_and(|e| e.to_str().is_ok_and(|m| m == "PT"))
+            })
+        })
+        .collect()
+}
+
+/// Rewrites the DICOM file `path` after `edit` (same SOP class and instance in the meta).
+pub fn rewrite_dicom(path: &Path, edit: impl FnOnce(&mut dicom_object::InMemDicomObject)) {
+    let file = dicom_object::open_file(path).unwrap();
+    let meta = file.meta().clone();
+    let mut obj = file.into_inner();
+    edit(&mut obj);
+    let class = meta.media_storage_sop_class_uid().to_string();
+    let inst = meta.media_storage_sop_instance_uid().to_string();
+    tracerd::io::dicom::synth_export::write_part10(path, obj, &class, &inst).unwrap();
+}
+
 /// Dice coefficient of two 0/1 masks, `2|A∩B| / (|A| + |B|)`; 1 when both are empty.
 pub fn dice(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len(), "masks of different sizes");
