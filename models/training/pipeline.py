@@ -47,10 +47,18 @@ def gaussian_weights(patch) -> np.ndarray:
 
 
 def sliding_window(sess, x: np.ndarray, patch=None, overlap=None) -> np.ndarray:
+    """x [2, z, y, x] -> probability [z, y, x] from the ONNX seg3d session, one window per run
+    (blend_windows)."""
+    name = sess.get_inputs()[0].name
+    return blend_windows(x, lambda xb: sess.run(None, {name: xb})[0][:, 0], patch, overlap)
+
+
+def blend_windows(x: np.ndarray, predict, patch=None, overlap=None, batch=1) -> np.ndarray:
     """x [2, z, y, x] -> probability [z, y, x]. Windows from data.window_starts on each axis;
-    a volume smaller than the patch on an axis is zero-padded at the high end; overlapping
-    window probabilities are blended with Gaussian importance weights (gaussian_weights):
-    prob = sum_windows(w * p_window) / sum_windows(w), float32 accumulators."""
+    a volume smaller than the patch on an axis is zero-padded at the high end; `predict` maps a
+    batch of windows [b, 2, pz, py, px] to probabilities [b, pz, py, px] (up to `batch` at a
+    time); overlapping window probabilities are blended with Gaussian importance weights
+    (gaussian_weights): prob = sum_windows(w * p_window) / sum_windows(w), float32 accumulators."""
     patch = patch or data.L2SNET["patch_zyx"]
     overlap = data.L2SNET["overlap"] if overlap is None else overlap
     c, *shape = x.shape
@@ -60,14 +68,16 @@ def sliding_window(sess, x: np.ndarray, patch=None, overlap=None) -> np.ndarray:
     acc = np.zeros(padded, np.float32)
     wsum = np.zeros(padded, np.float32)
     wg = gaussian_weights(patch)
-    name = sess.get_inputs()[0].name
-    for z in data.window_starts(padded[0], patch[0], overlap):
-        for y in data.window_starts(padded[1], patch[1], overlap):
-            for w in data.window_starts(padded[2], patch[2], overlap):
-                sl = (slice(z, z + patch[0]), slice(y, y + patch[1]), slice(w, w + patch[2]))
-                p = sess.run(None, {name: xp[(slice(None),) + sl][None]})[0][0, 0]
-                acc[sl] += wg * p
-                wsum[sl] += wg
+    sls = [(slice(z, z + patch[0]), slice(y, y + patch[1]), slice(w, w + patch[2]))
+           for z in data.window_starts(padded[0], patch[0], overlap)
+           for y in data.window_starts(padded[1], patch[1], overlap)
+           for w in data.window_starts(padded[2], patch[2], overlap)]
+    for i in range(0, len(sls), batch):
+        part = sls[i:i + batch]
+        pb = predict(np.stack([xp[(slice(None),) + sl] for sl in part]))
+        for sl, p in zip(part, pb):
+            acc[sl] += wg * p
+            wsum[sl] += wg
     return (acc / wsum)[:shape[0], :shape[1], :shape[2]]
 
 

@@ -46,29 +46,11 @@ def cue_torch(model, pet, args, batch=16):
 
 @torch.no_grad()
 def sliding_window_torch(model, x, args, batch=9):
-    """pipeline.sliding_window on the torch model (same windows, same Gaussian blending)."""
-    patch = data.L2SNET["patch_zyx"]
-    overlap = data.L2SNET["overlap"]
-    c, *shape = x.shape
-    padded = [max(n, p) for n, p in zip(shape, patch)]
-    xp = np.zeros((c, *padded), np.float32)
-    xp[:, :shape[0], :shape[1], :shape[2]] = x
-    acc = np.zeros(padded, np.float32)
-    wsum = np.zeros(padded, np.float32)
-    wg = pipeline.gaussian_weights(patch)
-    sls = [(slice(z, z + patch[0]), slice(y, y + patch[1]), slice(w, w + patch[2]))
-           for z in data.window_starts(padded[0], patch[0], overlap)
-           for y in data.window_starts(padded[1], patch[1], overlap)
-           for w in data.window_starts(padded[2], patch[2], overlap)]
-    for i in range(0, len(sls), batch):
-        part = sls[i:i + batch]
-        xb = torch.from_numpy(np.stack([xp[(slice(None),) + sl] for sl in part]))
+    """pipeline.blend_windows on the torch model (same windows, same Gaussian blending)."""
+    def predict(xb):
         with autocast(args):
-            pb = model(xb).float().numpy()[:, 0]
-        for sl, p in zip(part, pb):
-            acc[sl] += wg * p
-            wsum[sl] += wg
-    return (acc / wsum)[:shape[0], :shape[1], :shape[2]]
+            return model(torch.from_numpy(xb)).float().numpy()[:, 0]
+    return pipeline.blend_windows(x, predict, batch=batch)
 
 
 def validate1(model, val, args):
