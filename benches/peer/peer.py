@@ -101,7 +101,7 @@ def main(study: Path, models: Path, out: Path) -> None:
     t = lap("l2snet_seg3d", t)
 
     post = l2["postprocessing"]
-    mask = prob > np.where(cue > post["cue_threshold"], post["lowered_threshold"], post["threshold"])
+    mask = prob > np.where(cue > post["cue_threshold"], post["lowered_threshold"], post["raised_threshold"])
     labels, count = ndimage.label(mask, structure=ndimage.generate_binary_structure(3, 2))
     voxel_ml = float(np.prod(pet_img.header.get_zooms()[:3])) / 1000.0
     suv_zyx = pet.transpose(2, 1, 0)

@@ -275,6 +275,9 @@ L2SNET = {
     "threshold": 0.5,
     "cue_threshold": 0.5,
     "lowered_threshold": 0.1,
+    # where the cue is <= 0.5. 0.5 = the lowering-only rule (DESIGN 4); the paper's "and vice versa"
+    # (3.4) would be 0.9, which cost lesion volume on held-out studies (README "adaptive threshold")
+    "raised_threshold": 0.5,
 }
 
 

@@ -75,7 +75,7 @@ def eval_l2snet(studies, threads, log):
             t = time.time()
             cue = pipeline.location_cue(loc, s.pet)
             timing[f"loc2d_{prec}"] += time.time() - t
-            m_adapt = prob > np.where(cue > p["cue_threshold"], p["lowered_threshold"], p["threshold"])
+            m_adapt = pipeline.adaptive_threshold(prob, cue)
             masks[prec].append((cue, prob, m_plain, m_adapt))
             rows[prec]["unet2d_cue_0.5"].append(autopet(s.seg, cue > 0.5, s.voxel_ml))
             rows[prec]["unet3d_0.5"].append(autopet(s.seg, m_plain, s.voxel_ml))
@@ -136,7 +136,8 @@ def eval_two_be_three(studies, threads, log):
         a, b = scores.get(f"2be3_{v}_fp32"), scores.get(f"2be3_{v}_int8")
         if a is not None and b is not None:
             out[f"int8_vs_fp32_{v}"] = {"max_abs_score_diff": float(np.abs(a - b).max()),
-                                        "mean_abs_score_diff": float(np.abs(a - b).mean())}
+                                        "mean_abs_score_diff": float(np.abs(a - b).mean()),
+                                        "scores_over_0.02": int((np.abs(a - b) > 0.02).sum()), "scores": int(a.size)}
     return out
 
 

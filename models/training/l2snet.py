@@ -159,13 +159,3 @@ def bce_dice(logits, target, weight=None, eps=1.0):
     inter = (w * p * target).sum()
     dice = 1 - (2 * inter + eps) / ((w * p).sum() + (w * target).sum() + eps)
     return bce + dice
-
-
-def adaptive_threshold(prob, cue, t=0.5, cue_t=0.5, low=0.1):
-    """Paper §3.4: threshold 0.5, lowered to 0.1 wherever the location cue exceeds 0.5."""
-    thr = torch.where(cue > cue_t, torch.full_like(prob, low), torch.full_like(prob, t)) \
-        if isinstance(prob, torch.Tensor) else None
-    if thr is None:
-        import numpy as np
-        thr = np.where(cue > cue_t, low, t)
-    return prob > thr

@@ -67,8 +67,7 @@ def validate2(model, val, val_cues, args):
     for s, cue in zip(val, val_cues):
         prob = sliding_window_torch(model, pipeline.petct_input(s.pet, s.ct), args)
         plain.append(autopet(s.seg, prob > p["threshold"], s.voxel_ml))
-        thr = np.where(cue > p["cue_threshold"], p["lowered_threshold"], p["threshold"])
-        adapt.append(autopet(s.seg, prob > thr, s.voxel_ml))
+        adapt.append(autopet(s.seg, pipeline.adaptive_threshold(prob, cue), s.voxel_ml))
     model.train()
     a, b = summarise(plain), summarise(adapt)
     return {"plain": a, "adaptive": b,

@@ -8,7 +8,9 @@
 //! 3. `seg3d` slides a window of the card's patch size over the 2-channel volume with the
 //!    configured overlap; overlapping windows are blended with Gaussian importance weights
 //!    (σ = patch/8, as nnU-Net), or uniformly if the card says so.
-//! 4. The adaptive threshold: probability > 0.5, lowered to 0.1 wherever the cue exceeds 0.5.
+//! 4. The adaptive threshold (paper §3.4): a voxel the cue calls lesion (cue > 0.5) is kept from a
+//!    probability of 0.1 up, any other from the card's `raised_threshold` (0.5 as shipped; the
+//!    paper's "and vice versa" would be 0.9, README "Architecture").
 //! 5. Connected components (18-connectivity) and their statistics.
 //!
 //! Everything runs on the PET volume in the models' layout (`Volume::to_canonical_lps`):
@@ -56,9 +58,12 @@ pub struct Params {
     /// Fraction of a window shared with its neighbour, in `[0, 1)`.
     pub overlap: f64,
     pub blending: Blending,
-    pub threshold: f32,
+    /// The cue above which a voxel counts as located by the 2D network.
     pub cue_threshold: f32,
+    /// Probability threshold where the cue locates a lesion.
     pub lowered_threshold: f32,
+    /// Probability threshold everywhere else.
+    pub raised_threshold: f32,
 }
 
 #[derive(Deserialize)]
@@ -83,9 +88,9 @@ struct CardSeg3d {
 
 #[derive(Deserialize)]
 struct CardPost {
-    threshold: f32,
     cue_threshold: f32,
     lowered_threshold: f32,
+    raised_threshold: f32,
 }
 
 impl Params {
@@ -121,9 +126,9 @@ impl Params {
             patch_zyx: seg.patch_zyx,
             overlap: overlap.unwrap_or(seg.overlap),
             blending,
-            threshold: post.threshold,
             cue_threshold: post.cue_threshold,
             lowered_threshold: post.lowered_threshold,
+            raised_threshold: post.raised_threshold,
         };
         if !(0.0..1.0).contains(&params.overlap) {
             return Err(invalid(format!(
@@ -136,6 +141,20 @@ impl Params {
                 "pad_multiple and patch_zyx must be positive".into(),
             ));
         }
+        let thresholds = [
+            params.cue_threshold,
+            params.lowered_threshold,
+            params.raised_threshold,
+        ];
+        if !thresholds.iter().all(|t| (0.0..=1.0).contains(t))
+            || params.lowered_threshold > params.raised_threshold
+        {
+            return Err(invalid(format!(
+                "[postprocessing] needs thresholds in [0, 1] with lowered_threshold <= \
+                 raised_threshold, got cue {}, lowered {}, raised {}",
+                params.cue_threshold, params.lowered_threshold, params.raised_threshold
+            )));
+        }
         for [lo, hi] in [params.pet_clip_suv, params.ct_clip_hu] {
             if lo.partial_cmp(&hi) != Some(std::cmp::Ordering::Less) {
                 return Err(invalid(format!("clip range [{lo}, {hi}] is empty")));
@@ -143,6 +162,23 @@ impl Params {
         }
         Ok(params)
     }
+}
+
+/// The paper's post-processing (§3.4): 1 where the probability exceeds the lowered threshold
+/// inside the location cue, or the raised threshold outside it.
+fn adaptive_threshold(probability: &[f32], cue: &[f32], p: &Params) -> Vec<u8> {
+    probability
+        .iter()
+        .zip(cue)
+        .map(|(&prob, &c)| {
+            let threshold = if c > p.cue_threshold {
+                p.lowered_threshold
+            } else {
+                p.raised_threshold
+            };
+            u8::from(prob > threshold)
+        })
+        .collect()
 }
 
 /// Sliding-window starts along an axis of length `n` for windows of `p`: steps of
@@ -288,19 +324,7 @@ impl L2sNet {
         timings.add("l2snet_seg3d", t);
 
         let t = Instant::now();
-        let p = &self.params;
-        let mask: Vec<u8> = probability
-            .iter()
-            .zip(&cue)
-            .map(|(&prob, &c)| {
-                let threshold = if c > p.cue_threshold {
-                    p.lowered_threshold
-                } else {
-                    p.threshold
-                };
-                u8::from(prob > threshold)
-            })
-            .collect();
+        let mask = adaptive_threshold(&probability, &cue, &self.params);
         let mask = Volume::new(geometry.clone(), mask).expect("same shape as the PET");
         let lesions = lesion_summary(&mask, pet);
         timings.add("l2snet_postprocess", t);
@@ -585,6 +609,30 @@ fn round(v: f64, digits: i32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adaptive_threshold_lowers_inside_the_cue_and_raises_outside() {
+        let params = Params {
+            pet_clip_suv: [0.0, 15.0],
+            ct_clip_hu: [-1000.0, 1000.0],
+            ct_outside_hu: -1000.0,
+            pad_multiple: 32,
+            patch_zyx: [32, 32, 32],
+            overlap: 0.5,
+            blending: Blending::Uniform,
+            cue_threshold: 0.5,
+            lowered_threshold: 0.1,
+            raised_threshold: 0.9,
+        };
+        let probability = [0.2, 0.05, 0.7, 0.95, 0.7];
+        let cue = [0.6, 0.6, 0.4, 0.4, 0.5];
+        assert_eq!(
+            adaptive_threshold(&probability, &cue, &params),
+            vec![1, 0, 0, 1, 0],
+            "0.2 kept by the cue; 0.05 too low even there; 0.7 dropped without the cue \
+             (and at a cue of exactly 0.5); 0.95 kept without it"
+        );
+    }
 
     #[test]
     fn window_starts_cover_the_axis_and_end_flush() {
