@@ -81,13 +81,15 @@ def blend_windows(x: np.ndarray, predict, patch=None, overlap=None, batch=1) -> 
     return (acc / wsum)[:shape[0], :shape[1], :shape[2]]
 
 
-def adaptive_threshold(prob: np.ndarray, cue: np.ndarray) -> np.ndarray:
+def adaptive_threshold(prob: np.ndarray, cue: np.ndarray, raised: float | None = None) -> np.ndarray:
     """L2SNet's post-processing (paper 3.4): a voxel the 2D cue calls lesion (cue > 0.5) is kept
     from a 3D probability of lowered_threshold (0.1) up, any other voxel from raised_threshold (0.5 as
     shipped: the lowering-only rule; the paper's "and vice versa" would be 0.9). Thresholds from
-    data.L2SNET (the card's [postprocessing])."""
+    data.L2SNET (the card's [postprocessing]); `raised` overrides raised_threshold (evaluation of
+    the alternative rule, adaptive_rules.py)."""
     p = data.L2SNET
-    return prob > np.where(cue > p["cue_threshold"], p["lowered_threshold"], p["raised_threshold"])
+    outside = p["raised_threshold"] if raised is None else raised
+    return prob > np.where(cue > p["cue_threshold"], p["lowered_threshold"], outside)
 
 
 def segment(loc_sess, seg_sess, study: data.Study):
