@@ -86,7 +86,7 @@ def adaptive_threshold(prob: np.ndarray, cue: np.ndarray, raised: float | None =
     from a 3D probability of lowered_threshold (0.1) up, any other voxel from raised_threshold (0.5 as
     shipped: the lowering-only rule; the paper's "and vice versa" would be 0.9). Thresholds from
     data.L2SNET (the card's [postprocessing]); `raised` overrides raised_threshold (evaluation of
-    the alternative rule, adaptive_rules.py)."""
+    the alternative rule, evaluate.py)."""
     p = data.L2SNET
     outside = p["raised_threshold"] if raised is None else raised
     return prob > np.where(cue > p["cue_threshold"], p["lowered_threshold"], outside)
