@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/pip install -r requirements.txt
 fi
 PY=.venv/bin/python
-# 1. data: train 0..699, val 700..799, held-out test 100000..100099 (tracerd's own generator)
+# 1. data: train 0..699, val 700..799, held-out test 100000..100399 (tracerd's own generator)
 mkdir -p runs
 $PY data.py
 # 2. training: the two models side by side, one thread each (2-core machine)

@@ -287,7 +287,7 @@ def l2snet_card(exp, ev, tr):
                                        "min_per_study": iv.get("mask_dice_min_adaptive")},
         }
         card["findings"] = [
-            "Lesions are small on the 4 mm grid (held-out: 197 lesions, median 15 voxels, 25% have <= 5 voxels), so "
+            "Lesions are small on the 4 mm grid (first 100 held-out studies: 197 lesions, median 15 voxels, 25% have <= 5 voxels), so "
             "one voxel of boundary error costs a lot of Dice: eroding or dilating the ground truth by one voxel "
             "(6-connected) and scoring it against itself gives mean Dice 0.21 / 0.50. Per-lesion Dice of the 3D "
             "U-Net (0.5; prediction within 2 voxels of the lesion) in the run that produced these files, held-out: "
