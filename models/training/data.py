@@ -196,7 +196,7 @@ SPLITS = {
     "train": (0, 699),          # seeds 0..=699
     "val": (700, 799),          # model selection / calibration
     # held out; only evaluate.py touches it. 400 studies: with the first 100 alone (until 2026-11-22) a
-    # mean-volume effect of a few voxels and the INT8 worst case were not resolved (README "held-out")
+    # mean-volume effect of a few voxels and the INT8 worst case were not resolved (README "Measured here")
     "test": (100000, 100399),
 }
 

@@ -45,8 +45,8 @@ def float_head(fp32: Path) -> list[str]:
     calibration range (the head's last activations reach twice the 16 calibration studies' maximum on
     some high-burden studies), and the logits were clipped below about -2.1. Validation seeds 700..799,
     worst-case |INT8 - fp32| score: [WS] 0.034 -> 0.026, [H&N] 0.042 -> 0.022 with the head in float;
-    speed-up on onnxruntime CPU about 2x instead of 3.7x. Quantisation-aware fine-tuning of the head by
-    distillation did not lower the validation worst case (README "INT8")."""
+    speed-up on onnxruntime CPU about 2x instead of 3.7x. Quantisation-aware fine-tuning did not close
+    the remaining gap (README "INT8 for 2Be3-Net")."""
     g = onnx.load(str(fp32)).graph
     return [n.name for n in g.node
             if (n.op_type == "Conv" and n.name.startswith("/blocks/")) or n.op_type in ("Gemm", "Sigmoid")]
