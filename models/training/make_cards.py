@@ -287,8 +287,8 @@ def l2snet_card(exp, ev, tr):
                                        "min_per_study": iv.get("mask_dice_min_adaptive")},
         }
         card["findings"] = [
-            "Lesions are small on the 4 mm grid (first 100 held-out studies: 197 lesions, median 15 voxels, 25% have <= 5 voxels), so "
-            "one voxel of boundary error costs a lot of Dice: eroding or dilating the ground truth by one voxel "
+            "Lesions are small on the 4 mm grid (first 100 held-out studies: 197 lesions, median 15 voxels, 25% "
+            "have <= 5 voxels), so one voxel of boundary error costs a lot of Dice: eroding or dilating the ground truth by one voxel "
             "(6-connected) and scoring it against itself gives mean Dice 0.21 / 0.50. Per-lesion Dice of the 3D "
             "U-Net (0.5; prediction within 2 voxels of the lesion) in the run that produced these files, held-out: "
             "1-5 voxels 0.47 (65% detected), 6-15 0.72 (89%), 16-40 0.88 (100%), > 40 0.85 (94%); "
@@ -413,8 +413,8 @@ def two_be_three_card(exp, ev, tr):
             "[WS] INT8 still does not reach a worst-case score difference <= 0.02; the mean difference does "
             "(metrics.int8_vs_fp32). What remains is the extractor's activation quantisation, spread over its "
             "layers (removing any single activation's Q/DQ moves the worst case by thousandths; every weight INT8 "
-            "with every activation float gives 0.004). Tried on validation seeds 716..799 (worst case): MinMax 0.072; Percentile "
-            "99.99 0.079; cross-layer equalisation of extractor and head (alpha 0.5, fp32 function unchanged to 2e-7) "
+            "with every activation float gives 0.004). Tried on validation seeds 716..799 (worst case): MinMax "
+            "0.072; Percentile 99.99 0.079; cross-layer equalisation of extractor and head (alpha 0.5, fp32 function unchanged to 2e-7) "
             "with the head in float 0.019 (0.027 on seeds 100000..100099); equalisation + sequential per-channel "
             "bias correction 0.027; quantisation-aware fine-tuning of the head by distillation from the fp32 logits "
             "on training studies (fake-quant simulation equal to onnxruntime's kernels to 3e-8): INT8 head 0.033 -> "
