@@ -21,6 +21,8 @@ $PY train_l2snet.py --n-train1 700 --iters1 3000 --batch1 8 --lr1 1e-3 --val-eve
 p1=$!
 ( $PY train_two_be_three.py --n-train 300 --n-val 100 --pre-iters 200 --epochs 6 --threads 1 \
   && $PY train_two_be_three.py --reuse --continue-heads --n-train 300 --heads 2be3:ws --epochs 5 --lr 1e-3 --threads 1 \
+  && $PY train_two_be_three.py --reuse --robust --n-train 300 --heads 2be3:ws,2be3:hn --epochs 4 --lr 1e-4 --lam 500 \
+     --threads 1 \
   ) > runs/two_be_three_stdout.log 2>&1 &
 p2=$!
 wait $p1 $p2

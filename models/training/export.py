@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.utils
 import torch
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_static)
@@ -45,11 +46,36 @@ def float_head(fp32: Path) -> list[str]:
     calibration range (the head's last activations reach twice the 16 calibration studies' maximum on
     some high-burden studies), and the logits were clipped below about -2.1. Validation seeds 700..799,
     worst-case |INT8 - fp32| score: [WS] 0.034 -> 0.026, [H&N] 0.042 -> 0.022 with the head in float;
-    speed-up on onnxruntime CPU about 2x instead of 3.7x. Quantisation-aware fine-tuning did not close
-    the remaining gap (README "INT8 for 2Be3-Net")."""
+    speed-up on onnxruntime CPU about 2x instead of 3.7x. The rest, the extractor's activation
+    quantisation, is absorbed by the head itself (train_two_be_three.robust_head; README "INT8 for
+    2Be3-Net")."""
     g = onnx.load(str(fp32)).graph
     return [n.name for n in g.node
             if (n.op_type == "Conv" and n.name.startswith("/blocks/")) or n.op_type in ("Gemm", "Sigmoid")]
+
+
+def quantise_two_be_three(fp32: Path, int8: Path, variant: str, calib_studies) -> tuple[list[str], list[str]]:
+    """The shipped 2Be3 INT8 recipe: extractor INT8 (calibrator per variant, TWO_BE_THREE_CALIB), head
+    float (float_head). Training uses it too (train_two_be_three.int8_codes): the head is fine-tuned on
+    the features this recipe's extractor produces. Returns (op types, float nodes)."""
+    calx = [data.two_be_three_input(s, variant)[None] for s in calib_studies]
+    head = float_head(fp32)
+    return quantise(fp32, int8, "pet_slices", calx, TWO_BE_THREE_CALIB[variant], exclude=head), head
+
+
+def extractor_codes(fp32: Path, int8: Path, dst: Path) -> tuple[float, int]:
+    """Cut `int8` (made by quantise_two_be_three from `fp32`) down to the extractor: input pet_slices,
+    output the uint8 codes of the extractor's last activation, the head's input. Writes `dst`; returns
+    that activation's (scale, zero point), so features = (codes - zero point) * scale."""
+    fg = onnx.load(str(fp32)).graph
+    reshape = {n.output[0]: n for n in fg.node if n.op_type == "Reshape"}
+    transpose = next(n for n in fg.node if n.op_type == "Transpose")
+    feats = reshape[transpose.input[0]].input[0]        # extractor output -> Reshape -> Transpose -> head
+    g = onnx.load(str(int8)).graph
+    q = next(n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] == feats)
+    init = {i.name: onnx.numpy_helper.to_array(i) for i in g.initializer}
+    onnx.utils.extract_model(str(int8), str(dst), ["pet_slices"], [q.output[0]])
+    return float(init[q.input[1]]), int(init[q.input[2]])
 
 
 def sha256(p: Path) -> str:
@@ -213,12 +239,10 @@ def export_two_be_three(report, calib, test0, out2, args):
         m.eval()
         xi = data.two_be_three_input(test0, variant)[None]
         err = export(m, xi, out2 / f"{variant}.fp32.onnx", "pet_slices", "risk", {0: "batch"}, {0: "batch"})
-        calx = [data.two_be_three_input(s, variant)[None] for s in calib]
-        method = TWO_BE_THREE_CALIB[variant]
-        head = float_head(out2 / f"{variant}.fp32.onnx")
-        ops = quantise(out2 / f"{variant}.fp32.onnx", out2 / f"{variant}.int8.onnx", "pet_slices", calx, method,
-                       exclude=head)
-        rep2[variant] = {"torch_vs_ort_max_abs": err, "int8_ops": ops, "calibration": method, "float_nodes": head}
+        ops, head = quantise_two_be_three(out2 / f"{variant}.fp32.onnx", out2 / f"{variant}.int8.onnx", variant,
+                                          calib)
+        rep2[variant] = {"torch_vs_ort_max_abs": err, "int8_ops": ops, "calibration": TWO_BE_THREE_CALIB[variant],
+                         "float_nodes": head}
         for prec, tol in (("fp32", 1e-4), ("int8", 2e-2)):
             golden(out2 / f"{variant}.{prec}.onnx", "pet_slices", "risk", xi, tol,
                    f"[{variant.upper()}] input of test study seed {test0.seed}")

@@ -7,6 +7,8 @@
    studies (float16 memmap), so the heads train on random ordered K-slice subsets cheaply.
 3. Train each head with weighted BCE (pos_weight = n_neg / n_pos per outcome), AdamW, keep the
    epoch with the best mean validation AUC.
+4. (--robust) Fine-tune each 2Be3 head on the fp32 and the INT8 extractor's features side by side
+   (robust_head), so the INT8 file (extractor INT8, head float) gives the fp32 file's scores.
 Writes runs/two_be_three/{extractor.pt, ws.pt, hn.pt, resnet_conv2d.pt, cnn3d.pt, train.json}.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import data
+import pipeline
 from two_be_three import CNN3D, FEAT_C, ResNetConv2d, SliceTaskNet, TwoBeThreeNet, feat_hw
 
 RUNS = data.RUNS / "two_be_three"
@@ -106,12 +109,116 @@ def cache_features(extractor, studies, path, log):
     return np.load(path, mmap_mode="r")
 
 
-def feats_batch(mm, studies, idxs, variant, rng):
+def feats_batch(mm, studies, idxs, variant, rng, ks=None, dq=None):
+    """[B, 256, K, h, h] features of K ordered slices per study (drawn with `rng`, or given as `ks`).
+    `dq` = (scale, zero point) decodes a uint8 code cache (int8_codes)."""
+    ks = ks if ks is not None else [data.slice_indices(studies[i], variant, rng, K) for i in idxs]
     out = []
-    for i in idxs:
-        k = data.slice_indices(studies[i], variant, rng, K)
-        out.append(np.asarray(mm[i][k], dtype=np.float32))           # [K, 256, h, h]
-    return torch.from_numpy(np.stack(out)).permute(0, 2, 1, 3, 4)   # [B, 256, K, h, h]
+    for i, k in zip(idxs, ks):
+        f = np.asarray(mm[i][k], dtype=np.float32)                  # [K, 256, h, h]
+        out.append(f if dq is None else (f - dq[1]) * dq[0])
+    return torch.from_numpy(np.stack(out)).permute(0, 2, 1, 3, 4)
+
+
+@torch.no_grad()
+def int8_codes(model, variant, splits: dict, log):
+    """The INT8 extractor's features for every slice of each split's studies, as uint8 codes in memmaps
+    cache/feat8_<variant>_<split>.npy [n, nz, 256, h, h]. The extractor is quantised exactly as export.py
+    ships it (export.quantise_two_be_three: same recipe, same calibration studies); only the extractor's
+    part of the graph runs, so the head's weights do not matter. Returns ({split: memmap}, (scale, zp))."""
+    import export     # onnxruntime quantisation tooling; only this step needs it
+    work = RUNS / f"int8_{variant}"
+    work.mkdir(parents=True, exist_ok=True)
+    calib = data.load_many(export.CALIB_SEEDS)
+    x0 = data.two_be_three_input(calib[0], variant)[None]
+    export.export(model, x0, work / "fp32.onnx", "pet_slices", "risk", {0: "batch"}, {0: "batch"})
+    export.quantise_two_be_three(work / "fp32.onnx", work / "int8.onnx", variant, calib)
+    dq = export.extractor_codes(work / "fp32.onnx", work / "int8.onnx", work / "extractor_codes.onnx")
+    sess = pipeline.session(work / "extractor_codes.onnx", torch.get_num_threads())
+    out, h, t0 = {}, feat_hw(CROP), time.time()
+    for split, studies in splits.items():
+        nz = studies[0].pet.shape[0]
+        path = data.CACHE / f"feat8_{variant}_{split}.npy"
+        mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(studies), nz, FEAT_C, h, h))
+        for i, s in enumerate(studies):
+            x = slices_of(s)
+            for a in range(0, nz, K):          # the graph takes K slices; slices are independent
+                a = min(a, nz - K)
+                mm[i, a:a + K] = sess.run(None, {"pet_slices": x[None, a:a + K]})[0]
+        mm.flush()
+        out[split] = np.load(path, mmap_mode="r")
+    log(f"[{variant}] INT8 extractor codes (scale {dq[0]:.4f}, zero point {dq[1]}) of "
+        f"{sum(len(v) for v in splits.values())} studies in {time.time() - t0:.0f}s")
+    return out, dq
+
+
+def robust_head(model, variant, tr, va, mm, codes, dq, args, log):
+    """Quantisation-robust fine-tuning of a trained 2Be3 head (the extractor stays frozen).
+
+    The INT8 file keeps the head in float, so its only difference from the fp32 file is the extractor's
+    quantisation error in the head's input. Each step feeds the head the fp32 and the INT8 extractor's
+    features of the same slices (same dropout mask, BatchNorm frozen) and minimises
+    wBCE(fp32) + wBCE(INT8) + lam * MSE(logits fp32, logits INT8): the head keeps learning the outcomes
+    from both views and learns to ignore the quantisation noise. Keeps the epoch with the smallest
+    validation worst-case |sigmoid fp32 - sigmoid INT8|, measured on the features (the INT8 file's head
+    input is bit-identical to the decoded codes)."""
+    rng = np.random.default_rng(6)
+    y_tr = np.stack([s.outcomes for s in tr])
+    y_va = np.stack([s.outcomes for s in va])
+    pw = torch.tensor((len(y_tr) - y_tr.sum(0)) / np.maximum(y_tr.sum(0), 1), dtype=torch.float32)
+    params = [p for n, p in model.named_parameters() if not n.startswith("extractor.")]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
+    steps = args.epochs * (len(tr) // args.batch)
+    it, t0 = 0, time.time()
+
+    @torch.no_grad()
+    def validate():
+        model.eval()
+        s32, s8 = [], []
+        for i in range(0, len(va), 8):
+            idx = list(range(i, min(i + 8, len(va))))
+            ks = [data.slice_indices(va[j], variant, None, K) for j in idx]
+            s32.append(torch.sigmoid(model.head(feats_batch(mm["val"], va, idx, variant, None, ks))).numpy())
+            s8.append(torch.sigmoid(model.head(feats_batch(codes["val"], va, idx, variant, None, ks, dq))).numpy())
+        s32, s8 = np.concatenate(s32), np.concatenate(s8)
+        d = np.abs(s32 - s8)
+        return {"val_auc": [auc(y_va[:, j], s32[:, j]) for j in range(3)], "val_int8_max_abs_diff": float(d.max()),
+                "val_int8_mean_abs_diff": float(d.mean())}
+
+    start = validate()
+    best, best_state, hist = start["val_int8_max_abs_diff"], {k: t.clone() for k, t in model.state_dict().items()}, []
+    log(f"robust[{variant}] start {json.dumps(start)}")
+    for ep in range(args.epochs):
+        model.train()
+        for mod in model.modules():       # BatchNorm statistics stay as trained
+            if isinstance(mod, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+                mod.eval()
+        perm = rng.permutation(len(tr))
+        for b in range(len(tr) // args.batch):
+            for g in opt.param_groups:
+                g["lr"] = args.lr * (1 - it / steps) ** 0.9
+            idx = perm[b * args.batch:(b + 1) * args.batch]
+            ks = [data.slice_indices(tr[i], variant, rng, K) for i in idx]
+            yb = torch.from_numpy(y_tr[idx])
+            seed = int(rng.integers(1 << 31))
+            torch.manual_seed(seed)           # the same dropout mask for both views
+            l32 = model.head(feats_batch(mm["train"], tr, idx, variant, None, ks))
+            torch.manual_seed(seed)
+            l8 = model.head(feats_batch(codes["train"], tr, idx, variant, None, ks, dq))
+            loss = (F.binary_cross_entropy_with_logits(l32, yb, pos_weight=pw)
+                    + F.binary_cross_entropy_with_logits(l8, yb, pos_weight=pw) + args.lam * F.mse_loss(l32, l8))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            it += 1
+        v = validate()
+        hist.append({"epoch": ep, "loss": loss.item(), **v, "s": time.time() - t0})
+        log(f"robust[{variant}] ep {ep} {json.dumps(hist[-1])}")
+        if v["val_int8_max_abs_diff"] < best:
+            best, best_state = v["val_int8_max_abs_diff"], {k: t.clone() for k, t in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    return {"start": start, "history": hist, "best_val_int8_max_abs_diff": best, "seconds": time.time() - t0,
+            "epochs": args.epochs, "lr": args.lr, "lam": args.lam}
 
 
 def raw_batch(studies, idxs, variant, rng):
@@ -196,6 +303,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reuse", action="store_true", help="reuse extractor.pt and cached features")
     ap.add_argument("--continue-heads", action="store_true", help="start each head from its saved weights")
+    ap.add_argument("--robust", action="store_true",
+                    help="quantisation-robust fine-tuning of the saved 2Be3 heads (robust_head); needs --reuse")
+    ap.add_argument("--lam", type=float, default=100.0, help="--robust: weight of the fp32/INT8 logit consistency")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     RUNS.mkdir(parents=True, exist_ok=True)
@@ -230,6 +340,17 @@ def main():
     for spec in args.heads.split(","):
         kind, variant = spec.split(":")
         name = {"2be3": variant, "resnet_conv2d": "resnet_conv2d", "cnn3d": "cnn3d"}[kind]
+        if args.robust:
+            if kind != "2be3":
+                continue
+            model = TwoBeThreeNet(K, CROP)
+            model.load_state_dict(torch.load(RUNS / f"{name}.pt"))
+            codes, dq = int8_codes(model, variant, {"train": tr, "val": va}, log)
+            rec = robust_head(model, variant, tr, va, {"train": mm_tr, "val": mm_va}, codes, dq, args, log)
+            torch.save(model.state_dict(), RUNS / f"{name}.pt")
+            p = RUNS / f"head_{name}.json"
+            p.write_text(json.dumps({**json.loads(p.read_text()), "robust": rec}, indent=2))
+            continue
         model, h = train_head(kind, variant, extractor, tr, va, mm_tr, mm_va, args, log)
         torch.save(model.state_dict(), RUNS / f"{name}.pt")
         info[name] = {"kind": kind, "variant": variant, **h}
@@ -239,7 +360,7 @@ def main():
     if not args.reuse:
         info["total_s"] = time.time() - t_all
         info_path.write_text(json.dumps(info, indent=2))
-    log(f"total {info['total_s']:.0f}s")
+    log(f"total {time.time() - t_all:.0f}s")
 
 
 if __name__ == "__main__":
