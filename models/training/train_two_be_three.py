@@ -160,8 +160,9 @@ def robust_head(model, variant, tr, va, mm, codes, dq, args, log):
     features of the same slices (same dropout mask, BatchNorm frozen) and minimises
     wBCE(fp32) + wBCE(INT8) + lam * MSE(logits fp32, logits INT8): the head keeps learning the outcomes
     from both views and learns to ignore the quantisation noise. Keeps the epoch with the smallest
-    validation worst-case |sigmoid fp32 - sigmoid INT8|, measured on the features (the INT8 file's head
-    input is bit-identical to the decoded codes)."""
+    validation worst-case |sigmoid fp32 - sigmoid INT8|, measured on the cached features (the INT8
+    file's head input is bit-identical to the decoded codes; the fp32 view is the fp16 feature cache,
+    as in head training). evaluate.py measures the exported files themselves."""
     rng = np.random.default_rng(6)
     y_tr = np.stack([s.outcomes for s in tr])
     y_va = np.stack([s.outcomes for s in va])
@@ -305,8 +306,10 @@ def main():
     ap.add_argument("--continue-heads", action="store_true", help="start each head from its saved weights")
     ap.add_argument("--robust", action="store_true",
                     help="quantisation-robust fine-tuning of the saved 2Be3 heads (robust_head); needs --reuse")
-    ap.add_argument("--lam", type=float, default=100.0, help="--robust: weight of the fp32/INT8 logit consistency")
+    ap.add_argument("--lam", type=float, default=500.0, help="--robust: weight of the fp32/INT8 logit consistency")
     args = ap.parse_args()
+    if args.robust and not args.reuse:
+        ap.error("--robust fine-tunes the saved heads on the saved extractor's cached features: add --reuse")
     torch.set_num_threads(args.threads)
     RUNS.mkdir(parents=True, exist_ok=True)
     log = data.run_log(RUNS / "train.log")
