@@ -93,26 +93,39 @@ def pretrain(studies, args, log):
     return net.extractor, time.time() - t0
 
 
-@torch.no_grad()
-def cache_features(extractor, studies, path, log):
-    """float16 memmap [n, nz, 256, h, h] of extractor features for every slice."""
-    extractor.eval()
-    nz = studies[0].pet.shape[0]
+def cache_slices(studies, path, dtype, per_study, log):
+    """memmap [n, nz, 256, h, h] at `path`: per_study(slices_of(study)) for every study, read back
+    read-only."""
     h = feat_hw(CROP)
-    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(len(studies), nz, FEAT_C, h, h))
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype,
+                                   shape=(len(studies), studies[0].pet.shape[0], FEAT_C, h, h))
     t0 = time.time()
     for i, s in enumerate(studies):
-        x = torch.from_numpy(slices_of(s))[:, None]
-        mm[i] = extractor(torch.cat([x, x, x], 1)).numpy().astype(np.float16)
+        mm[i] = per_study(slices_of(s))
     mm.flush()
     log(f"cached features of {len(studies)} studies -> {path.name} in {time.time() - t0:.0f}s")
     return np.load(path, mmap_mode="r")
 
 
-def feats_batch(mm, studies, idxs, variant, rng, ks=None, dq=None):
-    """[B, 256, K, h, h] features of K ordered slices per study (drawn with `rng`, or given as `ks`).
-    `dq` = (scale, zero point) decodes a uint8 code cache (int8_codes)."""
-    ks = ks if ks is not None else [data.slice_indices(studies[i], variant, rng, K) for i in idxs]
+@torch.no_grad()
+def cache_features(extractor, studies, path, log):
+    """float16 memmap [n, nz, 256, h, h] of extractor features for every slice."""
+    extractor.eval()
+
+    def run(sl):
+        x = torch.from_numpy(sl)[:, None]
+        return extractor(torch.cat([x, x, x], 1)).numpy().astype(np.float16)
+    return cache_slices(studies, path, np.float16, run, log)
+
+
+def draw_slices(studies, idxs, variant, rng):
+    """K ordered slice indices per study (rng None: the inference rule)."""
+    return [data.slice_indices(studies[i], variant, rng, K) for i in idxs]
+
+
+def feats_batch(mm, idxs, ks, dq=None):
+    """[B, 256, K, h, h] cached features of slices `ks` of studies `idxs`. `dq` = (scale, zero point)
+    decodes a uint8 code cache (int8_codes)."""
     out = []
     for i, k in zip(idxs, ks):
         f = np.asarray(mm[i][k], dtype=np.float32)                  # [K, 256, h, h]
@@ -135,21 +148,16 @@ def int8_codes(model, variant, splits: dict, log):
     export.quantise_two_be_three(work / "fp32.onnx", work / "int8.onnx", variant, calib)
     dq = export.extractor_codes(work / "fp32.onnx", work / "int8.onnx", work / "extractor_codes.onnx")
     sess = pipeline.session(work / "extractor_codes.onnx", torch.get_num_threads())
-    out, h, t0 = {}, feat_hw(CROP), time.time()
-    for split, studies in splits.items():
-        nz = studies[0].pet.shape[0]
-        path = data.CACHE / f"feat8_{variant}_{split}.npy"
-        mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(studies), nz, FEAT_C, h, h))
-        for i, s in enumerate(studies):
-            x = slices_of(s)
-            for a in range(0, nz, K):          # the graph takes K slices; slices are independent
-                a = min(a, nz - K)
-                mm[i, a:a + K] = sess.run(None, {"pet_slices": x[None, a:a + K]})[0]
-        mm.flush()
-        out[split] = np.load(path, mmap_mode="r")
-    log(f"[{variant}] INT8 extractor codes (scale {dq[0]:.4f}, zero point {dq[1]}) of "
-        f"{sum(len(v) for v in splits.values())} studies in {time.time() - t0:.0f}s")
-    return out, dq
+
+    def run(sl):
+        codes = np.empty((len(sl), FEAT_C, feat_hw(CROP), feat_hw(CROP)), np.uint8)
+        for a in range(0, len(sl), K):          # the graph takes K slices; slices are independent
+            a = min(a, len(sl) - K)
+            codes[a:a + K] = sess.run(None, {"pet_slices": sl[None, a:a + K]})[0]
+        return codes
+    log(f"[{variant}] INT8 extractor codes: scale {dq[0]:.4f}, zero point {dq[1]}")
+    return {split: cache_slices(studies, data.CACHE / f"feat8_{variant}_{split}.npy", np.uint8, run, log)
+            for split, studies in splits.items()}, dq
 
 
 def robust_head(model, variant, tr, va, mm, codes, dq, args, log):
@@ -166,9 +174,8 @@ def robust_head(model, variant, tr, va, mm, codes, dq, args, log):
     rng = np.random.default_rng(6)
     y_tr = np.stack([s.outcomes for s in tr])
     y_va = np.stack([s.outcomes for s in va])
-    pw = torch.tensor((len(y_tr) - y_tr.sum(0)) / np.maximum(y_tr.sum(0), 1), dtype=torch.float32)
-    params = [p for n, p in model.named_parameters() if not n.startswith("extractor.")]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
+    pw = pos_weight(y_tr)
+    opt = torch.optim.AdamW(head_params(model), lr=args.lr, weight_decay=1e-2)
     steps = args.epochs * (len(tr) // args.batch)
     it, t0 = 0, time.time()
 
@@ -178,9 +185,9 @@ def robust_head(model, variant, tr, va, mm, codes, dq, args, log):
         s32, s8 = [], []
         for i in range(0, len(va), 8):
             idx = list(range(i, min(i + 8, len(va))))
-            ks = [data.slice_indices(va[j], variant, None, K) for j in idx]
-            s32.append(torch.sigmoid(model.head(feats_batch(mm["val"], va, idx, variant, None, ks))).numpy())
-            s8.append(torch.sigmoid(model.head(feats_batch(codes["val"], va, idx, variant, None, ks, dq))).numpy())
+            ks = draw_slices(va, idx, variant, None)
+            s32.append(torch.sigmoid(model.head(feats_batch(mm["val"], idx, ks))).numpy())
+            s8.append(torch.sigmoid(model.head(feats_batch(codes["val"], idx, ks, dq))).numpy())
         s32, s8 = np.concatenate(s32), np.concatenate(s8)
         d = np.abs(s32 - s8)
         return {"val_auc": [auc(y_va[:, j], s32[:, j]) for j in range(3)], "val_int8_max_abs_diff": float(d.max()),
@@ -196,16 +203,15 @@ def robust_head(model, variant, tr, va, mm, codes, dq, args, log):
                 mod.eval()
         perm = rng.permutation(len(tr))
         for b in range(len(tr) // args.batch):
-            for g in opt.param_groups:
-                g["lr"] = args.lr * (1 - it / steps) ** 0.9
+            poly_lr(opt, args.lr, it, steps)
             idx = perm[b * args.batch:(b + 1) * args.batch]
-            ks = [data.slice_indices(tr[i], variant, rng, K) for i in idx]
+            ks = draw_slices(tr, idx, variant, rng)
             yb = torch.from_numpy(y_tr[idx])
             seed = int(rng.integers(1 << 31))
             torch.manual_seed(seed)           # the same dropout mask for both views
-            l32 = model.head(feats_batch(mm["train"], tr, idx, variant, None, ks))
+            l32 = model.head(feats_batch(mm["train"], idx, ks))
             torch.manual_seed(seed)
-            l8 = model.head(feats_batch(codes["train"], tr, idx, variant, None, ks, dq))
+            l8 = model.head(feats_batch(codes["train"], idx, ks, dq))
             loss = (F.binary_cross_entropy_with_logits(l32, yb, pos_weight=pw)
                     + F.binary_cross_entropy_with_logits(l8, yb, pos_weight=pw) + args.lam * F.mse_loss(l32, l8))
             opt.zero_grad()
@@ -218,8 +224,23 @@ def robust_head(model, variant, tr, va, mm, codes, dq, args, log):
         if v["val_int8_max_abs_diff"] < best:
             best, best_state = v["val_int8_max_abs_diff"], {k: t.clone() for k, t in model.state_dict().items()}
     model.load_state_dict(best_state)
-    return {"start": start, "history": hist, "best_val_int8_max_abs_diff": best, "seconds": time.time() - t0,
-            "epochs": args.epochs, "lr": args.lr, "lam": args.lam}
+    return {"start": start, "history": hist, "seconds": time.time() - t0, "epochs": args.epochs, "lr": args.lr,
+            "lam": args.lam}
+
+
+def pos_weight(y: np.ndarray) -> torch.Tensor:
+    """BCE pos_weight = n_neg / n_pos per outcome."""
+    return torch.tensor((len(y) - y.sum(0)) / np.maximum(y.sum(0), 1), dtype=torch.float32)
+
+
+def head_params(model):
+    """Everything but the frozen extractor."""
+    return [p for n, p in model.named_parameters() if not n.startswith("extractor.")]
+
+
+def poly_lr(opt, base: float, it: int, steps: int) -> None:
+    for g in opt.param_groups:
+        g["lr"] = base * (1 - it / steps) ** 0.9
 
 
 def raw_batch(studies, idxs, variant, rng):
@@ -237,7 +258,7 @@ def train_head(kind, variant, extractor, tr, va, mm_tr, mm_va, args, log):
         model.extractor.load_state_dict(extractor.state_dict())
         for p in model.extractor.parameters():
             p.requires_grad_(False)
-        params = [p for n, p in model.named_parameters() if not n.startswith("extractor.")]
+        params = head_params(model)
     name = {"2be3": variant, "resnet_conv2d": "resnet_conv2d", "cnn3d": "cnn3d"}[kind]
     prev_record = None
     if args.continue_heads and (RUNS / f"{name}.pt").exists():   # continue a previous run
@@ -246,7 +267,7 @@ def train_head(kind, variant, extractor, tr, va, mm_tr, mm_va, args, log):
         prev_record = json.loads(p.read_text()) if p.exists() else None
     y_tr = np.stack([s.outcomes for s in tr])
     y_va = np.stack([s.outcomes for s in va])
-    pw = torch.tensor((len(y_tr) - y_tr.sum(0)) / np.maximum(y_tr.sum(0), 1), dtype=torch.float32)
+    pw = pos_weight(y_tr)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
     steps = args.epochs * (len(tr) // args.batch)
     best, best_state, hist, it = -1.0, None, [], 0
@@ -255,15 +276,14 @@ def train_head(kind, variant, extractor, tr, va, mm_tr, mm_va, args, log):
     def run(studies, mm, idxs, r):
         if kind == "cnn3d":
             return model.fc(model.blocks(raw_batch(studies, idxs, variant, r).unsqueeze(1)))
-        return model.head(feats_batch(mm, studies, idxs, variant, r))
+        return model.head(feats_batch(mm, idxs, draw_slices(studies, idxs, variant, r)))
 
     for ep in range(args.epochs):
         model.train()
         model.extractor.eval() if kind != "cnn3d" else None
         perm = rng.permutation(len(tr))
         for b in range(len(tr) // args.batch):
-            for g in opt.param_groups:
-                g["lr"] = args.lr * (1 - it / steps) ** 0.9
+            poly_lr(opt, args.lr, it, steps)
             idx = perm[b * args.batch:(b + 1) * args.batch]
             logits = run(tr, mm_tr, idx, rng)
             loss = F.binary_cross_entropy_with_logits(logits, torch.from_numpy(y_tr[idx]), pos_weight=pw)
