@@ -23,6 +23,16 @@
 //! 4. **Outcome labels** are deterministic functions of the lesion list plus a little seeded
 //!    label noise; `labels.json` states the rules.
 //!
+//! # Clinical acquisitions
+//!
+//! A clinical study first draws its acquisition from a generator of its own ([`ClinicalPlan`],
+//! so the small size's draws are untouched): the patient's height, weight (girth and fat layer
+//! from the BMI), arms up or down, the axial field of view (vertex or skull base to mid-thigh or
+//! feet), a scanner family's PET reconstruction grid, a 512² CT on its own slices, origin and
+//! extent, the point-spread FWHM, and the physiology that differs between patients (myocardial
+//! uptake on or suppressed, bladder size and uptake). The PET blur is applied per axis, so
+//! anisotropic voxels get the same millimetre resolution in every direction.
+//!
 //! # Determinism
 //!
 //! Study-level draws come from one `ChaCha8Rng` seeded with the seed, consumed in a fixed order.
@@ -50,7 +60,7 @@ use crate::volume::{Geometry, Volume};
 /// Value of `labels.json`'s `"schema"`.
 pub const SCHEMA: &str = "tracerd.synth/1";
 /// Bumped whenever the same options would produce different data.
-pub const GENERATOR_VERSION: u32 = 1;
+pub const GENERATOR_VERSION: u32 = 2;
 const NOTE: &str = "synthetic phantom, not patient data";
 
 // ------------------------------------------------------------------------------------------------
@@ -63,7 +73,10 @@ const NOTE: &str = "synthetic phantom, not patient data";
 pub enum Size {
     /// PET 64×64×96 at 4 mm, CT 128×128×96 at 2×2×4 mm; a child-sized body. Tests and demo.
     Small,
-    /// PET 192×192×300 at 4 mm, CT 512×512×300 at 1.367×1.367×4 mm; an adult. Benchmarks.
+    /// An adult drawn per seed (45–150 kg, arms up or down, vertex or skull base to mid-thigh
+    /// or feet) on one scanner family's grids: PET 128–440² at 1.65–5.47 mm, slices 1.65–5 mm;
+    /// CT 512² at 0.98–1.37 mm, slices 1–5 mm, its own origin and extent. Training, evaluation,
+    /// the demo and the benchmarks.
     Clinical,
 }
 
@@ -139,6 +152,9 @@ pub struct Labels {
     pub derivation: Derivation,
     /// Outcome names (`"lr"`, `"dm"`, `"os"`) whose value label noise inverted.
     pub flipped: Vec<String>,
+    /// Patient habitus and scanner of a clinical study (absent for the small size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acquisition: Option<Acquisition>,
     pub note: String,
 }
 
@@ -405,13 +421,11 @@ fn centred(n: usize, spacing: f64) -> f64 {
     -(n as f64 - 1.0) * spacing / 2.0
 }
 
-/// PET and CT grids. The CT's origin is offset by a fraction of a voxel in every axis so that
-/// nothing downstream can get away with assuming the grids share voxel centres.
-fn grids(size: Size) -> (Geometry, Geometry) {
-    let (pet_n, ct_n, ct_xy) = match size {
-        Size::Small => ([64, 64, 96], [128, 128, 96], 2.0),
-        Size::Clinical => ([192, 192, 300], [512, 512, 300], 700.0 / 512.0),
-    };
+/// PET and CT grids of the small size. The CT's origin is offset by a fraction of a voxel in
+/// every axis so that nothing downstream can get away with assuming the grids share voxel centres.
+/// (A clinical study's grids come from its [`ClinicalPlan`].)
+fn small_grids() -> (Geometry, Geometry) {
+    let (pet_n, ct_n, ct_xy) = ([64, 64, 96], [128, 128, 96], 2.0);
     let pet_z0 = FOV_TOP_Z - (pet_n[2] as f64 - 1.0) * 4.0;
     let pet = Geometry::axial(
         pet_n,
@@ -474,6 +488,276 @@ impl Plane {
             row[r].fill(tissue);
         }
     }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Clinical acquisitions
+// ------------------------------------------------------------------------------------------------
+
+/// Seed tag of the acquisition draws (patient habitus, scanner, protocol), kept apart from the
+/// anatomy's generator so that the small size's draws are untouched by them.
+const TAG_ACQUISITION: u64 = 0x4143_515f_4745_4f4d;
+
+/// One PET reconstruction a scanner family offers: matrix, in-plane pixel and the slice
+/// spacings it is used with.
+struct Reconstruction {
+    matrix: usize,
+    pixel_mm: f64,
+    slices_mm: &'static [f64],
+}
+
+/// Scanner families and the PET grids they write (vendor data sheets and public studies).
+const SCANNERS: [(&str, &[Reconstruction]); 5] = [
+    (
+        "siemens-biograph-mct",
+        &[
+            Reconstruction { matrix: 200, pixel_mm: 4.0728, slices_mm: &[2.027, 3.0, 5.0] },
+            Reconstruction { matrix: 400, pixel_mm: 2.0364, slices_mm: &[2.027, 3.0] },
+        ],
+    ),
+    (
+        "siemens-biograph-vision",
+        &[
+            Reconstruction { matrix: 440, pixel_mm: 1.65, slices_mm: &[1.65, 2.0] },
+            Reconstruction { matrix: 220, pixel_mm: 3.3, slices_mm: &[3.0] },
+        ],
+    ),
+    (
+        "ge-discovery",
+        &[
+            Reconstruction { matrix: 128, pixel_mm: 5.47, slices_mm: &[3.27] },
+            Reconstruction { matrix: 192, pixel_mm: 3.646, slices_mm: &[3.27, 2.79] },
+            Reconstruction { matrix: 256, pixel_mm: 2.734, slices_mm: &[2.79, 3.27] },
+        ],
+    ),
+    (
+        "philips-vereos",
+        &[
+            Reconstruction { matrix: 144, pixel_mm: 4.0, slices_mm: &[4.0] },
+            Reconstruction { matrix: 288, pixel_mm: 2.0, slices_mm: &[2.0] },
+        ],
+    ),
+    (
+        "canon-cartesion",
+        &[Reconstruction { matrix: 336, pixel_mm: 2.04, slices_mm: &[2.0, 4.0] }],
+    ),
+];
+
+/// CT slice spacings of the attenuation / low-dose CT of a PET/CT (thin ones are rarer).
+const CT_SLICES_MM: [f64; 9] = [1.0, 2.0, 2.5, 3.0, 3.0, 3.75, 3.75, 5.0, 5.0];
+
+/// How one clinical study was acquired: the patient's habitus, the scanner and its grids, as
+/// written to `labels.json` (`acquisition`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Acquisition {
+    /// Scanner family whose PET grid the study is written on.
+    pub scanner: String,
+    pub weight_kg: f64,
+    pub height_m: f64,
+    pub arms: Arms,
+    /// Where the axial field of view starts and ends.
+    pub from: AxialStart,
+    pub to: AxialEnd,
+    /// Reconstructed PET resolution (Gaussian point-spread FWHM), mm.
+    pub psf_fwhm_mm: f64,
+    /// Myocardial uptake suppressed (fasting, diet) or physiological.
+    pub myocardium_suppressed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arms {
+    Up,
+    Down,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AxialStart {
+    Vertex,
+    SkullBase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AxialEnd {
+    MidThigh,
+    Feet,
+}
+
+/// Everything a clinical study draws before its anatomy: the body's size and placement, the
+/// scanner's grids and the physiology that varies between patients.
+#[derive(Debug, Clone)]
+struct ClinicalPlan {
+    acquisition: Acquisition,
+    pet: Geometry,
+    ct: Geometry,
+    body: Body,
+    /// Body-frame depth (mm below the vertex) where the legs end: mid-thigh or the soles.
+    legs_to: f64,
+    bladder_scale: f64,
+    bladder_suv: f64,
+    myocardium_suv: f64,
+}
+
+/// Scale and placement of the body frame, and the outline's girth and fat layer.
+#[derive(Debug, Clone)]
+struct Body {
+    sxy: f64,
+    sy: f64,
+    sz: f64,
+    /// FOV top minus the vertex, mm (negative: the vertex lies above the field of view).
+    margin: f64,
+    ox: f64,
+    oy: f64,
+    girth: f64,
+    fat: f64,
+}
+
+impl Body {
+    /// The small size's child-sized body; the draw order is that of every earlier version.
+    fn small(rng: &mut ChaCha8Rng) -> Body {
+        let sxy = 0.45 * jit(rng, 0.04);
+        let sz = 0.31 * jit(rng, 0.03);
+        let margin = uni(rng, 8.0, 14.0);
+        let ox = uni(rng, -5.0, 5.0) * sxy;
+        let oy = uni(rng, -5.0, 5.0) * sxy;
+        let sy = sxy * jit(rng, 0.03);
+        let girth = uni(rng, 0.93, 1.08);
+        let fat = 3.0 + 5.0 * ((girth - 0.93) / 0.15 * 0.7 + uni(rng, 0.0, 0.3));
+        Body { sxy, sy, sz, margin, ox, oy, girth, fat }
+    }
+}
+
+/// Body-frame depth of the vertex-to-sole length of the reference adult (1.75 m).
+const SOLE_T: f64 = 1720.0;
+
+impl ClinicalPlan {
+    /// Draws a patient and a scanner protocol: weight 45–150 kg, height 1.50–1.95 m, arms up or
+    /// down, vertex or skull base to mid-thigh or feet, one of [`SCANNERS`]' PET grids, a 512²
+    /// CT of 500–700 mm with its own slices, origin and extent.
+    fn draw(seed: u64) -> ClinicalPlan {
+        let rng = &mut sub_rng(seed, TAG_ACQUISITION, 0);
+        let height_m = (1.72 + 0.09 * normal(rng)).clamp(1.50, 1.95);
+        let bmi = log_uni(rng, 17.0, 45.0);
+        let weight_kg = (bmi * height_m * height_m).clamp(45.0, 150.0);
+        let bmi = weight_kg / (height_m * height_m);
+        let sxy = (height_m / 1.75).sqrt() * jit(rng, 0.04);
+        let sz = 0.98 * height_m / 1.75;
+        let girth = (bmi / 24.0).sqrt().clamp(0.85, 1.4) * jit(rng, 0.03);
+        let fat = (8.0 + 110.0 * (girth - 0.88)).clamp(6.0, 65.0) * jit(rng, 0.15);
+        let arms = if rng.random_bool(0.7) { Arms::Up } else { Arms::Down };
+        let from = if rng.random_bool(0.7) { AxialStart::Vertex } else { AxialStart::SkullBase };
+        let to = if rng.random_bool(0.8) { AxialEnd::MidThigh } else { AxialEnd::Feet };
+        let margin = match from {
+            AxialStart::Vertex => uni(rng, 10.0, 40.0),
+            AxialStart::SkullBase => -sz * uni(rng, 150.0, 190.0),
+        };
+        let legs_to = match to {
+            AxialEnd::MidThigh => uni(rng, 960.0, 1100.0),
+            AxialEnd::Feet => SOLE_T + uni(rng, 5.0, 30.0),
+        };
+        let (family, recons) = SCANNERS[rng.random_range(0..SCANNERS.len())];
+        let recon = &recons[rng.random_range(0..recons.len())];
+        let slice = pick(rng, recon.slices_mm);
+        let extent = margin + sz * legs_to;
+        let nz = (extent / slice).ceil() as usize + 1;
+        let n = recon.matrix;
+        let pet_z0 = FOV_TOP_Z - (nz as f64 - 1.0) * slice;
+        let pet = Geometry::axial(
+            [n, n, nz],
+            [recon.pixel_mm, recon.pixel_mm, slice],
+            [centred(n, recon.pixel_mm), centred(n, recon.pixel_mm), pet_z0],
+        );
+        let ct_xy = uni(rng, 500.0, 700.0) / 512.0;
+        let ct_slice = pick(rng, &CT_SLICES_MM);
+        let (below, above) = (uni(rng, 0.0, 15.0), uni(rng, 0.0, 15.0));
+        let pet_length = (nz - 1) as f64 * slice;
+        let ct_nz = ((pet_length + below + above) / ct_slice).ceil() as usize + 1;
+        let ct = Geometry::axial(
+            [512, 512, ct_nz],
+            [ct_xy, ct_xy, ct_slice],
+            [
+                centred(512, ct_xy) + uni(rng, -0.5, 0.5) * ct_xy,
+                centred(512, ct_xy) + uni(rng, -0.5, 0.5) * ct_xy,
+                pet_z0 - below,
+            ],
+        );
+        let myocardium_suppressed = rng.random_bool(0.35);
+        let myocardium_suv = if myocardium_suppressed {
+            uni(rng, 1.5, 2.5)
+        } else {
+            log_uni(rng, 3.0, 12.0)
+        };
+        let body = Body {
+            sxy,
+            sy: sxy * jit(rng, 0.03),
+            sz,
+            margin,
+            ox: uni(rng, -30.0, 30.0),
+            oy: uni(rng, -20.0, 40.0),
+            girth,
+            fat,
+        };
+        ClinicalPlan {
+            acquisition: Acquisition {
+                scanner: family.to_string(),
+                weight_kg: round_dp(weight_kg, 1),
+                height_m: round_dp(height_m, 2),
+                arms,
+                from,
+                to,
+                psf_fwhm_mm: round_dp(uni(rng, 5.0, 7.5), 2),
+                myocardium_suppressed,
+            },
+            pet,
+            ct,
+            body,
+            legs_to,
+            bladder_scale: uni(rng, 0.55, 1.7),
+            bladder_suv: log_uni(rng, 5.0, 60.0),
+            myocardium_suv,
+        }
+    }
+}
+
+/// Body-frame knots `[T, X, Y, rX, rY]` of one arm (`side` ±1), outside the outline of a torso
+/// of `girth`: beside the head when raised, beside the trunk when down.
+fn arm(side: f64, arms: Arms, girth: f64) -> Vec<[f64; 5]> {
+    let g = girth.powf(0.8);
+    match arms {
+        Arms::Up => {
+            let x = 75.0 + 25.0 + 40.0 * g;
+            vec![
+                [-320.0, x * side, 10.0, 30.0 * g, 32.0 * g],
+                [-120.0, x * side, 5.0, 36.0 * g, 38.0 * g],
+                [120.0, (x + 10.0) * side, 5.0, 42.0 * g, 44.0 * g],
+                [270.0, (140.0 * girth) * side, 5.0, 46.0 * g, 48.0 * g],
+            ]
+        }
+        Arms::Down => {
+            let x = 190.0 * girth + 18.0 + 44.0 * g;
+            vec![
+                [285.0, (x - 25.0) * side, 5.0, 44.0 * g, 46.0 * g],
+                [330.0, x * side, 5.0, 44.0 * g, 46.0 * g],
+                [580.0, x * side, 8.0, 36.0 * g, 38.0 * g],
+                [820.0, (x - 5.0) * side, -5.0, 28.0 * g, 26.0 * g],
+                [930.0, (x - 8.0) * side, -10.0, 22.0, 34.0],
+            ]
+        }
+    }
+}
+
+/// Body-frame knots of one leg from the hip to the sole (the thigh of the small size continued).
+fn leg(side: f64) -> Vec<[f64; 5]> {
+    let mut knots = thigh(side).to_vec();
+    knots.extend([
+        [1330.0, 90.0 * side, 5.0, 52.0, 56.0],
+        [1450.0, 88.0 * side, 10.0, 48.0, 52.0],
+        [1660.0, 85.0 * side, 5.0, 28.0, 30.0],
+        [SOLE_T, 85.0 * side, -25.0, 32.0, 55.0],
+    ]);
+    knots
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -939,38 +1223,23 @@ impl Anatomy {
     }
 }
 
-fn build_anatomy(size: Size, pet: &Geometry, rng: &mut ChaCha8Rng) -> Anatomy {
+fn build_anatomy(pet: &Geometry, rng: &mut ChaCha8Rng, plan: Option<&ClinicalPlan>) -> Anatomy {
     use tissue::*;
     let fov_top = pet.origin.z + (pet.shape[2] as f64 - 1.0) * pet.spacing.z;
     // Small: a squat child-sized body (axial scale below lateral) so vertex to mid-thigh fits
-    // the 384 mm FOV; clinical: an adult, ~1100 mm vertex to mid-thigh in 1200 mm.
-    let (sxy, sz, margin, fat_range) = match size {
-        Size::Small => (
-            0.45 * jit(rng, 0.04),
-            0.31 * jit(rng, 0.03),
-            uni(rng, 8.0, 14.0),
-            (3.0, 8.0),
-        ),
-        Size::Clinical => (
-            jit(rng, 0.06),
-            0.98 * jit(rng, 0.03),
-            uni(rng, 20.0, 35.0),
-            (8.0, 25.0),
-        ),
-    };
+    // the 384 mm FOV; clinical: the adult the plan drew.
+    let body = plan.map_or_else(|| Body::small(rng), |p| p.body.clone());
     let frame = Frame {
-        ox: uni(rng, -5.0, 5.0) * sxy,
-        oy: uni(rng, -5.0, 5.0) * sxy,
-        zv: fov_top - margin,
-        sx: sxy,
-        sy: sxy * jit(rng, 0.03),
-        sz,
+        ox: body.ox,
+        oy: body.oy,
+        zv: fov_top - body.margin,
+        sx: body.sxy,
+        sy: body.sy,
+        sz: body.sz,
     };
     let f = &frame;
     let iso = f.iso();
-    let girth = uni(rng, 0.93, 1.08);
-    let fat = fat_range.0
-        + (fat_range.1 - fat_range.0) * ((girth - 0.93) / 0.15 * 0.7 + uni(rng, 0.0, 0.3));
+    let (girth, fat) = (body.girth, body.fat);
     let mut shapes: Vec<Shape> = Vec::new();
 
     // Body outline: fat everywhere, then muscle/soft tissue inset by the fat layer.
@@ -986,7 +1255,15 @@ fn build_anatomy(size: Size, pet: &Geometry, rng: &mut ChaCha8Rng) -> Anatomy {
         shapes.push(Shape::profile(t, f.knots(&NECK, girth, 0.5 * fat * inset)));
         shapes.push(Shape::profile(t, f.knots(&TORSO, girth, fat * inset)));
         for side in [-1.0, 1.0] {
-            shapes.push(Shape::profile(t, f.knots(&thigh(side), girth, fat * inset)));
+            let leg = match plan {
+                Some(p) if p.legs_to > 1300.0 => leg(side),
+                _ => thigh(side).to_vec(),
+            };
+            shapes.push(Shape::profile(t, f.knots(&leg, girth, fat * inset)));
+            if let Some(p) = plan {
+                let arm = arm(side, p.acquisition.arms, girth);
+                shapes.push(Shape::profile(t, f.knots(&arm, 1.0, 0.4 * fat * inset)));
+            }
         }
     }
 
@@ -1146,7 +1423,9 @@ fn build_anatomy(size: Size, pet: &Geometry, rng: &mut ChaCha8Rng) -> Anatomy {
         });
     }
     let bladder_c = f.p(uni(rng, -5.0, 5.0), -25.0, 815.0);
-    let bladder_r = f.r(40.0, 35.0, 32.0) * uni(rng, 0.8, 1.2);
+    let bladder_r = f.r(40.0, 35.0, 32.0)
+        * uni(rng, 0.8, 1.2)
+        * plan.map_or(1.0, |p| p.bladder_scale);
     shapes.push(Shape::ellipsoid(BLADDER, bladder_c, bladder_r));
     hot.push(HotOutline {
         organ: HotOrgan::Bladder,
@@ -1235,7 +1514,15 @@ fn build_anatomy(size: Size, pet: &Geometry, rng: &mut ChaCha8Rng) -> Anatomy {
         ));
     }
 
-    let tables = tables(rng, bowel_segments);
+    if let Some(p) = plan {
+        limb_bones(&mut shapes, f, p, cortex);
+    }
+
+    let mut tables = tables(rng, bowel_segments);
+    if let Some(p) = plan {
+        tables.suv[MYOCARDIUM as usize] = p.myocardium_suv as f32;
+        tables.suv[BLADDER as usize] = p.bladder_suv as f32;
+    }
     let head_neck_z = [f.z(292.0), f.z(175.0)];
     Anatomy {
         frame,
@@ -1246,6 +1533,28 @@ fn build_anatomy(size: Size, pet: &Geometry, rng: &mut ChaCha8Rng) -> Anatomy {
         liver,
         bones,
         head_neck_z,
+    }
+}
+
+/// Cortex and marrow along the arms and, for a field of view down to the feet, the shins. They
+/// host no lesions (the disease models place none in the limbs).
+fn limb_bones(shapes: &mut Vec<Shape>, f: &Frame, plan: &ClinicalPlan, cortex: f64) {
+    use tissue::*;
+    let mut bone = |knots: Vec<[f64; 5]>| {
+        shapes.push(Shape::profile(CORTEX, f.knots(&knots, 1.0, 0.0)));
+        shapes.push(Shape::profile(MARROW, f.knots(&knots, 1.0, cortex)));
+    };
+    for side in [-1.0, 1.0] {
+        let arm = arm(side, plan.acquisition.arms, plan.body.girth);
+        // From the elbow's side of the shoulder to the wrist: every knot but the ends.
+        bone(arm[1..arm.len() - 1].iter().map(|&[t, x, y, _, _]| [t, x, y, 11.0, 11.0]).collect());
+        if plan.legs_to > 1300.0 {
+            bone(vec![
+                [1320.0, 90.0 * side, 0.0, 17.0, 17.0],
+                [1450.0, 88.0 * side, 3.0, 13.0, 13.0],
+                [1640.0, 85.0 * side, 3.0, 11.0, 11.0],
+            ]);
+        }
     }
 }
 
@@ -1670,7 +1979,8 @@ struct PetPhysics {
     texture_amplitude: f32,
     /// Variance per unit activity of the Poisson-like noise.
     noise_k: f64,
-    kernel: Vec<f32>,
+    /// Point-spread blur along x, y and z.
+    kernels: [Vec<f32>; 3],
 }
 
 fn gaussian_kernel(fwhm_mm: f64, spacing_mm: f64) -> Vec<f32> {
@@ -1789,8 +2099,8 @@ fn make_pet(
             }
         },
     );
-    for axis in 0..3 {
-        blur_axis(&mut data, g.shape, axis, &physics.kernel);
+    for (axis, kernel) in physics.kernels.iter().enumerate() {
+        blur_axis(&mut data, g.shape, axis, kernel);
     }
     for v in &mut data {
         *v = v.max(0.0);
@@ -1933,15 +2243,44 @@ fn make_seg(lesions: &[PlacedLesion], g: &Geometry, seg: &mut [u8]) -> Vec<u64> 
 
 /// The study plus the exact lesion geometry (for tests).
 fn build(options: &SynthOptions) -> (SyntheticStudy, Vec<PlacedLesion>) {
+    build_on(options, None)
+}
+
+/// The study `options` describe with its PET rendered on `pet_spacing` (mm, x y z) instead of
+/// the scanner grid it drew: same patient, lesions, CT and field of view (the drawn grid's box),
+/// only the PET and SEG voxels differ. For checking that results do not depend on the grid.
+pub fn generate_with_pet_spacing(options: &SynthOptions, pet_spacing: [f64; 3]) -> SyntheticStudy {
+    let drawn = match options.size {
+        Size::Small => small_grids().0,
+        Size::Clinical => ClinicalPlan::draw(options.seed).pet,
+    };
+    let mut shape = [0usize; 3];
+    let mut origin = [0f64; 3];
+    for a in 0..3 {
+        let length = drawn.shape[a] as f64 * drawn.spacing[a];
+        shape[a] = ((length / pet_spacing[a]).round() as usize).max(1);
+        let centre = drawn.origin[a] + (drawn.shape[a] - 1) as f64 * drawn.spacing[a] / 2.0;
+        origin[a] = centre - (shape[a] - 1) as f64 * pet_spacing[a] / 2.0;
+    }
+    build_on(options, Some(Geometry::axial(shape, pet_spacing, origin))).0
+}
+
+/// [`build`], with the PET and SEG rendered on `render` when given (the anatomy, the lesions and
+/// every draw still follow the drawn grid).
+fn build_on(options: &SynthOptions, render: Option<Geometry>) -> (SyntheticStudy, Vec<PlacedLesion>) {
     let seed = options.seed;
-    let (pet_g, ct_g) = grids(options.size);
+    let plan = (options.size == Size::Clinical).then(|| ClinicalPlan::draw(seed));
+    let (drawn_g, ct_g) = plan
+        .as_ref()
+        .map_or_else(small_grids, |p| (p.pet.clone(), p.ct.clone()));
+    let pet_g = render.unwrap_or_else(|| drawn_g.clone());
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let anatomy = build_anatomy(options.size, &pet_g, &mut rng);
+    let anatomy = build_anatomy(&drawn_g, &mut rng, plan.as_ref());
 
     let (model, requests) = plan_lesions(&mut rng);
     let placer = Placer {
         anatomy: &anatomy,
-        pet: &pet_g,
+        pet: &drawn_g,
         dirs: probe_directions(),
         max_radius: match options.size {
             Size::Small => 15.0,
@@ -1974,19 +2313,36 @@ fn build(options: &SynthOptions) -> (SyntheticStudy, Vec<PlacedLesion>) {
 
     // Noise level: liver SNR after the PSF of 8–15, whatever the blur.
     let fwhm = uni(&mut rng, 6.0, 7.0);
-    let kernel = gaussian_kernel(fwhm, pet_g.spacing.x);
-    let blur_sd_factor = kernel
-        .iter()
-        .map(|w| (*w as f64).powi(2))
-        .sum::<f64>()
-        .powf(1.5);
+    // The small size on its own grid keeps the isotropic kernel and noise formula it always had
+    // (same bytes); everything else blurs per axis.
+    let (kernels, blur_sd_factor) = match (&plan, pet_g == drawn_g) {
+        (None, true) => {
+            let kernel = gaussian_kernel(fwhm, pet_g.spacing.x);
+            let sd = kernel
+                .iter()
+                .map(|w| (*w as f64).powi(2))
+                .sum::<f64>()
+                .powf(1.5);
+            ([kernel.clone(), kernel.clone(), kernel], sd)
+        }
+        (planned, _) => {
+            let fwhm = planned.as_ref().map_or(fwhm, |p| p.acquisition.psf_fwhm_mm);
+            let kernels: [Vec<f32>; 3] =
+                std::array::from_fn(|a| gaussian_kernel(fwhm, pet_g.spacing[a]));
+            let sd = kernels
+                .iter()
+                .map(|k| k.iter().map(|w| (*w as f64).powi(2)).sum::<f64>().sqrt())
+                .product::<f64>();
+            (kernels, sd)
+        }
+    };
     let snr = uni(&mut rng, 8.0, 15.0);
     let liver = anatomy.tables.suv[tissue::LIVER as usize] as f64;
     let physics = PetPhysics {
-        texture: Texture::new(&mut rng, &pet_g, 20.0),
+        texture: Texture::new(&mut rng, &drawn_g, 20.0),
         texture_amplitude: uni(&mut rng, 0.05, 0.09) as f32,
         noise_k: liver / (snr * blur_sd_factor).powi(2),
-        kernel,
+        kernels,
     };
     let ct_noise = uni(&mut rng, 10.0, 20.0) as f32;
 
@@ -2036,6 +2392,7 @@ fn build(options: &SynthOptions) -> (SyntheticStudy, Vec<PlacedLesion>) {
         outcomes,
         derivation: derivation(),
         flipped,
+        acquisition: plan.map(|p| p.acquisition),
         note: NOTE.to_string(),
     };
     tracing::debug!(
@@ -2135,15 +2492,42 @@ mod tests {
         assert_eq!(s.pet.shape(), [64, 64, 96]);
         assert_eq!(s.seg.geometry(), s.pet.geometry());
         assert_eq!(s.labels.ct.shape, [128, 128, 96]);
-        let (pet, ct) = grids(Size::Clinical);
-        assert_eq!(pet.shape, [192, 192, 300]);
-        assert_eq!(ct.shape, [512, 512, 300]);
-        // The CT grid is offset from the PET's by a fraction of a voxel on every axis.
-        let offset = (ct.origin - pet.origin).component_div(&ct.spacing);
-        assert!(
-            offset.iter().all(|o| (o - o.round()).abs() > 0.1),
-            "{offset:?}"
-        );
+    }
+
+    #[test]
+    fn clinical_plans_cover_the_scanner_distribution() {
+        let plans: Vec<ClinicalPlan> = (0..400).map(ClinicalPlan::draw).collect();
+        let range = |f: &dyn Fn(&ClinicalPlan) -> f64| {
+            let v: Vec<f64> = plans.iter().map(f).collect();
+            (v.iter().cloned().fold(f64::INFINITY, f64::min), v.iter().cloned().fold(0.0, f64::max))
+        };
+        let (lo, hi) = range(&|p| p.acquisition.weight_kg);
+        assert!(lo <= 50.0 && hi >= 130.0 && lo >= 45.0 && hi <= 150.0, "weight {lo}..{hi}");
+        let (lo, hi) = range(&|p| p.pet.spacing.x);
+        assert!(lo >= 1.6 && lo < 1.7 && hi <= 5.5 && hi > 5.4, "PET pixel {lo}..{hi}");
+        let (lo, hi) = range(&|p| p.pet.spacing.z);
+        assert!(lo >= 1.5 && hi <= 5.0, "PET slices {lo}..{hi}");
+        let (lo, hi) = range(&|p| p.pet.shape[0] as f64);
+        assert!(lo >= 128.0 && hi <= 440.0, "PET matrix {lo}..{hi}");
+        let (lo, hi) = range(&|p| p.ct.spacing.x);
+        assert!(lo >= 500.0 / 512.0 && hi <= 700.0 / 512.0, "CT pixel {lo}..{hi}");
+        let (lo, hi) = range(&|p| p.ct.spacing.z);
+        assert!(lo >= 1.0 && hi <= 5.0, "CT slices {lo}..{hi}");
+        // Every family, both arm positions, both starts and both ends occur.
+        for (family, _) in SCANNERS {
+            assert!(plans.iter().any(|p| p.acquisition.scanner == family), "{family}");
+        }
+        let a = |f: &dyn Fn(&Acquisition) -> bool| plans.iter().filter(|p| f(&p.acquisition)).count();
+        assert!(a(&|q| q.arms == Arms::Up) > 200 && a(&|q| q.arms == Arms::Down) > 60);
+        assert!(a(&|q| q.from == AxialStart::SkullBase) > 60 && a(&|q| q.to == AxialEnd::Feet) > 40);
+        for p in &plans {
+            // The CT covers the PET's axial extent, on its own origin.
+            let pet_top = p.pet.origin.z + (p.pet.shape[2] - 1) as f64 * p.pet.spacing.z;
+            let ct_top = p.ct.origin.z + (p.ct.shape[2] - 1) as f64 * p.ct.spacing.z;
+            assert!(p.ct.origin.z <= p.pet.origin.z && ct_top >= pet_top - 1e-9);
+            let extent = pet_top - p.pet.origin.z;
+            assert!((600.0..2100.0).contains(&extent), "axial extent {extent}");
+        }
     }
 
     #[test]
@@ -2229,8 +2613,8 @@ mod tests {
     fn lesions_sit_in_their_hosts_and_outside_hot_organs() {
         for seed in 0..40 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let (pet, _) = grids(Size::Small);
-            let anatomy = build_anatomy(Size::Small, &pet, &mut rng);
+            let (pet, _) = small_grids();
+            let anatomy = build_anatomy(&pet, &mut rng, None);
             let lesions = &corpus()[seed as usize].lesions;
             for l in lesions {
                 assert!(l.site.host().contains(&anatomy.tissue_at(&l.shape.c)));
@@ -2299,7 +2683,7 @@ mod tests {
         let seed = 3;
         let s = generate(&small(seed));
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let anatomy = build_anatomy(Size::Small, s.pet.geometry(), &mut rng);
+        let anatomy = build_anatomy(s.pet.geometry(), &mut rng, None);
         let g = s.pet.geometry();
         let [nx, ny, nz] = g.shape;
         let mut v = Vec::new();
