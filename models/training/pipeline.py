@@ -1,5 +1,7 @@
 """Inference exactly as the Rust side must do it, on onnxruntime (CPU): the reference
-implementation of every pre- and post-processing step in the cards."""
+implementation of every pre- and post-processing step in the cards. Both networks run on the model
+grid (grid.py: the body box resampled to the cards' target spacing); L2SNet's cue and probability
+go back onto the native PET grid before the threshold."""
 from __future__ import annotations
 
 import numpy as np
@@ -92,15 +94,29 @@ def adaptive_threshold(prob: np.ndarray, cue: np.ndarray, raised: float | None =
     return prob > np.where(cue > p["cue_threshold"], p["lowered_threshold"], outside)
 
 
+def segment_model_grid(loc_sess, seg_sess, pet_m: np.ndarray, ct_m: np.ndarray):
+    """Cue and probability on the model grid."""
+    cue = location_cue(loc_sess, pet_m)
+    prob = sliding_window(seg_sess, petct_input(pet_m, ct_m))
+    return cue, prob
+
+
 def segment(loc_sess, seg_sess, study: data.Study):
-    cue = location_cue(loc_sess, study.pet)
-    prob = sliding_window(seg_sess, petct_input(study.pet, study.ct))
-    p = data.L2SNET
-    mask_plain = prob > p["threshold"]
-    mask_adaptive = adaptive_threshold(prob, cue)
-    return cue, prob, mask_plain, mask_adaptive
+    """On a cached study (model grid): cue, probability, plain and adaptive masks there."""
+    cue, prob = segment_model_grid(loc_sess, seg_sess, study.pet, study.ct)
+    return cue, prob, prob > data.L2SNET["threshold"], adaptive_threshold(prob, cue)
 
 
-def risk(sess, study: data.Study, variant: str) -> np.ndarray:
+def segment_native(loc_sess, seg_sess, m: data.OnModelGrid):
+    """tracerd's whole L2SNet on a study brought onto the model grid (data.on_model_grid): the
+    networks there, cue and probability mapped back onto the native PET grid and thresholded
+    there. Returns (cue, prob, plain mask, adaptive mask), all native [z, y, x]."""
+    cue_m, prob_m = segment_model_grid(loc_sess, seg_sess, m.pet, m.ct)
+    cue, prob = m.to_native(cue_m), m.to_native(prob_m)
+    return cue, prob, prob > data.L2SNET["threshold"], adaptive_threshold(prob, cue)
+
+
+def risk(sess, study, variant: str) -> np.ndarray:
+    """Scores from a study on the model grid (anything with .pet, and .hn_slice_range for hn)."""
     x = data.two_be_three_input(study, variant)[None]
     return sess.run(None, {sess.get_inputs()[0].name: x})[0][0]

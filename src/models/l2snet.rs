@@ -1,20 +1,22 @@
 //! L2SNet: the lesion mask from PET/CT (DESIGN §4), pre- and post-processing around the two
 //! networks of `models/l2snet/`.
 //!
-//! 1. PET (SUV) and CT (HU, resampled onto the PET grid) are clipped and scaled as the card's
-//!    `[preprocessing]` says.
-//! 2. Every coronal PET slice goes through `loc2d`, in batches; the probabilities stacked back
-//!    into a volume are the *location cue*.
+//! 1. The body box of the PET is laid out as the model grid (`grid`: the card's
+//!    `target_spacing_mm`); PET (SUV) and CT (HU) are resampled onto it, clipped and scaled as the
+//!    card's `[preprocessing]` says.
+//! 2. Every coronal slice of the model-grid PET goes through `loc2d`, in batches; the
+//!    probabilities stacked back into a volume are the *location cue*.
 //! 3. `seg3d` slides a window of the card's patch size over the 2-channel volume with the
 //!    configured overlap; overlapping windows are blended with Gaussian importance weights
 //!    (σ = patch/8, as nnU-Net), or uniformly if the card says so.
-//! 4. The adaptive threshold (paper §3.4): a voxel the cue calls lesion (cue > 0.5) is kept from a
+//! 4. Cue and probability go back onto the native PET grid (trilinear), where the adaptive
+//!    threshold (paper §3.4) applies: a voxel the cue calls lesion (cue > 0.5) is kept from a
 //!    probability of 0.1 up, any other from the card's `raised_threshold` (0.5 as shipped; the
 //!    paper's "and vice versa" would be 0.9, README "Architecture").
-//! 5. Connected components (18-connectivity) and their statistics.
+//! 5. Connected components (18-connectivity) and their statistics, on the native grid.
 //!
-//! Everything runs on the PET volume in the models' layout (`Volume::to_canonical_lps`):
-//! the data vector, i fastest, *is* the `[z][y][x]` array the cards describe.
+//! Everything runs in the models' layout (`Volume::to_canonical_lps`): the data vector, i
+//! fastest, *is* the `[z][y][x]` array the cards describe.
 //! `models/training/pipeline.py` is the reference implementation; `tests/pipeline_parity.rs`
 //! holds the two side by side.
 
@@ -24,9 +26,10 @@ use ndarray::{Array4, Array5, ArrayViewD, Ix4, Ix5};
 use serde::{Deserialize, Serialize};
 
 use super::card::{CardError, ModelCard, ModelFile};
+use super::grid::{GridSpec, ModelGrid};
 use super::{RunError, Timings, clip_scale};
 use crate::infer::Session;
-use crate::volume::{Geometry, Interpolation, Volume};
+use crate::volume::{Geometry, Volume};
 
 /// Coronal slices per `loc2d` call. 4, not 16: ONNX Runtime keeps the largest activations in its
 /// arena, and at 16 clinical-size slices (320×192) that added 660 MiB of peak memory for no
@@ -64,6 +67,8 @@ pub struct Params {
     pub lowered_threshold: f32,
     /// Probability threshold everywhere else.
     pub raised_threshold: f32,
+    /// Where the networks run (the card's `[model_grid]`).
+    pub grid: GridSpec,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +105,7 @@ impl Params {
         let loc: CardLoc2d = card.section("loc2d")?;
         let seg: CardSeg3d = card.section("seg3d")?;
         let post: CardPost = card.section("postprocessing")?;
+        let grid: GridSpec = card.section("model_grid")?;
         let invalid = |message: String| CardError::Invalid {
             path: card.dir.join(super::card::CARD_FILE),
             message,
@@ -129,7 +135,9 @@ impl Params {
             cue_threshold: post.cue_threshold,
             lowered_threshold: post.lowered_threshold,
             raised_threshold: post.raised_threshold,
+            grid,
         };
+        params.grid.check().map_err(invalid)?;
         if !(0.0..1.0).contains(&params.overlap) {
             return Err(invalid(format!(
                 "sliding-window overlap {} is outside [0, 1)",
@@ -303,34 +311,36 @@ impl L2sNet {
         timings: &mut Timings,
     ) -> Result<Segmentation, RunError> {
         let t = Instant::now();
-        let geometry = pet.geometry().clone();
-        let ct_on_pet = ct.resample(
-            &geometry,
-            Interpolation::LinearWithinCentres,
-            self.params.ct_outside_hu,
+        let grid = ModelGrid::over_body(pet, &self.params.grid)
+            .map_err(|e| RunError::Input(e.to_string()))?;
+        let model = grid.geometry.clone();
+        let pet_n = normalise(grid.pet(pet).data(), self.params.pet_clip_suv);
+        let ct_n = normalise(
+            grid.ct(ct, self.params.ct_outside_hu).data(),
+            self.params.ct_clip_hu,
         );
-        let pet_n = normalise(pet.data(), self.params.pet_clip_suv);
-        let ct_n = normalise(ct_on_pet.data(), self.params.ct_clip_hu);
-        drop(ct_on_pet);
         timings.add("l2snet_preprocess", t);
 
         let t = Instant::now();
-        let cue = self.location_cue(&pet_n, geometry.shape)?;
+        let cue = self.location_cue(&pet_n, model.shape)?;
         timings.add("l2snet_loc2d", t);
 
         let t = Instant::now();
-        let probability = self.sliding_window(&pet_n, &ct_n, geometry.shape)?;
+        let probability = self.sliding_window(&pet_n, &ct_n, model.shape)?;
         drop((pet_n, ct_n));
         timings.add("l2snet_seg3d", t);
 
         let t = Instant::now();
-        let mask = adaptive_threshold(&probability, &cue, &self.params);
-        let mask = Volume::new(geometry.clone(), mask).expect("same shape as the PET");
+        let on_model = |v: Vec<f32>| Volume::new(model.clone(), v).expect("model-grid sized");
+        let cue = grid.to_native(&on_model(cue));
+        let probability = grid.to_native(&on_model(probability));
+        let mask = adaptive_threshold(probability.data(), cue.data(), &self.params);
+        let mask = Volume::new(pet.geometry().clone(), mask).expect("same shape as the PET");
         let lesions = lesion_summary(&mask, pet);
         timings.add("l2snet_postprocess", t);
         Ok(Segmentation {
-            cue: Volume::new(geometry.clone(), cue).expect("same shape"),
-            probability: Volume::new(geometry, probability).expect("same shape"),
+            cue,
+            probability,
             mask,
             lesions,
         })
@@ -599,6 +609,17 @@ pub fn lesion_summary(mask: &Volume<u8>, pet: &Volume<f32>) -> LesionSummary {
     }
 }
 
+/// Dice coefficient of two 0/1 masks on the same grid, 2|A∩B| / (|A| + |B|) (autoPET); 1 when
+/// both are empty.
+pub fn dice(a: &[u8], b: &[u8]) -> f64 {
+    let (mut both, mut total) = (0usize, 0usize);
+    for (&x, &y) in a.iter().zip(b) {
+        both += usize::from(x != 0 && y != 0);
+        total += usize::from(x != 0) + usize::from(y != 0);
+    }
+    if total == 0 { 1.0 } else { 2.0 * both as f64 / total as f64 }
+}
+
 /// `v` to `digits` decimals: result.json reports ml and SUV to 1e-4, millimetres to 1e-2, which
 /// is finer than any voxel and keeps the file readable.
 fn round(v: f64, digits: i32) -> f64 {
@@ -623,6 +644,12 @@ mod tests {
             cue_threshold: 0.5,
             lowered_threshold: 0.1,
             raised_threshold: 0.9,
+            grid: GridSpec {
+                target_spacing_mm: [4.0; 3],
+                body_suv: 0.15,
+                body_min_area_mm2: 100.0,
+                body_margin_mm: 20.0,
+            },
         };
         let probability = [0.2, 0.05, 0.7, 0.95, 0.7];
         let cue = [0.6, 0.6, 0.4, 0.4, 0.5];

@@ -12,6 +12,7 @@ use crate::config;
 use crate::infer::{Engines, InferError, LoadError, Session};
 
 pub mod card;
+pub mod grid;
 pub mod l2snet;
 pub mod two_be_three;
 

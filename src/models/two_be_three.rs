@@ -1,9 +1,10 @@
 //! 2Be3-Net: risk scores (loco-regional recurrence, distant metastasis, overall survival) from
 //! the PET volume (DESIGN §4), pre-processing around the networks of `models/two_be_three/`.
 //!
-//! K transverse slices evenly spaced over the scan (the [WS] variant), SUV clipped and scaled,
-//! each centre-cropped (or zero-padded) to `crop × crop`; the network turns grey into three
-//! channels itself. Every number comes from the card. `models/training/pipeline.py` (`risk`) is
+//! The PET's body box is laid out as the model grid (`grid`: the card's `target_spacing_mm`); K
+//! transverse slices of it, evenly spaced over the body's axial extent (the [WS] variant), SUV
+//! clipped and scaled, each centre-cropped (or zero-padded) to `crop × crop` around the body box's
+//! centre; the network turns grey into three channels itself. Every number comes from the card. `models/training/pipeline.py` (`risk`) is
 //! the reference implementation.
 //!
 //! The [H&N] variant on the card needs the head-and-neck region (clavicles to skull base) in
@@ -17,6 +18,7 @@ use ndarray::{Array4, s};
 use serde::{Deserialize, Serialize};
 
 use super::card::{CardError, ModelCard, ModelFile};
+use super::grid::{GridSpec, ModelGrid};
 use super::{RunError, Timings, clip_scale};
 use crate::infer::Session;
 use crate::volume::Volume;
@@ -29,6 +31,8 @@ pub struct Params {
     pub k: usize,
     /// Side of the square centre crop (90 in the paper).
     pub crop: usize,
+    /// Where the network runs (the card's `[model_grid]`).
+    pub grid: GridSpec,
 }
 
 #[derive(Deserialize)]
@@ -52,10 +56,16 @@ impl Params {
                 message: "[preprocessing] needs K >= 2, crop > 0 and a non-empty clip range".into(),
             });
         }
+        let grid: GridSpec = card.section("model_grid")?;
+        grid.check().map_err(|message| CardError::Invalid {
+            path: card.dir.join(super::card::CARD_FILE),
+            message,
+        })?;
         Ok(Params {
             pet_clip_suv: pre.pet_clip_suv,
             k: pre.k,
             crop: pre.crop,
+            grid,
         })
     }
 }
@@ -137,7 +147,9 @@ impl TwoBeThree {
     /// Scores for a PET (SUV) in the canonical layout.
     pub fn scores(&mut self, pet: &Volume<f32>, timings: &mut Timings) -> Result<Scores, RunError> {
         let t = Instant::now();
-        let x = input(pet, &self.params);
+        let grid = ModelGrid::over_body(pet, &self.params.grid)
+            .map_err(|e| RunError::Input(e.to_string()))?;
+        let x = input(&grid.pet(pet), &self.params);
         timings.add("two_be_three_preprocess", t);
         let t = Instant::now();
         let out = self.session.run(&[x.view().into_dyn()])?;
@@ -203,6 +215,12 @@ mod tests {
             pet_clip_suv: [0.0, 15.0],
             k: 2,
             crop: 6,
+            grid: GridSpec {
+                target_spacing_mm: [4.0; 3],
+                body_suv: 0.15,
+                body_min_area_mm2: 100.0,
+                body_margin_mm: 20.0,
+            },
         };
         let x = input(&pet, &p);
         assert_eq!(x.shape(), [1, 2, 6, 6]);

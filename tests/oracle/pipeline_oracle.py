@@ -1,5 +1,6 @@
 """Independent reference for tracerd's model pipelines: the training package's own onnxruntime
-inference (models/training/pipeline.py, data.py), run on a NIfTI study folder.
+inference (models/training/pipeline.py, data.py, grid.py: model grid over the body, maps back onto
+the native PET grid), run on a NIfTI study folder.
 
 usage: pipeline_oracle.py STUDY_DIR MODELS_DIR OUT_DIR
 writes OUT_DIR/reference.json (scores, shapes) and, as raw little-endian C-order [z][y][x]
@@ -21,23 +22,20 @@ import pipeline  # noqa: E402
 def main(study_dir: Path, models: Path, out: Path) -> None:
     pet_img = nib.load(study_dir / "SUV.nii.gz")
     ct_img = nib.load(study_dir / "CT.nii.gz")
-    pet = data.to_zyx(pet_img)
-    ct = data.resample_ct_to_pet(ct_img, pet_img)
-    zooms = pet_img.header.get_zooms()[:3]
-    study = data.Study(seed=-1, pet=pet, ct=ct, seg=np.zeros(pet.shape, np.uint8), labels={},
-                       spacing=(zooms[2], zooms[1], zooms[0]))
+    m = data.on_model_grid(pet_img, ct_img)
     loc = pipeline.session(models / "l2snet" / "loc2d.fp32.onnx")
     seg = pipeline.session(models / "l2snet" / "seg3d.fp32.onnx")
     ws = pipeline.session(models / "two_be_three" / "ws.fp32.onnx")
-    cue, prob, _, mask = pipeline.segment(loc, seg, study)
-    risk = pipeline.risk(ws, study, "ws")
+    cue, prob, _, mask = pipeline.segment_native(loc, seg, m)
+    risk = pipeline.risk(ws, m, "ws")
     out.mkdir(parents=True, exist_ok=True)
     mask.astype(np.uint8).tofile(out / "mask_adaptive.u8")
     prob.astype("<f4").tofile(out / "prob.f32")
     cue.astype("<f4").tofile(out / "cue.f32")
     (out / "reference.json").write_text(json.dumps({
         "scores": [float(v) for v in risk],
-        "shape_zyx": list(pet.shape),
+        "shape_zyx": list(prob.shape),
+        "model_grid_zyx": list(m.pet.shape),
         "mask_voxels": int(mask.sum()),
     }))
 
