@@ -1,6 +1,7 @@
 """Held-out evaluation of the exported ONNX files on onnxruntime CPU (seeds data.SPLITS["test"]).
 
-L2SNet: autoPET metrics (Dice, FPV, FNV; 18-connectivity; voxel volume from pixdim, ml) for the
+L2SNet runs as tracerd runs it: networks on the model grid, cue and probability mapped back onto each
+study's native PET grid, metrics there. autoPET metrics (Dice, FPV, FNV; 18-connectivity; voxel volume from pixdim, ml) for the
 2D U-Net cue alone (threshold 0.5), the 3D U-Net alone (0.5), L2SNet with the shipped adaptive
 threshold (0.5, 0.1 where cue > 0.5) and with the paper's "and vice versa" (also 0.9 outside the cue,
 not shipped), fp32 and INT8. 2Be3-Net: AUC per outcome for [WS], [H&N]
@@ -60,8 +61,51 @@ def mask_dice(a, b):
     return 1.0 if s == 0 else 2 * float((a & b).sum()) / float(s)
 
 
-def eval_l2snet(studies, threads, log):
-    """fp32 = loc2d.fp32 + seg3d.fp32; int8 = loc2d.int8 + seg3d.fp32 (INT8 is not shipped for the
+def native(seed: int):
+    """A held-out study's native files: (OnModelGrid, native SEG [z, y, x] bool, voxel ml, labels)."""
+    import nibabel as nib
+    d = data.NATIVE / str(seed)
+    pet_img = nib.load(d / "SUV.nii.gz")
+    m = data.on_model_grid(pet_img, nib.load(d / "CT.nii.gz"))
+    seg = data.to_zyx(nib.load(d / "SEG.nii.gz"), np.uint8) > 0
+    voxel_ml = float(np.prod(pet_img.header.get_zooms()[:3])) / 1000.0
+    return m, seg, voxel_ml, json.loads((d / "labels.json").read_text())
+
+
+SIZE_BANDS_ML = [0.0, 0.5, 2.0, 8.0, float("inf")]
+
+
+def lesion_detection(gt, pred, labels, voxel_ml):
+    """Per ground-truth lesion (18-connected component): its volume band and whether the prediction
+    touches it. Returns {band: [detected, total]}."""
+    lab, n = ndimage.label(gt, CONN18)
+    out = {}
+    for i in range(1, n + 1):
+        comp = lab == i
+        ml = comp.sum() * voxel_ml
+        band = next(f"{a:g}-{b:g} ml" for a, b in zip(SIZE_BANDS_ML, SIZE_BANDS_ML[1:]) if ml < b)
+        hit = bool((comp & pred).any())
+        d = out.setdefault(band, [0, 0])
+        d[0] += hit
+        d[1] += 1
+    return out
+
+
+def edge_voxels(mask, gt, r=2):
+    """Predicted voxels within r voxels of a volume face where the ground truth has none."""
+    edge = np.zeros(mask.shape, bool)
+    for a in range(3):
+        sl = [slice(None)] * 3
+        sl[a] = slice(0, r)
+        edge[tuple(sl)] = True
+        sl[a] = slice(mask.shape[a] - r, None)
+        edge[tuple(sl)] = True
+    return int((mask & edge).sum()) if not (gt & edge).any() else 0
+
+
+def eval_l2snet(seeds, threads, log):
+    """On the native grid of each held-out study, as tracerd runs it (pipeline.segment_native).
+    fp32 = loc2d.fp32 + seg3d.fp32; int8 = loc2d.int8 + seg3d.fp32 (INT8 is not shipped for the
     3D U-Net: no CPU gain), so the 3D probabilities are computed once and shared."""
     d = MODELS / "l2snet"
     p = data.L2SNET
@@ -71,44 +115,56 @@ def eval_l2snet(studies, threads, log):
             for prec in locs}
     masks = {prec: [] for prec in locs}
     timing = {"loc2d_fp32": 0.0, "loc2d_int8": 0.0, "seg3d_fp32": 0.0}
-    for s in studies:
+    bands, lesion_free, edges, crop = {}, [], [], []
+    for seed in seeds:
+        m, gt, voxel_ml, labels = native(seed)
+        crop.append(1.0 - m.pet.size * float(np.prod(m.scale_xyz)) / float(np.prod(m.native_shape_xyz)))
         t = time.time()
-        prob = pipeline.sliding_window(seg, pipeline.petct_input(s.pet, s.ct))
+        prob = m.to_native(pipeline.sliding_window(seg, pipeline.petct_input(m.pet, m.ct)))
         timing["seg3d_fp32"] += time.time() - t
         m_plain = prob > p["threshold"]
         for prec, loc in locs.items():
             t = time.time()
-            cue = pipeline.location_cue(loc, s.pet)
+            cue = m.to_native(pipeline.location_cue(loc, m.pet))
             timing[f"loc2d_{prec}"] += time.time() - t
             m_adapt = pipeline.adaptive_threshold(prob, cue)
-            masks[prec].append((cue, prob, m_plain, m_adapt))
-            rows[prec]["unet2d_cue_0.5"].append(autopet(s.seg, cue > 0.5, s.voxel_ml))
-            rows[prec]["unet3d_0.5"].append(autopet(s.seg, m_plain, s.voxel_ml))
-            rows[prec]["l2snet_adaptive"].append(autopet(s.seg, m_adapt, s.voxel_ml))
+            masks[prec].append((m_plain, m_adapt))
+            rows[prec]["unet2d_cue_0.5"].append(autopet(gt, cue > 0.5, voxel_ml))
+            rows[prec]["unet3d_0.5"].append(autopet(gt, m_plain, voxel_ml))
+            rows[prec]["l2snet_adaptive"].append(autopet(gt, m_adapt, voxel_ml))
             m_vv = pipeline.adaptive_threshold(prob, cue, VICE_VERSA)
-            rows[prec]["l2snet_vice_versa"].append(autopet(s.seg, m_vv, s.voxel_ml))
-    timing = {k: v / len(studies) for k, v in timing.items()}
+            rows[prec]["l2snet_vice_versa"].append(autopet(gt, m_vv, voxel_ml))
+            if prec == "fp32":
+                for band, (hit, n) in lesion_detection(gt, m_adapt, labels, voxel_ml).items():
+                    b = bands.setdefault(band, [0, 0])
+                    b[0] += hit
+                    b[1] += n
+                if not gt.any():
+                    lesion_free.append(int(ndimage.label(m_adapt, CONN18)[1]))
+                edges.append(edge_voxels(m_adapt, gt))
+        r = rows["fp32"]["l2snet_adaptive"][-1]
+        log(f"seed {seed} [{labels.get('acquisition', {}).get('scanner', data.SIZE)}, {labels['pet']['spacing_mm']}] "
+            f"dice {r['dice']:.3f} fpv {r['fpv_ml']:.2f} fnv {r['fnv_ml']:.2f} ({time.time() - t:.0f}s)")
+    timing = {k: v / len(seeds) for k, v in timing.items()}
     res = {prec: {k: summarise(v) for k, v in rows[prec].items()} for prec in locs}
     for prec in locs:
         log(f"l2snet {prec}: " + json.dumps(res[prec]))
-    # INT8 vs fp32 agreement on the same studies
-    dm_plain = [mask_dice(a[2], b[2]) for a, b in zip(masks["fp32"], masks["int8"])]
-    dm_adapt = [mask_dice(a[3], b[3]) for a, b in zip(masks["fp32"], masks["int8"])]
+    dm_adapt = [mask_dice(a[1], b[1]) for a, b in zip(masks["fp32"], masks["int8"])]
     pooled = lambda i: 2 * sum(float((a[i] & b[i]).sum()) for a, b in zip(masks["fp32"], masks["int8"])) / \
         max(1.0, sum(float(a[i].sum() + b[i].sum()) for a, b in zip(masks["fp32"], masks["int8"])))
     res["int8_vs_fp32"] = {
-        "mask_dice_pooled_plain": pooled(2), "mask_dice_pooled_adaptive": pooled(3),
-        "mask_dice_mean_plain": float(np.mean(dm_plain)), "mask_dice_min_adaptive": float(np.min(dm_adapt)),
-        "mask_dice_mean_adaptive": float(np.mean(dm_adapt)),
-        "prob_max_abs_diff": float(max(np.abs(a[1] - b[1]).max() for a, b in zip(masks["fp32"], masks["int8"]))),
-        "cue_max_abs_diff": float(max(np.abs(a[0] - b[0]).max() for a, b in zip(masks["fp32"], masks["int8"]))),
+        "mask_dice_pooled_plain": pooled(0), "mask_dice_pooled_adaptive": pooled(1),
+        "mask_dice_min_adaptive": float(np.min(dm_adapt)), "mask_dice_mean_adaptive": float(np.mean(dm_adapt)),
     }
+    res["detection_by_size"] = {b: {"detected": h, "lesions": n, "rate": h / n} for b, (h, n) in sorted(bands.items())}
+    res["lesion_free"] = {"studies": len(lesion_free), "with_no_lesion": sum(c == 0 for c in lesion_free),
+                          "false_lesions": lesion_free}
+    res["edge_voxels_without_truth"] = int(sum(edges))
+    res["crop_removed_fraction_mean"] = float(np.mean(crop))
     res["seconds_per_study_ort_cpu"] = timing
-    # per-study Dice (fp32 files) of the studies with lesions, so a check on a few seeds can compare
-    # against the same seeds instead of the 100-study mean
     keep = [i for i, r in enumerate(rows["fp32"]["unet3d_0.5"]) if not np.isnan(r["dice"])]
     res["per_study_fp32"] = {
-        "seeds_with_lesions": [studies[i].seed for i in keep],
+        "seeds_with_lesions": [seeds[i] for i in keep],
         "dice_plain": [rows["fp32"]["unet3d_0.5"][i]["dice"] for i in keep],
         "dice_adaptive": [rows["fp32"]["l2snet_adaptive"][i]["dice"] for i in keep],
     }
@@ -154,14 +210,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="l2snet,two_be_three")
     args = ap.parse_args()
-    studies = data.load_many(data.split("test", args.n_test))
-    path = RUNS / "eval.json"
+    seeds = data.split("test", args.n_test)
+    studies = data.load_many(seeds, keep_native=True)
+    path = RUNS / ("eval.json" if data.SIZE == "clinical" else f"eval_{data.SIZE}.json")
     res = json.loads(path.read_text()) if path.exists() else {}
     res["test_seeds"] = [studies[0].seed, studies[-1].seed]
     log = lambda m: print(m, flush=True)
     if "l2snet" in args.only:
         t = time.time()
-        res["l2snet"] = eval_l2snet(studies, args.threads, log)
+        res["l2snet"] = eval_l2snet(seeds, args.threads, log)
         res["l2snet"]["eval_s"] = time.time() - t
     if "two_be_three" in args.only:
         res["two_be_three"] = eval_two_be_three(studies, args.threads, log)

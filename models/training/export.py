@@ -181,43 +181,51 @@ def export_l2snet(report, calib, test0, out, args):
     loc = Loc2D()
     loc.load_state_dict(torch.load(RUNS / "l2snet" / "loc2d.pt"))
     loc.eval()
-    sl = data.coronal_slices(test0.pet)                          # [64, 1, 96, 64]
-    x = np.ascontiguousarray(sl[30:31])
+    sl = data.coronal_slices(test0.pet)                          # [ny, 1, Zp, Xp] on the model grid
+    jc = sl.shape[0] // 2                                        # a coronal slice through the body
+    x = np.ascontiguousarray(sl[jc:jc + 1])
     err = export(loc, x, out / "loc2d.fp32.onnx", "pet_coronal", "cue",
                  {0: "batch", 2: "height", 3: "width"}, {0: "batch", 2: "height", 3: "width"})
-    cal = [data.coronal_slices(s.pet)[j:j + 8] for s in calib[:8] for j in (0, 16, 28, 40)]
+    cal = []
+    for s in calib[:8]:
+        c = data.coronal_slices(s.pet)
+        cal += [c[j:j + 8] for j in range(max(0, len(c) // 2 - 16), len(c) // 2 + 9, 8)]
     ops = quantise(out / "loc2d.fp32.onnx", out / "loc2d.int8.onnx", "pet_coronal", cal)
     report["loc2d"] = {"torch_vs_ort_max_abs": err, "int8_ops": ops}
 
     seg = UNet3D()
     seg.load_state_dict(torch.load(RUNS / "l2snet" / "seg3d.pt"))
     seg.eval()
-    full = pipeline.petct_input(test0.pet, test0.ct)              # [2, 96, 64, 64]
+    full = pipeline.petct_input(test0.pet, test0.ct)              # [2, z, y, x] on the model grid
     pz, py, px = data.L2SNET["patch_zyx"]
-    x3 = np.ascontiguousarray(full[None, :, 24:24 + pz, :py, :px])
+    cz, cy, cx = (n // 2 for n in full.shape[1:])                 # the body's centre
+    x3 = np.ascontiguousarray(full[None, :, cz:cz + pz, cy - py // 2:cy + py // 2, cx - px // 2:cx + px // 2])
     err = export(seg, x3, out / "seg3d.fp32.onnx", "petct_patch", "prob",
                  {0: "batch", 2: "depth", 3: "height", 4: "width"}, {0: "batch", 2: "depth", 3: "height", 4: "width"})
     cal3 = []
     for s in calib[:8]:
         f = pipeline.petct_input(s.pet, s.ct)
-        for z in (0, 48):
-            cal3.append(np.ascontiguousarray(f[None, :, z:z + pz, :py, :px]))
+        nz, ny, nx = f.shape[1:]
+        y0, x0 = (ny - py) // 2, (nx - px) // 2
+        for z in (nz // 3, nz // 2):
+            cal3.append(np.ascontiguousarray(f[None, :, z:z + pz, y0:y0 + py, x0:x0 + px]))
     # INT8 for the 3D U-Net is measured but not shipped: it gains nothing on CPU (DESIGN 5)
     ops = quantise(out / "seg3d.fp32.onnx", RUNS / "l2snet" / "seg3d.int8.onnx", "petct_patch", cal3)
     report["seg3d"] = {"torch_vs_ort_max_abs": err, "int8_ops": ops}
 
     # goldens: loc2d one real coronal slice; seg3d a small 16x32x32 crop of a real patch
-    xg3 = np.ascontiguousarray(full[None, :, 56:72, 16:48, 16:48])
+    xg3 = np.ascontiguousarray(full[None, :, cz - 8:cz + 8, cy - 16:cy + 16, cx - 16:cx + 16])
     for prec, tol in (("fp32", 1e-4), ("int8", 2e-2)):
         golden(out / f"loc2d.{prec}.onnx", "pet_coronal", "cue", x, tol,
-               f"coronal slice j=30 of test study seed {test0.seed}, normalised as in the card")
+               f"coronal slice j={jc} (model grid) of test study seed {test0.seed}, normalised as in the card")
         if prec == "fp32":
             golden(out / f"seg3d.{prec}.onnx", "petct_patch", "prob", xg3, tol,
-                   f"PET+CT crop [z 56:72, y 16:48, x 16:48] of test study seed {test0.seed}")
+                   f"PET+CT crop [z {cz - 8}:{cz + 8}, y {cy - 16}:{cy + 16}, x {cx - 16}:{cx + 16}] (model grid) "
+                   f"of test study seed {test0.seed}")
 
     speed = report["speed_ort_cpu"]
-    bx = {"loc2d": ("pet_coronal", np.ascontiguousarray(sl[:16])),
-          "seg3d": ("petct_patch", np.ascontiguousarray(full[None, :, :pz, :py, :px]))}
+    bx = {"loc2d": ("pet_coronal", np.ascontiguousarray(sl[jc - 2:jc + 2])),
+          "seg3d": ("petct_patch", np.ascontiguousarray(x3))}
     for mname, (iname, xb) in bx.items():
         t32 = bench(pipeline.session(out / f"{mname}.fp32.onnx", args.threads), iname, xb)
         p8 = out / f"{mname}.int8.onnx"

@@ -164,6 +164,7 @@ def l2snet_card(exp, ev, tr):
         "recommended": {"cpu": "fp32 (loc2d may use int8 on onnxruntime CPU, see metrics.speed)", "tract": "fp32",
                         "gpu": "fp32"},
         "files": file_entries(exp, io),
+        "model_grid": dict(data.MODEL_GRID),
         "preprocessing": {
             "array_layout": LAYOUT,
             "pet_units": "SUVbw",
@@ -321,6 +322,7 @@ def two_be_three_card(exp, ev, tr):
         "recommended": {"cpu": "fp32; int8 on onnxruntime CPU only for a variant whose acceptance.int8_score_diff_le_0.02 passes",
                         "tract": "fp32", "gpu": "fp32"},
         "files": file_entries(exp, io),
+        "model_grid": dict(data.MODEL_GRID),
         "preprocessing": {
             "array_layout": LAYOUT,
             "pet_units": "SUVbw",

@@ -20,6 +20,7 @@ import torch
 import data
 import pipeline
 from evaluate import autopet, summarise
+from grid import MODEL_GRID
 from l2snet import Loc2D, UNet3D, bce_dice
 
 RUNS = data.RUNS / "l2snet"
@@ -55,7 +56,7 @@ def sliding_window_torch(model, x, args, batch=9):
 
 def validate1(model, val, args):
     model.eval()
-    rows = [autopet(s.seg, cue_torch(model, s.pet, args) > 0.5, s.voxel_ml) for s in val]
+    rows = [autopet(s.mask, cue_torch(model, s.pet, args) > 0.5, s.voxel_ml) for s in val]
     model.train()
     return summarise(rows)
 
@@ -66,8 +67,8 @@ def validate2(model, val, val_cues, args):
     plain, adapt = [], []
     for s, cue in zip(val, val_cues):
         prob = sliding_window_torch(model, pipeline.petct_input(s.pet, s.ct), args)
-        plain.append(autopet(s.seg, prob > p["threshold"], s.voxel_ml))
-        adapt.append(autopet(s.seg, pipeline.adaptive_threshold(prob, cue), s.voxel_ml))
+        plain.append(autopet(s.mask, prob > p["threshold"], s.voxel_ml))
+        adapt.append(autopet(s.mask, pipeline.adaptive_threshold(prob, cue), s.voxel_ml))
     model.train()
     a, b = summarise(plain), summarise(adapt)
     return {"plain": a, "adaptive": b,
@@ -81,9 +82,39 @@ def fmt(m):
 
 def export_tmp(model, shape, path, in_name, out_name):
     model.eval()
+    dyn = {0: "batch", 2: "height", 3: "width"}
     torch.onnx.export(model, (torch.zeros(*shape),), str(path), dynamo=False, opset_version=17,
                       input_names=[in_name], output_names=[out_name],
-                      dynamic_axes={in_name: {0: "batch"}, out_name: {0: "batch"}})
+                      dynamic_axes={in_name: dyn, out_name: dyn})
+
+
+def coronal_pair(s, j: int, multiple: int):
+    """Coronal slice j of a cached study: normalised PET and the mask fraction, [1, Zp, Xp]."""
+    nz, ny, nx = s.pet.shape
+    zp, xp = -(-nz // multiple) * multiple, -(-nx // multiple) * multiple
+    x = np.zeros((1, zp, xp), np.float32)
+    m = np.zeros((1, zp, xp), np.float32)
+    x[0, :nz, :nx] = data.pet_norm(np.asarray(s.pet[:, j, :]))
+    m[0, :nz, :nx] = s.seg[:, j, :]
+    return x, m
+
+
+def random_crop(x, m, crop, rng, size_axis):
+    """Crop axis `size_axis` (1: z, 2: x) of a [1, Zp, Xp] pair to `crop`, on a lesion row or
+    column 90 % of the time when the slice has one."""
+    n = x.shape[size_axis]
+    if crop >= n:
+        return x, m
+    other = 1 if size_axis == 1 else 0           # m[0] is [Zp, Xp]: reduce over the other axis
+    on = np.nonzero((m[0] > 0.5).any(axis=other))[0]
+    if len(on) and rng.random() < 0.9:
+        c = int(rng.choice(on))
+        a = int(np.clip(c - rng.integers(crop), 0, n - crop))
+    else:
+        a = int(rng.integers(n - crop + 1))
+    sl = [slice(None)] * 3
+    sl[size_axis] = slice(a, a + crop)
+    return x[tuple(sl)], m[tuple(sl)]
 
 
 def phase1(studies, val, args, log):
@@ -91,15 +122,9 @@ def phase1(studies, val, args, log):
     torch.manual_seed(1)
     model = Loc2D()
     opt = torch.optim.Adam(model.parameters(), lr=args.lr1, weight_decay=1e-4)
-    # coronal slices (normalised) and their masks, [n, y] indexable
-    sl = [data.coronal_slices(s.pet) for s in studies]                     # [ny, 1, Zp, Xp]
-    ms = []
-    for s, x in zip(studies, sl):
-        m = np.zeros_like(x)
-        nz, ny, nx = s.seg.shape
-        m[:, 0, :nz, :nx] = s.seg.transpose(1, 0, 2)
-        ms.append(m)
-    pos = [(i, j) for i, m in enumerate(ms) for j in range(m.shape[0]) if m[j].any()]
+    multiple = data.L2SNET["loc2d_multiple"]
+    # (study, coronal index) of every slice holding a lesion voxel (mask fraction > 0.5)
+    pos = [(i, int(j)) for i, s in enumerate(studies) for j in np.nonzero(s.mask.any(axis=(0, 2)))[0]]
     crop = args.crop1
     history, best = [], None
     t0 = time.time()
@@ -111,18 +136,17 @@ def phase1(studies, val, args, log):
             if rng.random() < args.lesion_fraction and pos:
                 i, j = pos[rng.integers(len(pos))]
             else:
-                i = rng.integers(len(sl))
-                j = rng.integers(sl[i].shape[0])
-            x, m = sl[i][j], ms[i][j]
-            zp = x.shape[1]
-            if crop < zp:   # random crop along z, kept on a lesion when the slice has one
-                zs = np.nonzero(m[0].any(1))[0]
-                if len(zs) and rng.random() < 0.9:
-                    c = int(rng.choice(zs))
-                    a = int(np.clip(c - rng.integers(crop), 0, zp - crop))
-                else:
-                    a = int(rng.integers(zp - crop + 1))
-                x, m = x[:, a:a + crop], m[:, a:a + crop]
+                i = int(rng.integers(len(studies)))
+                j = int(rng.integers(studies[i].pet.shape[1]))
+            x, m = coronal_pair(studies[i], j, multiple)
+            x, m = random_crop(x, m, crop, rng, 1)
+            x, m = random_crop(x, m, crop, rng, 2)
+            if x.shape[1] < crop or x.shape[2] < crop:   # pad to one batch shape
+                xp = np.zeros((1, crop, crop), np.float32)
+                mp = np.zeros((1, crop, crop), np.float32)
+                xp[:, :x.shape[1], :x.shape[2]] = x
+                mp[:, :m.shape[1], :m.shape[2]] = m
+                x, m = xp, mp
             if rng.random() < 0.5:   # random horizontal (x) flip
                 x, m = x[:, :, ::-1], m[:, :, ::-1]
             xb.append(x.copy())
@@ -152,6 +176,22 @@ def phase1(studies, val, args, log):
     return model, time.time() - t0, info
 
 
+def patch_start(centre, shape, patch, rng):
+    """Start of a patch that holds voxel `centre` at a random position inside it, kept inside the
+    volume where the volume is larger than the patch."""
+    return tuple(int(np.clip(c - rng.integers(p), 0, max(0, n - p)))
+                 for c, n, p in zip(centre, shape, patch))
+
+
+def pad_to(a, patch):
+    """[c, z, y, x] zero-padded at the high end to the patch (volumes thinner than a patch)."""
+    if list(a.shape[1:]) == list(patch):
+        return a
+    out = np.zeros((a.shape[0], *patch), np.float32)
+    out[:, :a.shape[1], :a.shape[2], :a.shape[3]] = a
+    return out
+
+
 def phase2(studies, cues, val, val_cues, args, log):
     rng = np.random.default_rng(2)
     torch.manual_seed(2)
@@ -162,9 +202,13 @@ def phase2(studies, cues, val, val_cues, args, log):
     if args.init_seg3d:   # continue training from a previous phase-2 checkpoint
         model.load_state_dict(torch.load(args.init_seg3d))
     opt = torch.optim.Adam(model.parameters(), lr=args.lr2, weight_decay=1e-4)
-    pz, py, px = data.L2SNET["patch_zyx"]
-    xs = [pipeline.petct_input(s.pet, s.ct) for s in studies]
-    fgs = [np.argwhere(s.seg > 0) for s in studies]
+    patch = data.L2SNET["patch_zyx"]
+    fgs = [np.argwhere(s.mask) for s in studies]
+    # patch centres away from lesions: body voxels (every 2nd on each axis) and, for a share of
+    # --hot-fraction, hot voxels outside lesions (brain, heart, kidneys, bladder, bowel: where
+    # false positives come from)
+    bodies = [np.argwhere(np.asarray(s.pet[::2, ::2, ::2]) > MODEL_GRID["body_suv"]) * 2 for s in studies]
+    hots = [np.argwhere((np.asarray(s.pet) > args.hot_suv) & ~s.mask) for s in studies]
     history, best = [], None
     t0 = time.time()
     model.train()
@@ -173,22 +217,20 @@ def phase2(studies, cues, val, val_cues, args, log):
         xb, yb, wb = [], [], []
         for _ in range(args.batch2):
             i = int(rng.integers(len(studies)))
-            s, x, cue = studies[i], xs[i], cues[i]
-            nz, ny, nx = s.seg.shape
-            fg = fgs[i]
-            if len(fg) and rng.random() < args.fg_fraction:   # patch holding a random lesion voxel
-                cz, cy, cx = fg[rng.integers(len(fg))]
-                z = int(np.clip(cz - rng.integers(pz), 0, max(0, nz - pz)))
-                y = int(np.clip(cy - rng.integers(py), 0, max(0, ny - py)))
-                w = int(np.clip(cx - rng.integers(px), 0, max(0, nx - px)))
+            s, cue = studies[i], cues[i]
+            u = rng.random()
+            if len(fgs[i]) and u < args.fg_fraction:            # holding a random lesion voxel
+                centres = fgs[i]
+            elif len(hots[i]) and u < args.fg_fraction + args.hot_fraction:
+                centres = hots[i]
             else:
-                z = int(rng.integers(max(1, nz - pz + 1)))
-                y = int(rng.integers(max(1, ny - py + 1)))
-                w = int(rng.integers(max(1, nx - px + 1)))
+                centres = bodies[i]
+            z, y, w = patch_start(centres[rng.integers(len(centres))], s.pet.shape, patch, rng)
+            pz, py, px = patch
             sl = (slice(z, z + pz), slice(y, y + py), slice(w, w + px))
-            xp = x[(slice(None),) + sl]
-            mp = s.seg[sl][None].astype(np.float32)
-            cp = cue[sl][None].astype(np.float32)
+            xp = pad_to(pipeline.petct_input(np.asarray(s.pet[sl]), np.asarray(s.ct[sl])), patch)
+            mp = pad_to(np.asarray(s.seg[sl], np.float32)[None], patch)
+            cp = pad_to(cue[sl][None].astype(np.float32), patch)
             if rng.random() < 0.5:
                 xp, mp, cp = xp[..., ::-1], mp[..., ::-1], cp[..., ::-1]
             xb.append(xp.copy()), yb.append(mp.copy()), wb.append(1.0 + cp.copy())
@@ -224,12 +266,15 @@ def main():
     ap.add_argument("--n-train2", type=int, default=150)
     ap.add_argument("--iters1", type=int, default=500)
     ap.add_argument("--batch1", type=int, default=8)
-    ap.add_argument("--crop1", type=int, default=64)
+    ap.add_argument("--crop1", type=int, default=96, help="coronal crop, z and x (a multiple of 32)")
     ap.add_argument("--lesion-fraction", type=float, default=0.5)
     ap.add_argument("--lr1", type=float, default=1e-3)
     ap.add_argument("--iters2", type=int, default=300)
     ap.add_argument("--batch2", type=int, default=4)
     ap.add_argument("--fg-fraction", type=float, default=0.67)
+    ap.add_argument("--hot-fraction", type=float, default=0.15,
+                    help="share of phase-2 patches centred on hot voxels outside lesions")
+    ap.add_argument("--hot-suv", type=float, default=3.0)
     ap.add_argument("--lr2", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true", help="CPU bfloat16 autocast for forward passes")
@@ -274,12 +319,14 @@ def main():
     st2 = studies[:args.n_train2]
     t = time.time()
     loc_id = hashlib.sha256((RUNS / "loc2d.pt").read_bytes()).hexdigest()[:12]
-    cue_file = RUNS / f"cues_{st2[0].seed}_{st2[-1].seed}_{loc_id}.npy"   # cues of this loc2d.pt only
-    if cue_file.exists():
-        cues = list(np.load(cue_file))
-    else:
-        cues = [pipeline.location_cue(sess, s.pet).astype(np.float16) for s in st2]
-        np.save(cue_file, np.stack(cues))
+    cue_dir = RUNS / f"cues_{loc_id}"   # cues of this loc2d.pt only, one .npy per seed
+    cue_dir.mkdir(exist_ok=True)
+    cues = []
+    for s in st2:
+        f = cue_dir / f"{s.seed}.npy"
+        if not f.exists():
+            np.save(f, pipeline.location_cue(sess, s.pet).astype(np.float16))
+        cues.append(np.load(f, mmap_mode="r"))
     val_cues = [pipeline.location_cue(sess, s.pet) for s in val]
     info["cue_s"] = time.time() - t
     log(f"cues for {len(st2)} + {len(val)} studies in {info['cue_s']:.0f}s")

@@ -50,9 +50,20 @@ def auc(y, s):
     return float((r[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def slices_of(study):
-    """All transverse slices, normalised and centre-cropped: [nz, 90, 90]."""
-    return data.centre_crop(data.pet_norm(study.pet), CROP)
+# Slices cached per study and variant: studies on the model grid have different slice counts, so the
+# feature caches hold NZC[variant] slices per study, evenly spaced over the variant's range (the
+# inference rule of data.slice_indices with K = NZC); training draws its K ordered slices from them.
+NZC = {"ws": 100, "hn": 40}
+
+
+def cached_slices(study, variant):
+    """Indices (into the study's slices) of the NZC[variant] cached slices."""
+    return data.slice_indices(study, variant, None, NZC[variant])
+
+
+def slices_of(study, variant):
+    """The cached slices, normalised and centre-cropped: [NZC, 90, 90]."""
+    return data.centre_crop(data.pet_norm(np.asarray(study.pet)[cached_slices(study, variant)]), CROP)
 
 
 def pretrain(studies, args, log):
@@ -60,8 +71,8 @@ def pretrain(studies, args, log):
     torch.manual_seed(3)
     net = SliceTaskNet(3)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
-    imgs = [slices_of(s) for s in studies]
-    segs = [s.seg.reshape(s.seg.shape[0], -1).sum(1) for s in studies]
+    imgs = [slices_of(s, "ws") for s in studies]
+    segs = [s.mask[cached_slices(s, "ws")].reshape(NZC["ws"], -1).sum(1) for s in studies]
     pos = [(i, k) for i, c in enumerate(segs) for k in np.nonzero(c)[0]]
     t0 = time.time()
     net.train()
@@ -93,34 +104,36 @@ def pretrain(studies, args, log):
     return net.extractor, time.time() - t0
 
 
-def cache_slices(studies, path, dtype, per_study, log):
-    """memmap [n, nz, 256, h, h] at `path`: per_study(slices_of(study)) for every study, read back
-    read-only."""
+def cache_slices(studies, variant, path, dtype, per_study, log):
+    """memmap [n, NZC, 256, h, h] at `path`: per_study(slices_of(study, variant)) for every study,
+    read back read-only."""
     h = feat_hw(CROP)
     mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype,
-                                   shape=(len(studies), studies[0].pet.shape[0], FEAT_C, h, h))
+                                   shape=(len(studies), NZC[variant], FEAT_C, h, h))
     t0 = time.time()
     for i, s in enumerate(studies):
-        mm[i] = per_study(slices_of(s))
+        mm[i] = per_study(slices_of(s, variant))
     mm.flush()
     log(f"cached features of {len(studies)} studies -> {path.name} in {time.time() - t0:.0f}s")
     return np.load(path, mmap_mode="r")
 
 
 @torch.no_grad()
-def cache_features(extractor, studies, path, log):
-    """float16 memmap [n, nz, 256, h, h] of extractor features for every slice."""
+def cache_features(extractor, studies, variant, path, log):
+    """float16 memmap [n, NZC, 256, h, h] of extractor features for every cached slice."""
     extractor.eval()
 
     def run(sl):
         x = torch.from_numpy(sl)[:, None]
         return extractor(torch.cat([x, x, x], 1)).numpy().astype(np.float16)
-    return cache_slices(studies, path, np.float16, run, log)
+    return cache_slices(studies, variant, path, np.float16, run, log)
 
 
 def draw_slices(studies, idxs, variant, rng):
-    """K ordered slice indices per study (rng None: the inference rule)."""
-    return [data.slice_indices(studies[i], variant, rng, K) for i in idxs]
+    """K ordered positions in each study's NZC cached slices (rng None: evenly spaced, the inference
+    rule; else K sorted draws, WS without and H&N with replacement)."""
+    n = NZC[variant]
+    return [data.slice_positions(n, 0.0, float(n - 1), variant == "ws", rng, K) for _ in idxs]
 
 
 def feats_batch(mm, idxs, ks, dq=None):
@@ -156,7 +169,8 @@ def int8_codes(model, variant, splits: dict, log):
             codes[a:a + K] = sess.run(None, {"pet_slices": sl[None, a:a + K]})[0]
         return codes
     log(f"[{variant}] INT8 extractor codes: scale {dq[0]:.4f}, zero point {dq[1]}")
-    return {split: cache_slices(studies, data.CACHE / f"feat8_{variant}_{split}.npy", np.uint8, run, log)
+    return {split: cache_slices(studies, variant, data.CACHE / f"feat8_{variant}_{split}.npy", np.uint8, run,
+                                log)
             for split, studies in splits.items()}, dq
 
 
@@ -347,21 +361,23 @@ def main():
     info["train_prevalence"] = {k: v / len(tr) for k, v in prev.items()}
     log(f"train prevalence {info['train_prevalence']}")
     from two_be_three import resnet50_first_five
+    variants = sorted({spec.split(":")[1] for spec in args.heads.split(",")})
+    feat = {(v, split): data.CACHE / f"feat_{v}_{split}.npy" for v in variants for split in ("train", "val")}
     if args.reuse:
         extractor = resnet50_first_five()
         extractor.load_state_dict(torch.load(RUNS / "extractor.pt"))
-        mm_tr = np.load(data.CACHE / "feat_train.npy", mmap_mode="r")
-        mm_va = np.load(data.CACHE / "feat_val.npy", mmap_mode="r")
+        mm = {k: np.load(p, mmap_mode="r") for k, p in feat.items()}
     else:
         extractor, info["pretrain_s"] = pretrain(tr, args, log)
         torch.save(extractor.state_dict(), RUNS / "extractor.pt")
         t = time.time()
-        mm_tr = cache_features(extractor, tr, data.CACHE / "feat_train.npy", log)
-        mm_va = cache_features(extractor, va, data.CACHE / "feat_val.npy", log)
+        mm = {(v, split): cache_features(extractor, studies, v, feat[(v, split)], log)
+              for v in variants for split, studies in (("train", tr), ("val", va))}
         info["feature_cache_s"] = time.time() - t
     extractor.eval()
     for spec in args.heads.split(","):
         kind, variant = spec.split(":")
+        mm_tr, mm_va = mm[(variant, "train")], mm[(variant, "val")]
         name = {"2be3": variant, "resnet_conv2d": "resnet_conv2d", "cnn3d": "cnn3d"}[kind]
         if args.robust:
             if kind != "2be3":
