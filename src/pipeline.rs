@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, never, select};
 
 use crate::config::{Config, ConfigError};
 use crate::journal::{Claimed, Journal};
@@ -257,7 +257,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
     let (outcome_tx, outcome_rx) = bounded::<Outcome>(1);
     let (retry_tx, retry_rx) = crossbeam_channel::unbounded::<(Instant, Job)>();
     let (control_tx, control_rx) = crossbeam_channel::unbounded::<Box<Config>>();
-    let (scanned_tx, scanned_rx) = bounded::<()>(1);
+    let (scanned_tx, mut scanned_rx) = bounded::<()>(1);
 
     let mut clocks = Vec::new();
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
@@ -345,7 +345,12 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
                 Ok(Signal::Reload) => reload(&shared, &options, &control_tx, &notifier),
                 Err(_) => stop_requested = true,
             },
-            recv(scanned_rx) -> _ => {
+            recv(scanned_rx) -> msg => {
+                if msg.is_err() {
+                    // The scanner has stopped and dropped its sender: a disconnected channel is
+                    // always ready, so stop selecting on it (it would spin a core while idle).
+                    scanned_rx = never();
+                }
                 if !ready {
                     ready = true;
                     notifier.ready();
@@ -732,9 +737,9 @@ fn infer(
         while let Some(Ok(config)) = control.as_ref().map(|c| c.try_recv()) {
             reload(&mut processor, &config);
         }
-        let never = crossbeam_channel::never();
+        let no_control = never();
         select! {
-            recv(control.as_ref().unwrap_or(&never)) -> msg => match msg {
+            recv(control.as_ref().unwrap_or(&no_control)) -> msg => match msg {
                 Ok(config) => reload(&mut processor, &config),
                 Err(_) => control = None,
             },

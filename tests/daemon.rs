@@ -416,3 +416,36 @@ fn a_manager_that_does_not_read_notifications_cannot_keep_the_daemon_from_stoppi
     assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), Some(0));
     assert!(spool.log().contains("stopped"), "{}", spool.log());
 }
+
+/// CPU time (user + system) a process has used, from `/proc/PID/stat`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Issue 16, row 4: an idle daemon with an empty inbox spun a whole core (the supervisor kept
+/// selecting on the scanner's disconnected channel). Over 5 s idle it now uses a few ticks; the
+/// bound (a tenth of a core) is far from both.
+#[test]
+fn an_idle_daemon_uses_no_cpu() {
+    let _serial = serial();
+    let spool = Spool::new(&Settings::default());
+    let notify = NotifySocket::new();
+    let mut child = spool.command(&[("NOTIFY_SOCKET", &notify.path)]).spawn().unwrap();
+    spool.adopt(&child);
+    notify.wait_for("READY=1", MINUTE);
+    // Let start-up (model loading, the first scan) finish.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = cpu_ticks(child.id());
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(5));
+    let used = cpu_ticks(child.id()) - before;
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    let share = used as f64 / ticks_per_s / started.elapsed().as_secs_f64();
+    signal(&child, "TERM");
+    wait_exit(&mut child, MINUTE);
+    assert!(share < 0.1, "idle daemon used {:.0} % of a core", share * 100.0);
+}

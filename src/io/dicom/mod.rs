@@ -170,10 +170,15 @@ impl DicomError {
 /// "PET series 1.2.840…4711": a UID shortened to its first and last digits, enough to find the
 /// series again without flooding a log line.
 pub fn short_uid(uid: &str) -> String {
-    if uid.len() <= 16 {
+    // By characters, not bytes: a malformed UID may hold non-ASCII text, and slicing it at a
+    // byte offset inside a character would panic.
+    let chars: Vec<char> = uid.chars().collect();
+    if chars.len() <= 16 {
         uid.to_string()
     } else {
-        format!("{}…{}", &uid[..6], &uid[uid.len() - 6..])
+        let head: String = chars[..6].iter().collect();
+        let tail: String = chars[chars.len() - 6..].iter().collect();
+        format!("{head}…{tail}")
     }
 }
 
@@ -221,5 +226,13 @@ mod tests {
             short_uid("1.2.840.113619.2.55.3.604688119.1234"),
             "1.2.84…9.1234"
         );
+    }
+
+    /// Issue 16, row 1: a Series Instance UID with a non-ASCII character panicked the ingest
+    /// thread (a byte slice inside a character) and left a zombie daemon.
+    #[test]
+    fn short_uids_of_non_ascii_text_do_not_panic() {
+        assert_eq!(short_uid("1.2.ä40.113619.2.55.3.6046"), "1.2.ä4…3.6046");
+        assert_eq!(short_uid("ééééééééééééééééé"), "éééééé…éééééé");
     }
 }
