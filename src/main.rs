@@ -30,7 +30,8 @@ enum Command {
         /// Random seed; each seed is a different patient.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// small: PET 64×64×96 for tests; clinical: PET 192×192×300, CT 512×512×300.
+        /// small: a half-scale body on PET 64×64×96, for quick tests; clinical: an adult drawn
+        /// per seed on one scanner family's PET and CT grids (see README, Synthetic studies).
         #[arg(long, value_enum, default_value_t = SizeArg::Small)]
         size: SizeArg,
         /// nifti: SUV/CT/SEG .nii.gz; dicom: PET (BQML) and CT series under DICOM/ in a
@@ -222,17 +223,21 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 config_path: config.clone(),
                 exit_after: None,
             };
+            let mut truth = None;
             if demo {
                 if config.is_none() {
                     loaded = demo_config();
                 }
-                drop_demo_study(&loaded.paths.inbox)?;
+                truth = Some(drop_demo_study(&loaded.paths.inbox)?);
                 options.exit_after = Some(1);
             }
             let summary = pipeline::run(loaded, options).map_err(|e| e.to_string())?;
-            if demo {
+            if let Some(truth) = &truth {
                 match &summary.last_published {
-                    Some(published) => println!("{}", published_line(published)),
+                    Some(published) => {
+                        println!("{}", published_line(published));
+                        println!("{}", demo_truth_line(published, truth));
+                    }
                     None => {
                         return Err("the demo study was not published; see the log above".into());
                     }
@@ -275,20 +280,54 @@ fn demo_config() -> Config {
     c
 }
 
-/// Writes synthetic study seed 7 into `inbox/demo-study-7`: under a hidden name first, then
-/// renamed, the way a well-behaved sender delivers a study.
-fn drop_demo_study(inbox: &std::path::Path) -> Result<(), String> {
-    let dest = inbox.join("demo-study-7");
-    let staging = inbox.join(".demo-study-7.incoming");
+/// The demo's study: a held-out clinical phantom (never trained on), an adult scanned from the
+/// skull base to the feet on a Philips grid (144×144 at 4 mm), with three neck nodes.
+const DEMO_SEED: u64 = 100003;
+
+/// Writes synthetic study [`DEMO_SEED`] into `inbox/demo-study-N`: under a hidden name first, then
+/// renamed, the way a well-behaved sender delivers a study. Returns its ground-truth mask.
+fn drop_demo_study(inbox: &std::path::Path) -> Result<tracerd::volume::Volume<u8>, String> {
+    let dest = inbox.join(format!("demo-study-{DEMO_SEED}"));
+    let staging = inbox.join(format!(".demo-study-{DEMO_SEED}.incoming"));
     std::fs::create_dir_all(inbox).map_err(|e| format!("{}: {e}", inbox.display()))?;
     let study = synth::generate(&SynthOptions {
-        seed: 7,
-        size: Size::Small,
+        seed: DEMO_SEED,
+        size: Size::Clinical,
     });
     synth::write_nifti(&study, &staging).map_err(|e| e.to_string())?;
     std::fs::rename(&staging, &dest).map_err(|e| format!("{}: {e}", dest.display()))?;
-    println!("dropped synthetic study seed 7 into {}", dest.display());
-    Ok(())
+    let pet = study.pet.geometry();
+    println!(
+        "dropped synthetic clinical study seed {DEMO_SEED} ({} PET {}×{}×{} at {:.2}×{:.2}×{:.2} mm, \
+         {} lesion(s)) into {}",
+        study
+            .labels
+            .acquisition
+            .as_ref()
+            .map_or("?", |a| a.scanner.as_str()),
+        pet.shape[0],
+        pet.shape[1],
+        pet.shape[2],
+        pet.spacing.x,
+        pet.spacing.y,
+        pet.spacing.z,
+        study.labels.lesions.len(),
+        dest.display()
+    );
+    Ok(study.seg)
+}
+
+/// How the demo's mask compares with the phantom's ground truth (autoPET Dice).
+fn demo_truth_line(published: &Published, truth: &tracerd::volume::Volume<u8>) -> String {
+    match tracerd::io::nifti::read_u8(&published.dir.join("lesions.nii.gz")) {
+        Ok(mask) if mask.shape() == truth.shape() => format!(
+            "ground truth: {} lesion voxel(s); Dice of the published mask against it {:.3}",
+            truth.data().iter().filter(|v| **v != 0).count(),
+            tracerd::models::l2snet::dice(mask.data(), truth.data())
+        ),
+        Ok(_) => "ground truth: the published mask is not on the PET grid".to_string(),
+        Err(e) => format!("ground truth: no mask to compare ({e})"),
+    }
 }
 
 /// One line about a published study: `published DIR: lesions; scores [engine on device]`.

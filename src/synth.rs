@@ -511,35 +511,75 @@ const SCANNERS: [(&str, &[Reconstruction]); 5] = [
     (
         "siemens-biograph-mct",
         &[
-            Reconstruction { matrix: 200, pixel_mm: 4.0728, slices_mm: &[2.027, 3.0, 5.0] },
-            Reconstruction { matrix: 400, pixel_mm: 2.0364, slices_mm: &[2.027, 3.0] },
+            Reconstruction {
+                matrix: 200,
+                pixel_mm: 4.0728,
+                slices_mm: &[2.027, 3.0, 5.0],
+            },
+            Reconstruction {
+                matrix: 400,
+                pixel_mm: 2.0364,
+                slices_mm: &[2.027, 3.0],
+            },
         ],
     ),
     (
         "siemens-biograph-vision",
         &[
-            Reconstruction { matrix: 440, pixel_mm: 1.65, slices_mm: &[1.65, 2.0] },
-            Reconstruction { matrix: 220, pixel_mm: 3.3, slices_mm: &[3.0] },
+            Reconstruction {
+                matrix: 440,
+                pixel_mm: 1.65,
+                slices_mm: &[1.65, 2.0],
+            },
+            Reconstruction {
+                matrix: 220,
+                pixel_mm: 3.3,
+                slices_mm: &[3.0],
+            },
         ],
     ),
     (
         "ge-discovery",
         &[
-            Reconstruction { matrix: 128, pixel_mm: 5.47, slices_mm: &[3.27] },
-            Reconstruction { matrix: 192, pixel_mm: 3.646, slices_mm: &[3.27, 2.79] },
-            Reconstruction { matrix: 256, pixel_mm: 2.734, slices_mm: &[2.79, 3.27] },
+            Reconstruction {
+                matrix: 128,
+                pixel_mm: 5.47,
+                slices_mm: &[3.27],
+            },
+            Reconstruction {
+                matrix: 192,
+                pixel_mm: 3.646,
+                slices_mm: &[3.27, 2.79],
+            },
+            Reconstruction {
+                matrix: 256,
+                pixel_mm: 2.734,
+                slices_mm: &[2.79, 3.27],
+            },
         ],
     ),
     (
         "philips-vereos",
         &[
-            Reconstruction { matrix: 144, pixel_mm: 4.0, slices_mm: &[4.0] },
-            Reconstruction { matrix: 288, pixel_mm: 2.0, slices_mm: &[2.0] },
+            Reconstruction {
+                matrix: 144,
+                pixel_mm: 4.0,
+                slices_mm: &[4.0],
+            },
+            Reconstruction {
+                matrix: 288,
+                pixel_mm: 2.0,
+                slices_mm: &[2.0],
+            },
         ],
     ),
     (
         "canon-cartesion",
-        &[Reconstruction { matrix: 336, pixel_mm: 2.04, slices_mm: &[2.0, 4.0] }],
+        &[Reconstruction {
+            matrix: 336,
+            pixel_mm: 2.04,
+            slices_mm: &[2.0, 4.0],
+        }],
     ),
 ];
 
@@ -625,7 +665,16 @@ impl Body {
         let sy = sxy * jit(rng, 0.03);
         let girth = uni(rng, 0.93, 1.08);
         let fat = 3.0 + 5.0 * ((girth - 0.93) / 0.15 * 0.7 + uni(rng, 0.0, 0.3));
-        Body { sxy, sy, sz, margin, ox, oy, girth, fat }
+        Body {
+            sxy,
+            sy,
+            sz,
+            margin,
+            ox,
+            oy,
+            girth,
+            fat,
+        }
     }
 }
 
@@ -646,9 +695,21 @@ impl ClinicalPlan {
         let sz = 0.98 * height_m / 1.75;
         let girth = (bmi / 24.0).sqrt().clamp(0.85, 1.4) * jit(rng, 0.03);
         let fat = (8.0 + 110.0 * (girth - 0.88)).clamp(6.0, 65.0) * jit(rng, 0.15);
-        let arms = if rng.random_bool(0.7) { Arms::Up } else { Arms::Down };
-        let from = if rng.random_bool(0.7) { AxialStart::Vertex } else { AxialStart::SkullBase };
-        let to = if rng.random_bool(0.8) { AxialEnd::MidThigh } else { AxialEnd::Feet };
+        let arms = if rng.random_bool(0.7) {
+            Arms::Up
+        } else {
+            Arms::Down
+        };
+        let from = if rng.random_bool(0.7) {
+            AxialStart::Vertex
+        } else {
+            AxialStart::SkullBase
+        };
+        let to = if rng.random_bool(0.8) {
+            AxialEnd::MidThigh
+        } else {
+            AxialEnd::Feet
+        };
         let margin = match from {
             AxialStart::Vertex => uni(rng, 10.0, 40.0),
             AxialStart::SkullBase => -sz * uni(rng, 150.0, 190.0),
@@ -667,7 +728,11 @@ impl ClinicalPlan {
         let pet = Geometry::axial(
             [n, n, nz],
             [recon.pixel_mm, recon.pixel_mm, slice],
-            [centred(n, recon.pixel_mm), centred(n, recon.pixel_mm), pet_z0],
+            [
+                centred(n, recon.pixel_mm),
+                centred(n, recon.pixel_mm),
+                pet_z0,
+            ],
         );
         let ct_xy = uni(rng, 500.0, 700.0) / 512.0;
         let ct_slice = pick(rng, &CT_SLICES_MM);
@@ -1423,9 +1488,8 @@ fn build_anatomy(pet: &Geometry, rng: &mut ChaCha8Rng, plan: Option<&ClinicalPla
         });
     }
     let bladder_c = f.p(uni(rng, -5.0, 5.0), -25.0, 815.0);
-    let bladder_r = f.r(40.0, 35.0, 32.0)
-        * uni(rng, 0.8, 1.2)
-        * plan.map_or(1.0, |p| p.bladder_scale);
+    let bladder_r =
+        f.r(40.0, 35.0, 32.0) * uni(rng, 0.8, 1.2) * plan.map_or(1.0, |p| p.bladder_scale);
     shapes.push(Shape::ellipsoid(BLADDER, bladder_c, bladder_r));
     hot.push(HotOutline {
         organ: HotOrgan::Bladder,
@@ -1547,7 +1611,12 @@ fn limb_bones(shapes: &mut Vec<Shape>, f: &Frame, plan: &ClinicalPlan, cortex: f
     for side in [-1.0, 1.0] {
         let arm = arm(side, plan.acquisition.arms, plan.body.girth);
         // From the elbow's side of the shoulder to the wrist: every knot but the ends.
-        bone(arm[1..arm.len() - 1].iter().map(|&[t, x, y, _, _]| [t, x, y, 11.0, 11.0]).collect());
+        bone(
+            arm[1..arm.len() - 1]
+                .iter()
+                .map(|&[t, x, y, _, _]| [t, x, y, 11.0, 11.0])
+                .collect(),
+        );
         if plan.legs_to > 1300.0 {
             bone(vec![
                 [1320.0, 90.0 * side, 0.0, 17.0, 17.0],
@@ -2267,7 +2336,10 @@ pub fn generate_with_pet_spacing(options: &SynthOptions, pet_spacing: [f64; 3]) 
 
 /// [`build`], with the PET and SEG rendered on `render` when given (the anatomy, the lesions and
 /// every draw still follow the drawn grid).
-fn build_on(options: &SynthOptions, render: Option<Geometry>) -> (SyntheticStudy, Vec<PlacedLesion>) {
+fn build_on(
+    options: &SynthOptions,
+    render: Option<Geometry>,
+) -> (SyntheticStudy, Vec<PlacedLesion>) {
     let seed = options.seed;
     let plan = (options.size == Size::Clinical).then(|| ClinicalPlan::draw(seed));
     let (drawn_g, ct_g) = plan
@@ -2499,27 +2571,45 @@ mod tests {
         let plans: Vec<ClinicalPlan> = (0..400).map(ClinicalPlan::draw).collect();
         let range = |f: &dyn Fn(&ClinicalPlan) -> f64| {
             let v: Vec<f64> = plans.iter().map(f).collect();
-            (v.iter().cloned().fold(f64::INFINITY, f64::min), v.iter().cloned().fold(0.0, f64::max))
+            (
+                v.iter().cloned().fold(f64::INFINITY, f64::min),
+                v.iter().cloned().fold(0.0, f64::max),
+            )
         };
         let (lo, hi) = range(&|p| p.acquisition.weight_kg);
-        assert!(lo <= 50.0 && hi >= 130.0 && lo >= 45.0 && hi <= 150.0, "weight {lo}..{hi}");
+        assert!(
+            lo <= 50.0 && hi >= 130.0 && lo >= 45.0 && hi <= 150.0,
+            "weight {lo}..{hi}"
+        );
         let (lo, hi) = range(&|p| p.pet.spacing.x);
-        assert!(lo >= 1.6 && lo < 1.7 && hi <= 5.5 && hi > 5.4, "PET pixel {lo}..{hi}");
+        assert!(
+            lo >= 1.6 && lo < 1.7 && hi <= 5.5 && hi > 5.4,
+            "PET pixel {lo}..{hi}"
+        );
         let (lo, hi) = range(&|p| p.pet.spacing.z);
         assert!(lo >= 1.5 && hi <= 5.0, "PET slices {lo}..{hi}");
         let (lo, hi) = range(&|p| p.pet.shape[0] as f64);
         assert!(lo >= 128.0 && hi <= 440.0, "PET matrix {lo}..{hi}");
         let (lo, hi) = range(&|p| p.ct.spacing.x);
-        assert!(lo >= 500.0 / 512.0 && hi <= 700.0 / 512.0, "CT pixel {lo}..{hi}");
+        assert!(
+            lo >= 500.0 / 512.0 && hi <= 700.0 / 512.0,
+            "CT pixel {lo}..{hi}"
+        );
         let (lo, hi) = range(&|p| p.ct.spacing.z);
         assert!(lo >= 1.0 && hi <= 5.0, "CT slices {lo}..{hi}");
         // Every family, both arm positions, both starts and both ends occur.
         for (family, _) in SCANNERS {
-            assert!(plans.iter().any(|p| p.acquisition.scanner == family), "{family}");
+            assert!(
+                plans.iter().any(|p| p.acquisition.scanner == family),
+                "{family}"
+            );
         }
-        let a = |f: &dyn Fn(&Acquisition) -> bool| plans.iter().filter(|p| f(&p.acquisition)).count();
+        let a =
+            |f: &dyn Fn(&Acquisition) -> bool| plans.iter().filter(|p| f(&p.acquisition)).count();
         assert!(a(&|q| q.arms == Arms::Up) > 200 && a(&|q| q.arms == Arms::Down) > 60);
-        assert!(a(&|q| q.from == AxialStart::SkullBase) > 60 && a(&|q| q.to == AxialEnd::Feet) > 40);
+        assert!(
+            a(&|q| q.from == AxialStart::SkullBase) > 60 && a(&|q| q.to == AxialEnd::Feet) > 40
+        );
         for p in &plans {
             // The CT covers the PET's axial extent, on its own origin.
             let pet_top = p.pet.origin.z + (p.pet.shape[2] - 1) as f64 * p.pet.spacing.z;
@@ -2727,7 +2817,10 @@ mod tests {
     #[test]
     fn generated_voxels_are_pinned() {
         let pins = [
-            (small(0), ["36d01dd2c33a8a10", "10dc0b5a1ff867d7", "5b7645de502b05da"]),
+            (
+                small(0),
+                ["36d01dd2c33a8a10", "10dc0b5a1ff867d7", "5b7645de502b05da"],
+            ),
             (
                 SynthOptions {
                     seed: 0,
@@ -2740,7 +2833,13 @@ mod tests {
             let s = generate(&options);
             let got = [digest(&s.pet), digest(&s.ct), digest(&s.seg)];
             eprintln!("{} seed {}: {got:?}", options.size, options.seed);
-            assert_eq!(got, [pet, ct, seg], "{} seed {}", options.size, options.seed);
+            assert_eq!(
+                got,
+                [pet, ct, seg],
+                "{} seed {}",
+                options.size,
+                options.seed
+            );
         }
     }
 

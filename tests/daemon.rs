@@ -434,7 +434,10 @@ fn an_idle_daemon_uses_no_cpu() {
     let _serial = serial();
     let spool = Spool::new(&Settings::default());
     let notify = NotifySocket::new();
-    let mut child = spool.command(&[("NOTIFY_SOCKET", &notify.path)]).spawn().unwrap();
+    let mut child = spool
+        .command(&[("NOTIFY_SOCKET", &notify.path)])
+        .spawn()
+        .unwrap();
     spool.adopt(&child);
     notify.wait_for("READY=1", MINUTE);
     // Let start-up (model loading, the first scan) finish.
@@ -447,5 +450,9 @@ fn an_idle_daemon_uses_no_cpu() {
     let share = used as f64 / ticks_per_s / started.elapsed().as_secs_f64();
     signal(&child, "TERM");
     wait_exit(&mut child, MINUTE);
-    assert!(share < 0.1, "idle daemon used {:.0} % of a core", share * 100.0);
+    assert!(
+        share < 0.1,
+        "idle daemon used {:.0} % of a core",
+        share * 100.0
+    );
 }

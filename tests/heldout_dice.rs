@@ -91,6 +91,6 @@ fn five_heldout_studies_reach_the_cards_dice() {
     let pooled = 2.0 * both as f64 / total as f64;
     eprintln!(
         "5 held-out studies: mean Dice {mean:.3}, pooled {pooled:.3}; the card claims mean \
-         {claimed:.3}, pooled {claimed_pooled:.3} over 100"
+         {claimed:.3}, pooled {claimed_pooled:.3} over the whole held-out set"
     );
 }

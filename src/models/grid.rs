@@ -42,14 +42,18 @@ pub struct GridSpec {
 impl GridSpec {
     /// Every value finite and positive (the SUV threshold non-negative).
     pub fn check(&self) -> Result<(), String> {
-        let ok = self.target_spacing_mm.iter().all(|s| s.is_finite() && *s > 0.0)
+        let ok = self
+            .target_spacing_mm
+            .iter()
+            .all(|s| s.is_finite() && *s > 0.0)
             && self.body_suv.is_finite()
             && self.body_suv >= 0.0
             && self.body_min_area_mm2.is_finite()
             && self.body_min_area_mm2 >= 0.0
             && self.body_margin_mm.is_finite()
             && self.body_margin_mm >= 0.0;
-        ok.then_some(()).ok_or_else(|| format!("[model_grid] has a non-finite or negative value: {self:?}"))
+        ok.then_some(())
+            .ok_or_else(|| format!("[model_grid] has a non-finite or negative value: {self:?}"))
     }
 }
 
@@ -111,7 +115,11 @@ impl ModelGrid {
     /// The CT (HU, any grid) on the model grid: trilinear between voxel centres, `outside_hu`
     /// elsewhere (the card's `ct_resampling`).
     pub fn ct(&self, ct: &Volume<f32>, outside_hu: f32) -> Volume<f32> {
-        ct.resample(&self.geometry, Interpolation::LinearWithinCentres, outside_hu)
+        ct.resample(
+            &self.geometry,
+            Interpolation::LinearWithinCentres,
+            outside_hu,
+        )
     }
 
     /// A map on the model grid (probabilities, cue) back on the native PET grid; 0 outside.
@@ -225,6 +233,9 @@ mod tests {
         // The block's volume is kept (trilinear both ways, threshold 0.5).
         let voxels = back.data().iter().filter(|v| **v > 0.5).count();
         let truth = 40 * 30 * 40;
-        assert!((voxels as f64 / truth as f64 - 1.0).abs() < 0.05, "{voxels} vs {truth}");
+        assert!(
+            (voxels as f64 / truth as f64 - 1.0).abs() < 0.05,
+            "{voxels} vs {truth}"
+        );
     }
 }

@@ -617,7 +617,11 @@ pub fn dice(a: &[u8], b: &[u8]) -> f64 {
         both += usize::from(x != 0 && y != 0);
         total += usize::from(x != 0) + usize::from(y != 0);
     }
-    if total == 0 { 1.0 } else { 2.0 * both as f64 / total as f64 }
+    if total == 0 {
+        1.0
+    } else {
+        2.0 * both as f64 / total as f64
+    }
 }
 
 /// `v` to `digits` decimals: result.json reports ml and SUV to 1e-4, millimetres to 1e-2, which

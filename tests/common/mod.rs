@@ -135,18 +135,8 @@ pub fn rewrite_dicom(path: &Path, edit: impl FnOnce(&mut dicom_object::InMemDico
     tracerd::io::dicom::synth_export::write_part10(path, obj, &class, &inst).unwrap();
 }
 
-/// Dice coefficient of two 0/1 masks, `2|A∩B| / (|A| + |B|)`; 1 when both are empty.
+/// Dice coefficient of two 0/1 masks of the same size (the library's, with a length check).
 pub fn dice(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len(), "masks of different sizes");
-    let inter = a
-        .iter()
-        .zip(b)
-        .filter(|(x, y)| **x != 0 && **y != 0)
-        .count();
-    let total = a.iter().filter(|x| **x != 0).count() + b.iter().filter(|x| **x != 0).count();
-    if total == 0 {
-        1.0
-    } else {
-        2.0 * inter as f64 / total as f64
-    }
+    tracerd::models::l2snet::dice(a, b)
 }
