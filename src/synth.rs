@@ -2583,7 +2583,7 @@ mod tests {
         );
         let (lo, hi) = range(&|p| p.pet.spacing.x);
         assert!(
-            lo >= 1.6 && lo < 1.7 && hi <= 5.5 && hi > 5.4,
+            (1.6..1.7).contains(&lo) && hi <= 5.5 && hi > 5.4,
             "PET pixel {lo}..{hi}"
         );
         let (lo, hi) = range(&|p| p.pet.spacing.z);

@@ -128,7 +128,7 @@ class OnModelGrid:
 
     def to_native(self, vol_zyx: np.ndarray) -> np.ndarray:
         """A model-grid map (probabilities, cue) on the native PET grid: trilinear, 0 outside."""
-        s, o = grid.back_map(self.native_shape_xyz, self.scale_xyz, self.offset_xyz)
+        s, o = grid.back_map(self.scale_xyz, self.offset_xyz)
         return grid.resample(vol_zyx, self.native_shape_xyz, s, o, 0.5, 0.0)
 
 

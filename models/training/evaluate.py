@@ -75,7 +75,7 @@ def native(seed: int):
 SIZE_BANDS_ML = [0.0, 0.5, 2.0, 8.0, float("inf")]
 
 
-def lesion_detection(gt, pred, labels, voxel_ml):
+def lesion_detection(gt, pred, voxel_ml):
     """Per ground-truth lesion (18-connected component): its volume band and whether the prediction
     touches it. Returns {band: [detected, total]}."""
     lab, n = ndimage.label(gt, CONN18)
@@ -135,7 +135,7 @@ def eval_l2snet(seeds, threads, log):
             m_vv = pipeline.adaptive_threshold(prob, cue, VICE_VERSA)
             rows[prec]["l2snet_vice_versa"].append(autopet(gt, m_vv, voxel_ml))
             if prec == "fp32":
-                for band, (hit, n) in lesion_detection(gt, m_adapt, labels, voxel_ml).items():
+                for band, (hit, n) in lesion_detection(gt, m_adapt, voxel_ml).items():
                     b = bands.setdefault(band, [0, 0])
                     b[0] += hit
                     b[1] += n

@@ -111,7 +111,7 @@ def model_affine(pet_affine: np.ndarray, scale_xyz, offset_xyz) -> np.ndarray:
     return pet_affine @ t
 
 
-def back_map(native_shape_xyz, scale_xyz, offset_xyz):
+def back_map(scale_xyz, offset_xyz):
     """(scale, offset) of the inverse map: native index -> model index."""
     inv_s = [1.0 / s for s in scale_xyz]
     return inv_s, [-o / s for o, s in zip(offset_xyz, scale_xyz)]
