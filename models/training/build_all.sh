@@ -16,10 +16,13 @@ $PY data.py --splits train --n 200
 $PY data.py --splits val --n 60
 $PY data.py --splits test --n 100
 # 2. training: the two models side by side, one thread each (2-core machine)
-#    L2SNet: phase 1 on 200 studies, phase 2 on the first 150, best checkpoint by validation (seeds
-#    700..711) with the card's inference on the model grid (runs/l2snet/train.log)
-$PY train_l2snet.py --n-train1 200 --iters1 2000 --batch1 8 --lr1 1e-3 --val-every1 500 \
-  --n-train2 150 --iters2 6000 --batch2 4 --lr2 2e-3 --fg-fraction 0.6 --hot-fraction 0.15 --val-every2 2000 \
+#    L2SNet, sized to about 2 h at one thread from per-iteration costs measured on this machine
+#    (2026-12-01, AVX2, no BF16; README "Clinical recipe"): phase 1 1.6 s/iteration (8 crops of
+#    96x96) -> 1000 iterations 27 min; cues 16 s per study -> 60 studies 16 min; phase 2 1.6
+#    s/iteration (4 patches of 32^3) -> 2800 iterations 75 min. Best checkpoint by validation
+#    (seeds 700..711) with the card's inference on the model grid (runs/l2snet/train.log)
+$PY train_l2snet.py --n-train1 200 --iters1 1000 --batch1 8 --lr1 1e-3 --val-every1 500 \
+  --n-train2 60 --iters2 2800 --batch2 4 --lr2 2e-3 --fg-fraction 0.6 --hot-fraction 0.15 --val-every2 1400 \
   --n-val 12 --threads 1 > runs/l2snet_stdout.log 2>&1 &
 p1=$!
 ( $PY train_two_be_three.py --n-train 200 --n-val 60 --pre-iters 200 --epochs 6 --threads 1 \
