@@ -22,6 +22,15 @@ pub const CT_NAMES: [&str; 4] = ["CT.nii.gz", "CTres.nii.gz", "CT.nii", "CTres.n
 /// Smallest PET extent per axis, in voxels, that the models are run on.
 pub const MIN_PET_VOXELS: usize = 8;
 
+/// Voxel spacing, mm, that a PET or CT of a patient can have: thin CT slices to thick PET
+/// slices, with room on both sides; anything outside is a broken header, not a scanner.
+pub const PLAUSIBLE_SPACING_MM: [f64; 2] = [0.1, 20.0];
+/// SUV a PET can hold: slightly negative reconstruction noise to far above any bladder; values
+/// outside are counts, activity or corrupt scaling, never SUV.
+pub const PLAUSIBLE_SUV: [f32; 2] = [-100.0, 1000.0];
+/// Hounsfield units a CT can hold (air −1000, dense metal a few 10 000).
+pub const PLAUSIBLE_HU: [f32; 2] = [-10_000.0, 100_000.0];
+
 /// Which processing step failed; `error.json`'s `"stage"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -192,7 +201,7 @@ fn load_nifti(dir: &Path, pet_path: &Path, key: &str) -> Result<Study, StudyErro
     let ct = match &ct_path {
         Some(p) => {
             let ct = nifti::read_f32(p).map_err(nifti_error)?;
-            check_finite(&ct, &file_name(p))?;
+            check_ct(&ct, &file_name(p))?;
             Some(ct)
         }
         None => None,
@@ -246,7 +255,7 @@ fn load_dicom(dir: &Path) -> Result<Study, StudyError> {
     let loaded = dicom::load_study(&assembled, &ignored).map_err(dicom_error)?;
     check_pet(&loaded.pet, "PET series")?;
     if let Some(ct) = &loaded.ct {
-        check_finite(ct, "CT series")?;
+        check_ct(ct, "CT series")?;
     }
     let study = Study {
         key: loaded.key.clone(),
@@ -267,7 +276,13 @@ fn load_dicom(dir: &Path) -> Result<Study, StudyError> {
     check_overlap(study)
 }
 
-fn check_finite(volume: &Volume<f32>, what: &str) -> Result<(), StudyError> {
+/// Every voxel finite and within `range` (`unit` names it), every spacing plausible.
+fn check_values(
+    volume: &Volume<f32>,
+    what: &str,
+    range: [f32; 2],
+    unit: &str,
+) -> Result<(), StudyError> {
     let bad = volume.data().iter().filter(|v| !v.is_finite()).count();
     if bad > 0 {
         return Err(StudyError::ingest(
@@ -278,11 +293,43 @@ fn check_finite(volume: &Volume<f32>, what: &str) -> Result<(), StudyError> {
             "the export is corrupt; re-export the series from the scanner",
         ));
     }
+    let sp = volume.geometry().spacing;
+    let [lo, hi] = PLAUSIBLE_SPACING_MM;
+    if sp.iter().any(|s| !(lo..=hi).contains(s)) {
+        return Err(StudyError::ingest(
+            format!(
+                "{what} has voxels of {:.3e}×{:.3e}×{:.3e} mm, outside the {lo}–{hi} mm of any scanner",
+                sp.x, sp.y, sp.z
+            ),
+            "the header's voxel size is broken; re-export the series",
+        ));
+    }
+    let (min, max) = volume
+        .data()
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    if min < range[0] || max > range[1] {
+        return Err(StudyError::ingest(
+            format!(
+                "{what} holds values from {min:.3e} to {max:.3e} {unit}, outside the plausible \
+                 {} to {} {unit}",
+                range[0], range[1]
+            ),
+            "the image is not in the units expected (or its scaling is corrupt); export SUV for \
+             the PET and HU for the CT",
+        ));
+    }
     Ok(())
 }
 
+fn check_ct(ct: &Volume<f32>, what: &str) -> Result<(), StudyError> {
+    check_values(ct, what, PLAUSIBLE_HU, "HU")
+}
+
 fn check_pet(pet: &Volume<f32>, what: &str) -> Result<(), StudyError> {
-    check_finite(pet, what)?;
+    check_values(pet, what, PLAUSIBLE_SUV, "SUV")?;
     let [x, y, z] = pet.shape();
     if pet.shape().iter().any(|&n| n < MIN_PET_VOXELS) {
         return Err(StudyError::ingest(
@@ -318,4 +365,41 @@ fn check_overlap(mut study: Study) -> Result<Study, StudyError> {
 
 fn one_line(s: &str) -> String {
     s.lines().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::nifti;
+    use crate::volume::Geometry;
+
+    fn study_with(spacing: f64, suv: f32) -> Result<Study, StudyError> {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Geometry::axial([10, 10, 10], [spacing; 3], [0.0; 3]);
+        let mut data = vec![1.0f32; g.len()];
+        data[555] = suv;
+        nifti::write_f32(
+            &dir.path().join("SUV.nii.gz"),
+            &Volume::new(g, data).unwrap(),
+        )
+        .unwrap();
+        load(dir.path(), "k")
+    }
+
+    /// Issue 16, row 14: a NIfTI with 1e36 mm voxels and SUV 3e38 was published with an MTV of
+    /// 7e109 ml. Both are ingest errors now, each one line naming what is wrong.
+    #[test]
+    fn implausible_voxel_sizes_and_suvs_are_ingest_errors() {
+        assert!(study_with(4.0, 12.0).is_ok());
+        let e = study_with(1e36, 12.0).unwrap_err();
+        assert_eq!(e.stage, Stage::Ingest);
+        assert!(e.error.contains("voxels of 1.000e36"), "{}", e.error);
+        let e = study_with(4.0, 3e38).unwrap_err();
+        assert!(
+            e.error.contains("values from") && e.error.contains("SUV"),
+            "{}",
+            e.error
+        );
+        assert!(!e.error.contains('\n'));
+    }
 }
