@@ -210,8 +210,8 @@ def l2snet_card(exp, ev, tr):
                     "(3D U-Net alone, evaluation only): prob > threshold",
         },
         "training": {
-            "data": "tracerd synthetic studies (src/synth.rs, generator_version 1), --size small "
-                    "(PET 64x64x96 at 4 mm, CT 128x128x96 at 2x2x4 mm)",
+            "data": "tracerd synthetic studies (src/synth/, generator_version 2), --size clinical (adults on "
+                    "five scanner families' PET and CT grids), cached on the model grid (grid.py)",
             "phase1_seeds": tr.get("seeds_phase1", []),
             "phase2_seeds": tr.get("seeds_phase2", []),
             "validation_seeds": list(data.SPLITS["val"]),
@@ -343,7 +343,7 @@ def two_be_three_card(exp, ev, tr):
             "training_rule": "K sorted uniform draws from the same range (WS without replacement, H&N with)",
         },
         "training": {
-            "data": "tracerd synthetic studies (generator_version 1), --size small",
+            "data": "tracerd synthetic studies (generator_version 2), --size clinical, on the model grid",
             "train_seeds": tr.get("train_seeds", []),
             "validation_seeds": tr.get("val_seeds", []),
             "test_seeds": list(data.SPLITS["test"]),
