@@ -8,6 +8,9 @@
 
 mod common;
 
+use std::path::Path;
+
+use tracerd::Volume;
 use tracerd::config::{Engine, Inference};
 use tracerd::infer::Engines;
 use tracerd::io::nifti;
@@ -34,6 +37,40 @@ fn load_models(engine: Engine) -> Models {
     models
 }
 
+/// A synthetic study, the Python reference's outputs for it and its PET (canonical) and CT as
+/// tracerd reads them.
+struct Case {
+    scores: Vec<f64>,
+    mask: Vec<u8>,
+    prob: Vec<f32>,
+    cue: Vec<f32>,
+    pet: Volume<f32>,
+    ct: Volume<f32>,
+}
+
+/// Writes `options`' study under `dir/name` and runs `pipeline_oracle.py` on it.
+fn case(dir: &Path, name: &str, options: SynthOptions) -> Case {
+    let study_dir = dir.join(name);
+    synth::write_nifti(&synth::generate(&options), &study_dir).unwrap();
+    let reference = dir.join(format!("{name}-reference"));
+    common::run_oracle(
+        "pipeline_oracle.py",
+        &[&study_dir, &common::repo_root().join("models"), &reference],
+    );
+    let expected = common::read_json(&reference.join("reference.json"));
+    Case {
+        scores: serde_json::from_value(expected["scores"].clone()).unwrap(),
+        mask: std::fs::read(reference.join("mask_adaptive.u8")).unwrap(),
+        prob: common::read_f32_file(&reference.join("prob.f32")),
+        cue: common::read_f32_file(&reference.join("cue.f32")),
+        pet: nifti::read_f32(&study_dir.join("SUV.nii.gz"))
+            .unwrap()
+            .to_canonical_lps()
+            .unwrap(),
+        ct: nifti::read_f32(&study_dir.join("CT.nii.gz")).unwrap(),
+    }
+}
+
 #[test]
 fn rust_pipelines_match_the_python_reference_on_both_engines() {
     let mut ort = load_models(Engine::OrtCpu);
@@ -41,28 +78,21 @@ fn rust_pipelines_match_the_python_reference_on_both_engines() {
     let dir = tempfile::tempdir().unwrap();
     // Held-out seeds (never trained on): 100001 with six lesions, 100004 with one faint lesion.
     for seed in [100001u64, 100004] {
-        let study_dir = dir.path().join(format!("s{seed}"));
-        let study = synth::generate(&SynthOptions {
-            seed,
-            size: Size::Small,
-        });
-        synth::write_nifti(&study, &study_dir).unwrap();
-        let reference = dir.path().join(format!("ref{seed}"));
-        common::run_oracle(
-            "pipeline_oracle.py",
-            &[&study_dir, &common::repo_root().join("models"), &reference],
+        let Case {
+            scores: expected_scores,
+            mask: expected_mask,
+            prob: expected_prob,
+            cue: expected_cue,
+            pet,
+            ct,
+        } = case(
+            dir.path(),
+            &format!("s{seed}"),
+            SynthOptions {
+                seed,
+                size: Size::Small,
+            },
         );
-        let expected = common::read_json(&reference.join("reference.json"));
-        let expected_scores: Vec<f64> = serde_json::from_value(expected["scores"].clone()).unwrap();
-        let expected_mask = std::fs::read(reference.join("mask_adaptive.u8")).unwrap();
-        let expected_prob = common::read_f32_file(&reference.join("prob.f32"));
-        let expected_cue = common::read_f32_file(&reference.join("cue.f32"));
-
-        let pet = nifti::read_f32(&study_dir.join("SUV.nii.gz"))
-            .unwrap()
-            .to_canonical_lps()
-            .unwrap();
-        let ct = nifti::read_f32(&study_dir.join("CT.nii.gz")).unwrap();
         let run = |models: &mut Models| {
             let mut t = Timings::default();
             let scores = models.two_be_three.scores(&pet, &mut t).unwrap();
@@ -125,28 +155,21 @@ fn rust_pipelines_match_the_python_reference_on_both_engines() {
 fn the_model_grid_matches_the_python_reference_on_a_clinical_study() {
     let mut ort = load_models(Engine::OrtCpu);
     let dir = tempfile::tempdir().unwrap();
-    let study_dir = dir.path().join("clinical");
-    let study = synth::generate(&SynthOptions {
-        seed: 100003,
-        size: Size::Clinical,
-    });
-    synth::write_nifti(&study, &study_dir).unwrap();
-    drop(study);
-    let reference = dir.path().join("ref");
-    common::run_oracle(
-        "pipeline_oracle.py",
-        &[&study_dir, &common::repo_root().join("models"), &reference],
+    let Case {
+        scores: expected_scores,
+        mask: expected_mask,
+        prob: expected_prob,
+        pet,
+        ct,
+        ..
+    } = case(
+        dir.path(),
+        "clinical",
+        SynthOptions {
+            seed: 100003,
+            size: Size::Clinical,
+        },
     );
-    let expected = common::read_json(&reference.join("reference.json"));
-    let expected_scores: Vec<f64> = serde_json::from_value(expected["scores"].clone()).unwrap();
-    let expected_mask = std::fs::read(reference.join("mask_adaptive.u8")).unwrap();
-    let expected_prob = common::read_f32_file(&reference.join("prob.f32"));
-
-    let pet = nifti::read_f32(&study_dir.join("SUV.nii.gz"))
-        .unwrap()
-        .to_canonical_lps()
-        .unwrap();
-    let ct = nifti::read_f32(&study_dir.join("CT.nii.gz")).unwrap();
     let mut t = Timings::default();
     let scores = ort.two_be_three.scores(&pet, &mut t).unwrap();
     let seg = ort.l2snet.segment(&pet, &ct, &mut t).unwrap();
