@@ -6,18 +6,15 @@
 
 pub mod check;
 pub mod config;
+pub mod daemon;
 pub mod fsio;
 pub mod infer;
 pub mod io;
-pub mod journal;
 pub mod models;
 pub mod outbox;
-pub mod pipeline;
 pub mod process;
-pub mod service;
 pub mod study;
 pub mod synth;
 pub mod volume;
-pub mod watch;
 
 pub use volume::{Geometry, Interpolation, Volume};

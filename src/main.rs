@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tracerd::config::Config;
+use tracerd::daemon::{self, RunOptions};
 use tracerd::io::dicom;
 use tracerd::outbox::OrAbsent;
-use tracerd::pipeline::{self, RunOptions};
 use tracerd::process::{Processor, Published};
 use tracerd::synth::{self, Size, SynthOptions};
 
@@ -127,7 +127,7 @@ impl From<SizeArg> for Size {
 }
 
 fn main() -> ExitCode {
-    tracerd::service::init_logging();
+    tracerd::daemon::service::init_logging();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,
@@ -231,7 +231,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 truth = Some(drop_demo_study(&loaded.paths.inbox)?);
                 options.exit_after = Some(1);
             }
-            let summary = pipeline::run(loaded, options).map_err(|e| e.to_string())?;
+            let summary = daemon::run(loaded, options).map_err(|e| e.to_string())?;
             if let Some(truth) = &truth {
                 match &summary.last_published {
                     Some(published) => {

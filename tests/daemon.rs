@@ -456,3 +456,133 @@ fn an_idle_daemon_uses_no_cpu() {
         share * 100.0
     );
 }
+
+/// Issue 16 row 1: a panic while a study is being worked on fails that study alone (the place
+/// in the log, never the message, which can quote input), and a stage thread that ends anyway
+/// ends the daemon so that systemd restarts it. Panics are injected with `TRACERD_TEST_PANIC`,
+/// which only debug builds read.
+#[test]
+fn a_panic_fails_only_its_study_and_a_dead_stage_thread_ends_the_daemon() {
+    let _serial = serial();
+    let spool = Spool::new(&Settings::default());
+    let stage = spool.dir("staging");
+    write_study(&stage.join("poison"), 31);
+    copy_tree(&stage.join("poison"), &stage.join("good"));
+    let before = checksums(&stage.join("poison"));
+    for name in ["poison", "good"] {
+        fs::rename(stage.join(name), spool.dir("inbox").join(name)).unwrap();
+    }
+    let mut child = spool
+        .command(&[])
+        .env("TRACERD_TEST_PANIC", "inference:poison")
+        .spawn()
+        .unwrap();
+    spool.adopt(&child);
+    wait_until(&spool, 3 * MINUTE, "poison failed, good published", || {
+        spool.entries("failed") == ["poison"] && published(&spool, "good")
+    });
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child, MINUTE), Some(0), "{}", spool.log());
+    let failed = spool.dir("failed").join("poison");
+    let json = common::read_json(&failed.join("error.json"));
+    assert_eq!(json["stage"], "inference");
+    let error = json["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("internal error: tracerd panicked at src/"),
+        "{error}"
+    );
+    fs::remove_file(failed.join("error.json")).unwrap();
+    assert_eq!(checksums(&failed), before, "inputs changed");
+    let log = spool.log();
+    assert!(log.contains("internal error: tracerd panicked"), "{log}");
+    assert!(
+        !log.contains("injected by"),
+        "the panic message is not logged: {log}"
+    );
+
+    let spool = Spool::new(&Settings::default());
+    let mut child = spool
+        .command(&[])
+        .env("TRACERD_TEST_PANIC", "thread:publish")
+        .spawn()
+        .unwrap();
+    spool.adopt(&child);
+    assert_eq!(wait_exit(&mut child, MINUTE), Some(1), "{}", spool.log());
+    assert!(
+        spool
+            .log()
+            .contains("the publisher thread ended unexpectedly"),
+        "{}",
+        spool.log()
+    );
+}
+
+/// Issue 16 row 2: a study that aborts the whole process (an allocation failure, the OOM
+/// killer) while others are in memory beside it. Restarted as systemd would, the daemon
+/// retries the studies that were in memory one at a time: only the culprit, crashing alone,
+/// uses up its attempts; every other study is published exactly once.
+#[test]
+fn after_a_crash_only_the_study_that_crashes_alone_is_failed() {
+    let _serial = serial();
+    let spool = Spool::new(&Settings {
+        ingest_workers: 2,
+        queue_length: 2,
+        max_attempts: 2,
+        ..Settings::default()
+    });
+    let stage = spool.dir("staging");
+    write_study(&stage.join("a-poison"), 31);
+    let goods = ["b-good", "c-good", "d-good"];
+    for name in goods {
+        copy_tree(&stage.join("a-poison"), &stage.join(name));
+    }
+    for name in ["a-poison"].iter().chain(&goods) {
+        fs::rename(stage.join(name), spool.dir("inbox").join(name)).unwrap();
+    }
+    let resolved =
+        || spool.entries("failed") == ["a-poison"] && goods.iter().all(|g| published(&spool, g));
+    let mut crashes = 0;
+    for _start in 0..8 {
+        let mut child = spool
+            .command(&[])
+            .env("TRACERD_TEST_ABORT", "inference:a-poison")
+            .spawn()
+            .unwrap();
+        spool.adopt(&child);
+        let deadline = Instant::now() + 3 * MINUTE;
+        let crashed = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(!status.success(), "{}", spool.log());
+                break true;
+            }
+            if resolved() {
+                signal(&child, "TERM");
+                assert_eq!(wait_exit(&mut child, MINUTE), Some(0), "{}", spool.log());
+                break false;
+            }
+            assert!(Instant::now() < deadline, "{}", spool.log());
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if !crashed {
+            break;
+        }
+        crashes += 1;
+    }
+    assert!(resolved(), "{}", spool.log());
+    assert!(
+        (2..=3).contains(&crashes),
+        "{crashes} crashes\n{}",
+        spool.log()
+    );
+    assert_eq!(spool.entries("outbox"), goods, "each published once");
+    assert_eq!(spool.entries("archive"), goods);
+    let json = common::read_json(&spool.dir("failed").join("a-poison").join("error.json"));
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted 2 times"),
+        "{json}"
+    );
+    assert!(spool.log().contains("processing them one at a time"));
+}

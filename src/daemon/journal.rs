@@ -14,7 +14,10 @@
 //! - **recover**: temporaries are removed from `work/` and `outbox/`, an interrupted `fail`
 //!   is finished, and every study left in `work/` is queued again — unless it has been
 //!   interrupted `max_attempts` times already (a study that crashes or hangs the daemon must
-//!   not do so forever), in which case it is failed with that reason.
+//!   not do so forever), in which case it is failed with that reason. Only a study that was
+//!   alone in memory when the daemon died is blamed: when several were, none of their attempts
+//!   counts and they become *suspects*, which the daemon retries one at a time until each is
+//!   published or crashes alone.
 //!
 //! Attempts are counted in `work/.tracerd-state/`, one small file per study, named by a hash
 //! of the study's name (no identifier from a folder name reaches a file name tracerd makes).
@@ -56,10 +59,50 @@ pub struct Recovery {
     pub requeued: Vec<Claimed>,
     /// Studies interrupted too often, moved to `failed/`.
     pub gave_up: Vec<Claimed>,
+    /// Requeued studies that were in memory at an unclean stop (now or before), by name:
+    /// the daemon processes them one at a time, first, so that only the study that stops it
+    /// uses up its attempts.
+    pub suspects: Vec<String>,
     /// Temporary files and folders removed.
     pub temporaries: usize,
     /// Interrupted moves into `failed/` that were completed.
     pub finished_failures: usize,
+}
+
+/// A study's attempt record, one line in `work/.tracerd-state/<hash>`:
+/// `<counted> <open> <suspect>` (an older daemon's plain `<counted>` still reads).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Attempts {
+    /// Attempts begun and neither finished nor taken back.
+    counted: u32,
+    /// An attempt is under way (the study is in memory).
+    open: bool,
+    /// It was in memory at an unclean stop: it runs alone until it is published or failed.
+    suspect: bool,
+}
+
+impl Attempts {
+    fn parse(s: &str) -> Attempts {
+        let mut f = s.split_whitespace();
+        let counted = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut flag = || f.next() == Some("1");
+        let (open, suspect) = (flag(), flag());
+        Attempts {
+            counted,
+            open,
+            suspect,
+        }
+    }
+}
+
+impl std::fmt::Display for Attempts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} {} {}",
+            self.counted, self.open as u8, self.suspect as u8
+        )
+    }
 }
 
 /// The study folders and the rules for moving studies between them.
@@ -133,37 +176,70 @@ impl Journal {
         self.state_dir().join(name_hash(name, 12))
     }
 
-    /// How many times processing of `name` has started without finishing.
+    /// How many times processing of `name` has started without finishing (and counted).
     pub fn attempts(&self, name: &str) -> u32 {
-        fs::read_to_string(self.attempts_file(name))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
+        self.record(name).counted
     }
 
-    fn set_attempts(&self, name: &str, n: u32) -> io::Result<()> {
+    fn record(&self, name: &str) -> Attempts {
+        fs::read_to_string(self.attempts_file(name))
+            .map(|s| Attempts::parse(&s))
+            .unwrap_or_default()
+    }
+
+    fn set_record(&self, name: &str, record: Attempts) -> io::Result<()> {
         let file = self.attempts_file(name);
-        if n == 0 {
+        if record == Attempts::default() {
             return match fs::remove_file(&file) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             };
         }
-        fsio::write_bytes_atomic(&file, format!("{n}\n").as_bytes())
+        fsio::write_bytes_atomic(&file, record.to_string().as_bytes())
+    }
+
+    fn set_attempts(&self, name: &str, n: u32) -> io::Result<()> {
+        let record = Attempts {
+            counted: n,
+            ..self.record(name)
+        };
+        self.set_record(name, if n == 0 { Attempts::default() } else { record })
     }
 
     /// Records that processing of `study` starts now; returns the attempt number (1 first).
     pub fn begin_attempt(&self, study: &Claimed) -> io::Result<u32> {
-        let n = self.attempts(&study.name) + 1;
-        self.set_attempts(&study.name, n)?;
-        Ok(n)
+        let mut r = self.record(&study.name);
+        r.counted += 1;
+        r.open = true;
+        self.set_record(&study.name, r)?;
+        Ok(r.counted)
     }
 
-    /// Takes back an attempt the daemon itself interrupted (a graceful stop), so that it does
-    /// not count towards `max_attempts`.
+    /// Takes back an attempt the daemon itself interrupted (a graceful stop, a transient
+    /// error), so that it does not count towards `max_attempts`.
     pub fn cancel_attempt(&self, study: &Claimed) -> io::Result<()> {
-        let n = self.attempts(&study.name).saturating_sub(1);
-        self.set_attempts(&study.name, n)
+        let mut r = self.record(&study.name);
+        r.counted = r.counted.saturating_sub(1);
+        r.open = false;
+        self.set_record(&study.name, r)
+    }
+
+    /// Attempts that were open when the daemon stopped uncleanly: with one study in memory it
+    /// is blamed (its attempt counts); with several, no one is (their attempts are taken back).
+    /// Either way they become suspects, retried one at a time until each is published or
+    /// crashes alone.
+    fn blame(&self, names: &[String]) -> io::Result<()> {
+        let open: Vec<&String> = names.iter().filter(|n| self.record(n).open).collect();
+        for name in &open {
+            let mut r = self.record(name);
+            if open.len() > 1 {
+                r.counted = r.counted.saturating_sub(1);
+            }
+            r.open = false;
+            r.suspect = true;
+            self.set_record(name, r)?;
+        }
+        Ok(())
     }
 
     /// Moves the complete inbox entry `name` into `work/`.
@@ -298,6 +374,7 @@ impl Journal {
                 fs::remove_file(&path)?;
             }
         }
+        self.blame(&names)?;
         for name in names {
             let study = self.claimed(name);
             let attempts = self.attempts(&study.name);
@@ -316,9 +393,17 @@ impl Journal {
                 self.fail(&study, &error)?;
                 recovery.gave_up.push(study);
             } else {
+                if self.record(&study.name).suspect {
+                    recovery.suspects.push(study.name.clone());
+                }
                 recovery.requeued.push(study);
             }
         }
+        // Suspects first: the daemon runs them one at a time before anything else.
+        let suspects = &recovery.suspects;
+        recovery
+            .requeued
+            .sort_by_key(|c| !suspects.contains(&c.name));
         Ok(recovery)
     }
 }
@@ -537,6 +622,56 @@ mod tests {
             fs::read(j.paths.failed.join("poison/SUV.nii.gz")).unwrap(),
             b"poison"
         );
+    }
+
+    #[test]
+    fn only_a_study_that_crashes_alone_uses_up_its_attempts() {
+        let (_root, j) = setup();
+        for name in ["good", "poison"] {
+            drop_study(&j, name);
+        }
+        let good = j.claim("good").unwrap();
+        let poison = j.claim("poison").unwrap();
+        // Crashes with both in memory blame no one, however often they happen.
+        for _ in 0..5 {
+            j.begin_attempt(&good).unwrap();
+            j.begin_attempt(&poison).unwrap();
+            let r = j.recover().unwrap();
+            assert!(r.gave_up.is_empty());
+            assert_eq!(r.suspects.len(), 2);
+            assert_eq!((j.attempts("good"), j.attempts("poison")), (0, 0));
+        }
+        // Alone, the poison study is blamed each time and fails at max_attempts (3).
+        for n in 1..=3 {
+            assert_eq!(j.begin_attempt(&poison).unwrap(), n);
+            let r = j.recover().unwrap();
+            let expected_suspects = if n < 3 { 2 } else { 1 };
+            assert_eq!(r.suspects.len(), expected_suspects, "crash {n}");
+            assert_eq!(r.requeued.len(), expected_suspects, "crash {n}");
+        }
+        assert_eq!(j.attempts("good"), 0);
+        assert_eq!(names(&j.paths.failed), ["poison"]);
+        // Published, the suspect is forgotten.
+        j.finish(&good).unwrap();
+        assert!(j.recover().unwrap().suspects.is_empty());
+    }
+
+    #[test]
+    fn an_attempt_record_of_an_older_daemon_still_reads() {
+        assert_eq!(
+            Attempts::parse("2\n"),
+            Attempts {
+                counted: 2,
+                open: false,
+                suspect: false
+            }
+        );
+        let r = Attempts {
+            counted: 1,
+            open: true,
+            suspect: true,
+        };
+        assert_eq!(Attempts::parse(&r.to_string()), r);
     }
 
     #[test]

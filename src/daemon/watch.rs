@@ -4,7 +4,7 @@
 //! name starts with `.` are left alone: senders use such names while copying, and so does
 //! tracerd. An entry is *complete* once its [`Fingerprint`] — every file's path, size and
 //! modification time, and the folder structure — has not changed for `settle_seconds`, or at
-//! once when it holds a [`COMPLETE_MARKER`](crate::journal::COMPLETE_MARKER) file at its top
+//! once when it holds a [`COMPLETE_MARKER`](super::journal::COMPLETE_MARKER) file at its top
 //! level. Deciding needs only `stat`: no file is opened, so a file still being written is
 //! never read.
 //!
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use crate::journal::COMPLETE_MARKER;
+use super::journal::COMPLETE_MARKER;
 
 /// A summary of everything `stat` says about an entry's files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

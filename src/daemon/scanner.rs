@@ -1,0 +1,204 @@
+//! The scanner: rescans the inbox, decides completeness and claims complete studies into
+//! `work/`; claimed studies wait in its queue and are handed to ingest as it has room.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select};
+
+use super::journal;
+use super::stages::Job;
+use super::watch::{self, InboxWatcher, Tracker};
+use super::{Shared, StageClock, lock};
+
+pub(super) struct Scanner {
+    pub(super) shared: Arc<Shared>,
+    pub(super) clock: Arc<StageClock>,
+    pub(super) jobs: Sender<Job>,
+    pub(super) retries: Receiver<(Instant, Job)>,
+    pub(super) stop: Receiver<()>,
+    pub(super) scanned: Option<Sender<()>>,
+    pub(super) pending: VecDeque<Job>,
+    /// Complete entries that could not be claimed (permissions), and when to try again.
+    pub(super) claim_failed: HashMap<String, Instant>,
+}
+
+/// How long an entry that could not be claimed is left alone.
+const CLAIM_RETRY: Duration = Duration::from_secs(60);
+
+impl Scanner {
+    pub(super) fn run(mut self) {
+        super::guard::fault::maybe_kill_thread("scanner");
+        let inbox = self.shared.journal.paths().inbox.clone();
+        let (hint_tx, hint_rx) = bounded::<()>(1);
+        let _watcher = match InboxWatcher::start(&inbox, hint_tx) {
+            Ok(w) => Some(w),
+            Err(error) => {
+                tracing::warn!(%error, "no file-system events for the inbox; relying on the periodic rescan");
+                None
+            }
+        };
+        let mut tracker = Tracker::new(self.settle());
+        let mut waiting: Vec<(Instant, Job)> = Vec::new();
+        let mut next_scan = Instant::now();
+        loop {
+            let now = Instant::now();
+            // Retries that are due go to the front: they were claimed first.
+            waiting.sort_by_key(|(due, _)| *due);
+            while waiting.first().is_some_and(|(due, _)| *due <= now) {
+                let (_, job) = waiting.remove(0);
+                self.pending.push_front(job);
+            }
+            if now >= next_scan {
+                let clock = self.clock.clone();
+                let _busy = clock.busy("inbox scan");
+                tracker.set_settle(self.settle());
+                self.scan(&inbox, &mut tracker);
+                next_scan = now + self.rescan();
+                if let Some(tx) = self.scanned.take() {
+                    let _ = tx.send(());
+                }
+            }
+            while self.shared.may_dispatch()
+                && let Some(job) = self.pending.pop_front()
+            {
+                match self.jobs.try_send(job) {
+                    Ok(()) => {
+                        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(TrySendError::Full(job)) => {
+                        self.pending.push_front(job);
+                        break;
+                    }
+                    Err(TrySendError::Disconnected(_)) => return,
+                }
+            }
+            let mut wake = next_scan;
+            if let Some(d) = tracker.next_deadline() {
+                wake = wake.min(d);
+            }
+            if let Some((due, _)) = waiting.first() {
+                wake = wake.min(*due);
+            }
+            if !self.pending.is_empty() {
+                // The ingest channel is full, or a suspect runs alone; look again shortly.
+                wake = wake.min(Instant::now() + Duration::from_millis(200));
+            }
+            let timeout = wake.saturating_duration_since(Instant::now());
+            select! {
+                recv(self.stop) -> _ => return,
+                recv(hint_rx) -> _ => {
+                    // Let a burst of events settle into one scan.
+                    next_scan = next_scan.min(Instant::now() + Duration::from_millis(250));
+                },
+                recv(self.retries) -> msg => if let Ok(retry) = msg {
+                    self.shared.job_returned();
+                    waiting.push(retry);
+                },
+                default(timeout) => {},
+            }
+            if self.shared.stopping() {
+                return;
+            }
+        }
+    }
+
+    fn settle(&self) -> Duration {
+        self.shared
+            .settings(|c| Duration::from_secs_f64(c.watch.settle_seconds))
+    }
+
+    fn rescan(&self) -> Duration {
+        self.shared
+            .settings(|c| Duration::from_secs_f64(c.watch.rescan_seconds))
+    }
+
+    fn scan(&mut self, inbox: &std::path::Path, tracker: &mut Tracker) {
+        let scan = match watch::scan(inbox) {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::error!(%error, inbox = %inbox.display(), "cannot scan the inbox");
+                return;
+            }
+        };
+        if scan.odd_names > 0 {
+            tracing::warn!(
+                entries = scan.odd_names,
+                "inbox entries with names that are not UTF-8 are left alone"
+            );
+        }
+        let complete = tracker.update(Instant::now(), &scan.entries, |entry| {
+            let complete = watch::dicom_pet_complete(&inbox.join(&entry.name));
+            if complete {
+                tracing::info!(
+                    entry = %journal::entry_id(&entry.name),
+                    "DICOM PET series complete by ImageIndex; not waiting for the settle time"
+                );
+            }
+            complete
+        });
+        if complete.is_empty() {
+            return;
+        }
+        let floor = self.shared.settings(|c| c.watch.min_free_mib);
+        match self.shared.journal.free_mib() {
+            Ok(free) if free < floor => {
+                let why = format!("{free} MiB free, below the {floor} MiB floor");
+                if lock(&self.shared.counters).paused.replace(why).is_none() {
+                    tracing::warn!(
+                        free_mib = free,
+                        floor_mib = floor,
+                        "low disk space: not claiming new studies"
+                    );
+                }
+                return;
+            }
+            Ok(_) => {
+                if lock(&self.shared.counters).paused.take().is_some() {
+                    tracing::info!("disk space is above the floor again; claiming studies");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read free disk space"),
+        }
+        let now = Instant::now();
+        self.claim_failed
+            .retain(|name, _| scan.entries.iter().any(|e| &e.name == name));
+        for name in complete {
+            if self
+                .claim_failed
+                .get(&name)
+                .is_some_and(|&retry| retry > now)
+            {
+                continue;
+            }
+            match self.shared.journal.claim(&name) {
+                Ok(study) => {
+                    self.claim_failed.remove(&name);
+                    tracing::info!(entry = %study.entry, "claimed a complete study");
+                    lock(&self.shared.counters).queued += 1;
+                    self.pending.push_back(Job {
+                        study,
+                        queued_at: Instant::now(),
+                        retries: 0,
+                    });
+                }
+                Err(error) => {
+                    // Said once; tried again every minute until it works or the entry goes.
+                    if self
+                        .claim_failed
+                        .insert(name.clone(), now + CLAIM_RETRY)
+                        .is_none()
+                    {
+                        tracing::warn!(
+                            entry = %journal::entry_id(&name),
+                            %error,
+                            "cannot claim a study; it stays in the inbox (retried every minute)"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

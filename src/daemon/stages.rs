@@ -1,0 +1,251 @@
+//! The stages a claimed study passes: ingest (load and check), inference (the models) and
+//! publish (outbox, archive or failed/).
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, never, select};
+
+use super::guard::{fault, guarded};
+use super::journal::Claimed;
+use super::{Shared, StageClock, lock};
+use crate::config::Config;
+use crate::outbox::OrAbsent;
+use crate::process::{self, Findings, ModelInfo, Processor};
+use crate::study::{self, Stage, Study, StudyError};
+
+/// A claimed study on its way through the stages.
+#[derive(Debug)]
+pub(super) struct Job {
+    pub(super) study: Claimed,
+    pub(super) queued_at: Instant,
+    pub(super) retries: u32,
+}
+
+impl Job {
+    /// The job again, due after a back-off that grows with each retry.
+    pub(super) fn retry_later(self) -> (Instant, Job) {
+        let due = Instant::now() + backoff(self.retries);
+        let retries = self.retries + 1;
+        (due, Job { retries, ..self })
+    }
+}
+
+pub(super) struct Loaded {
+    job: Job,
+    study: Study,
+    ingest_ms: f64,
+}
+
+pub(super) enum Outcome {
+    Analysed {
+        job: Job,
+        study: Box<Study>,
+        findings: Box<Findings>,
+        ingest_ms: f64,
+        models: ModelInfo,
+    },
+    Failed {
+        job: Job,
+        error: StudyError,
+    },
+}
+
+pub(super) fn ingest(
+    shared: &Shared,
+    clock: &StageClock,
+    jobs: Receiver<Job>,
+    loaded: Sender<Loaded>,
+    outcomes: Sender<Outcome>,
+    retries: Sender<(Instant, Job)>,
+) {
+    fault::maybe_kill_thread("ingest");
+    for job in jobs {
+        if shared.stopping() {
+            continue; // stays queued in work/ for the next start
+        }
+        let study = {
+            let _busy = clock.busy(&job.study.entry);
+            match shared.journal.begin_attempt(&job.study) {
+                Ok(attempt) => {
+                    if attempt > 1 {
+                        tracing::warn!(entry = %job.study.entry, attempt, "trying a study again after an interruption");
+                    }
+                    lock(&shared.started).insert(job.study.name.clone(), job.study.clone());
+                }
+                Err(error) => {
+                    tracing::warn!(entry = %job.study.entry, %error, "cannot record the attempt; will retry");
+                    let _ = retries.send(job.retry_later());
+                    continue;
+                }
+            }
+            let t = Instant::now();
+            guarded(Stage::Ingest, &job.study.name, || {
+                let key = process::key_from_name(&job.study.name);
+                study::load(&job.study.dir, &key)
+            })
+            .map(|s| (s, t.elapsed().as_secs_f64() * 1e3))
+        };
+        let sent = match study {
+            Ok((study, ingest_ms)) => {
+                tracing::info!(entry = %job.study.entry, key = %study.key, ms = ingest_ms.round(), "ingested");
+                loaded
+                    .send(Loaded {
+                        job,
+                        study,
+                        ingest_ms,
+                    })
+                    .is_ok()
+            }
+            Err(error) => outcomes.send(Outcome::Failed { job, error }).is_ok(),
+        };
+        if !sent {
+            return;
+        }
+    }
+}
+
+pub(super) fn infer(
+    shared: &Shared,
+    clock: &StageClock,
+    mut processor: Processor,
+    loaded: Receiver<Loaded>,
+    control: Receiver<Box<Config>>,
+    outcomes: Sender<Outcome>,
+) {
+    fault::maybe_kill_thread("inference");
+    let mut control = Some(control);
+    let reload = |processor: &mut Processor, config: &Config| match Processor::new(config) {
+        Ok(p) => {
+            *processor = p;
+            let b = processor.model_info().backend();
+            lock(&shared.counters).engine = format!("{} on {}", b.engine, b.device);
+            tracing::info!(engine = %b.engine, device = %b.device, "models reloaded");
+        }
+        Err(error) => tracing::error!(%error, "models not reloaded; keeping the loaded ones"),
+    };
+    loop {
+        // A reload requested while studies wait applies to the next of them.
+        while let Some(Ok(config)) = control.as_ref().map(|c| c.try_recv()) {
+            reload(&mut processor, &config);
+        }
+        let no_control = never();
+        select! {
+            recv(control.as_ref().unwrap_or(&no_control)) -> msg => match msg {
+                Ok(config) => reload(&mut processor, &config),
+                Err(_) => control = None,
+            },
+            recv(loaded) -> msg => {
+                let Ok(Loaded { job, study, ingest_ms }) = msg else { return };
+                let outcome = {
+                    let _busy = clock.busy(&job.study.entry);
+                    match guarded(Stage::Inference, &job.study.name, || processor.analyse(&study)) {
+                        Ok(findings) => Outcome::Analysed {
+                            job,
+                            study: Box::new(study),
+                            findings: Box::new(findings),
+                            ingest_ms,
+                            models: processor.model_info(),
+                        },
+                        Err(error) => Outcome::Failed { job, error },
+                    }
+                };
+                if outcomes.send(outcome).is_err() {
+                    return;
+                }
+            },
+        }
+    }
+}
+
+pub(super) fn publish(
+    shared: &Shared,
+    clock: &StageClock,
+    outcomes: Receiver<Outcome>,
+    retries: Sender<(Instant, Job)>,
+) {
+    fault::maybe_kill_thread("publish");
+    let outbox = shared.journal.paths().outbox.clone();
+    for outcome in outcomes {
+        let (job, error) = match outcome {
+            Outcome::Analysed {
+                job,
+                study,
+                findings,
+                ingest_ms,
+                models,
+            } => {
+                let _busy = clock.busy(&job.study.entry);
+                let lesions = findings.lesions.as_ref().map(|(_, s)| s.count);
+                let published = guarded(Stage::Publish, &job.study.name, || {
+                    process::publish(&study, *findings, &models, &outbox, ingest_ms)
+                });
+                match published {
+                    Ok(published) => match shared.journal.finish(&job.study) {
+                        Ok(_) => {
+                            let latency = job.queued_at.elapsed();
+                            let scores = match &published.result.scores {
+                                OrAbsent::Present(s) => Some(s.scores),
+                                OrAbsent::Absent { .. } => None,
+                            };
+                            tracing::info!(
+                                entry = %job.study.entry,
+                                key = %published.key,
+                                lesions,
+                                lr = scores.map(|s| s.lr),
+                                dm = scores.map(|s| s.dm),
+                                os = scores.map(|s| s.os),
+                                engine = %published.result.backend.engine,
+                                latency_s = latency.as_secs_f64(),
+                                "published"
+                            );
+                            shared.forget(&job.study.name);
+                            let mut c = lock(&shared.counters);
+                            c.done += 1;
+                            c.queued = c.queued.saturating_sub(1);
+                            c.last_latency = Some(latency);
+                            c.last_published = Some(published);
+                            continue;
+                        }
+                        Err(e) => (
+                            job,
+                            StudyError::new(
+                                study::Stage::Publish,
+                                format!("published, but cannot move the inputs out of work/: {e}"),
+                                "check the permissions of paths.work and paths.archive",
+                            )
+                            .transient(),
+                        ),
+                    },
+                    Err(error) => (job, error),
+                }
+            }
+            Outcome::Failed { job, error } => (job, error),
+        };
+        let _busy = clock.busy(&job.study.entry);
+        lock(&shared.started).remove(&job.study.name);
+        if error.transient {
+            let _ = shared.journal.cancel_attempt(&job.study);
+            tracing::warn!(entry = %job.study.entry, %error, retry_in_s = backoff(job.retries).as_secs(), "transient error; the study will be tried again");
+            let _ = retries.send(job.retry_later());
+            continue;
+        }
+        match shared.journal.fail(&job.study, &error) {
+            Ok(_) => {
+                shared.forget(&job.study.name);
+                tracing::warn!(entry = %job.study.entry, stage = %error.stage, error = %error.error, "study failed; inputs and error.json are in failed/");
+                let mut c = lock(&shared.counters);
+                c.failed += 1;
+                c.queued = c.queued.saturating_sub(1);
+            }
+            Err(e) => {
+                tracing::error!(entry = %job.study.entry, error = %e, "cannot move a failed study to failed/; will retry");
+                let _ = retries.send(job.retry_later());
+            }
+        }
+    }
+}
+
+/// 5 s, 10 s, 20 s, … up to 5 minutes.
+fn backoff(retries: u32) -> Duration {
+    Duration::from_secs(5u64.saturating_mul(1 << retries.min(6)).min(300))
+}
