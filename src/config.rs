@@ -19,6 +19,7 @@ pub struct Config {
     pub watch: Watch,
     pub daemon: Daemon,
     pub inference: Inference,
+    pub limits: Limits,
 }
 
 /// Where studies live. All five study folders must be on one filesystem: studies move between
@@ -99,6 +100,29 @@ impl Default for Watch {
             settle_seconds: 30.0,
             rescan_seconds: 10.0,
             min_free_mib: 2048,
+        }
+    }
+}
+
+/// How large one study may be. Checked from the file headers (NIfTI dimensions, DICOM Rows ×
+/// Columns × slices) before any voxel is allocated or decompressed, so a damaged or hostile
+/// header cannot exhaust the console's memory; a study over a limit fails with the figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Voxels in one volume (PET or CT), at least 1 000 000. The default, 400 000 000, holds a
+    /// 512 × 512 CT of 1500 slices (1 mm over 1.5 m).
+    pub max_voxels_per_volume: u64,
+    /// Memory for one study's decoded volumes (PET and CT as 32-bit floats), in MiB, at least
+    /// 64. Each study in the daemon's queue can hold this much (`daemon.queue_length`).
+    pub max_study_mib: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_voxels_per_volume: 400_000_000,
+            max_study_mib: 4096,
         }
     }
 }
@@ -327,6 +351,18 @@ impl Config {
             problems.push(format!(
                 "daemon.max_attempts is {}; it must be 1 to 1000",
                 d.max_attempts
+            ));
+        }
+        if self.limits.max_voxels_per_volume < 1_000_000 {
+            problems.push(format!(
+                "limits.max_voxels_per_volume is {}; it must be at least 1000000",
+                self.limits.max_voxels_per_volume
+            ));
+        }
+        if self.limits.max_study_mib < 64 {
+            problems.push(format!(
+                "limits.max_study_mib is {}; it must be at least 64",
+                self.limits.max_study_mib
             ));
         }
         if let Some(overlap) = self.inference.overlap

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::infer::Engines;
 use crate::io::{dicom, nifti};
 use crate::models::l2snet::LesionSummary;
@@ -35,6 +35,7 @@ pub struct Published {
 /// The loaded models, reused for every study.
 pub struct Processor {
     models: Models,
+    limits: Limits,
 }
 
 /// What `result.json` says about the models: captured once per study, so that publishing
@@ -89,7 +90,10 @@ impl Processor {
         for status in models.statuses() {
             tracing::info!(model = %status, "model loaded");
         }
-        Ok(Processor { models })
+        Ok(Processor {
+            models,
+            limits: config.limits,
+        })
     }
 
     /// The models as `result.json` reports them.
@@ -173,7 +177,7 @@ impl Processor {
         outbox_dir: &Path,
     ) -> Result<Published, StudyError> {
         let t = Instant::now();
-        let study = study::load(input, key)?;
+        let study = study::load(input, key, &self.limits)?;
         self.process_study(&study, t.elapsed().as_secs_f64() * 1e3, outbox_dir)
     }
 

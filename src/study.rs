@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::config::Limits;
 use crate::io::dicom::{self, SeriesStack};
 use crate::io::nifti;
 use crate::volume::Volume;
@@ -146,7 +147,10 @@ pub struct Study {
 
 /// Reads the study in `dir`. `key` names it in the outbox (`outbox/<key>/`); for a DICOM drop
 /// the StudyInstanceUID/SeriesInstanceUID hash replaces it, as DESIGN §3 asks.
-pub fn load(dir: &Path, key: &str) -> Result<Study, StudyError> {
+///
+/// `limits` bounds the voxels of each volume and the decoded size of the study; both are
+/// checked from the headers before anything is allocated.
+pub fn load(dir: &Path, key: &str, limits: &Limits) -> Result<Study, StudyError> {
     if !dir.is_dir() {
         return Err(StudyError::ingest(
             format!("{} is not a folder", dir.display()),
@@ -154,10 +158,45 @@ pub fn load(dir: &Path, key: &str) -> Result<Study, StudyError> {
         ));
     }
     let loaded = match first_existing(dir, &PET_NAMES) {
-        Some(pet) => load_nifti(dir, &pet, key),
-        None => load_dicom(dir),
+        Some(pet) => load_nifti(dir, &pet, key, limits),
+        None => load_dicom(dir, limits),
     };
     loaded.map_err(|e| e.relative_to(dir))
+}
+
+/// Refuses a DICOM study whose headers (Rows × Columns × slices) exceed `limits`, before any
+/// pixel is decoded.
+fn within_limits(study: &dicom::AssembledStudy, limits: &Limits) -> Result<(), StudyError> {
+    let series = std::iter::once(("PET", &study.pet)).chain(study.ct.iter().map(|c| ("CT", c)));
+    let mut total = 0u64;
+    for (name, s) in series {
+        let [x, y, z] = s.geometry.shape;
+        let voxels = (x as u64) * (y as u64) * (z as u64);
+        total += voxels;
+        if voxels > limits.max_voxels_per_volume {
+            return Err(too_large(format!(
+                "the {name} series declares {voxels} voxels ({x}×{y}×{z}), more than \
+                 limits.max_voxels_per_volume = {}",
+                limits.max_voxels_per_volume
+            )));
+        }
+    }
+    let mib = total * 4 / (1 << 20);
+    if mib > limits.max_study_mib {
+        return Err(too_large(format!(
+            "the study's volumes need {mib} MiB decoded, more than limits.max_study_mib = {}",
+            limits.max_study_mib
+        )));
+    }
+    Ok(())
+}
+
+fn too_large(error: String) -> StudyError {
+    StudyError::ingest(
+        error,
+        "check the export (a damaged header declares absurd sizes); raise [limits] in the \
+         config if the study is genuine",
+    )
 }
 
 /// The first of `names` present in `dir` as anything but a folder: a name that is there but
@@ -175,7 +214,12 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn load_nifti(dir: &Path, pet_path: &Path, key: &str) -> Result<Study, StudyError> {
+fn load_nifti(
+    dir: &Path,
+    pet_path: &Path,
+    key: &str,
+    limits: &Limits,
+) -> Result<Study, StudyError> {
     let mut warnings = Vec::new();
     let present: Vec<&str> = PET_NAMES
         .iter()
@@ -195,12 +239,16 @@ fn load_nifti(dir: &Path, pet_path: &Path, key: &str) -> Result<Study, StudyErro
             "re-export the study; the file is damaged or not a 3D NIfTI volume",
         )
     };
-    let pet = nifti::read_f32(pet_path).map_err(nifti_error)?;
+    let study_voxels = limits.max_study_mib * (1 << 20) / 4;
+    let pet = nifti::read_f32_within(pet_path, limits.max_voxels_per_volume.min(study_voxels))
+        .map_err(nifti_error)?;
     check_pet(&pet, &file_name(pet_path))?;
     let ct_path = first_existing(dir, &CT_NAMES);
     let ct = match &ct_path {
         Some(p) => {
-            let ct = nifti::read_f32(p).map_err(nifti_error)?;
+            let left = study_voxels.saturating_sub(pet.data().len() as u64);
+            let ct = nifti::read_f32_within(p, limits.max_voxels_per_volume.min(left))
+                .map_err(nifti_error)?;
             check_ct(&ct, &file_name(p))?;
             Some(ct)
         }
@@ -220,7 +268,7 @@ fn load_nifti(dir: &Path, pet_path: &Path, key: &str) -> Result<Study, StudyErro
     check_overlap(study)
 }
 
-fn load_dicom(dir: &Path) -> Result<Study, StudyError> {
+fn load_dicom(dir: &Path, limits: &Limits) -> Result<Study, StudyError> {
     let dicom_error =
         |e: dicom::DicomError| StudyError::ingest(one_line(&e.to_string()), e.reason().to_string());
     let scan = dicom::scan_folder(dir).map_err(dicom_error)?;
@@ -252,6 +300,7 @@ fn load_dicom(dir: &Path) -> Result<Study, StudyError> {
         ));
     }
     let assembled = outcomes.remove(0).result.map_err(dicom_error)?;
+    within_limits(&assembled, limits)?;
     let loaded = dicom::load_study(&assembled, &ignored).map_err(dicom_error)?;
     check_pet(&loaded.pet, "PET series")?;
     if let Some(ct) = &loaded.ct {
@@ -383,7 +432,41 @@ mod tests {
             &Volume::new(g, data).unwrap(),
         )
         .unwrap();
-        load(dir.path(), "k")
+        load(dir.path(), "k", &Limits::default())
+    }
+
+    /// Issue 16 row 3: a small `.nii.gz` whose header claims 1024×1024×512 float32 took 10.8
+    /// GB and minutes of inference on zeros. The header is checked against the limits before
+    /// anything is decompressed: the file here holds only a header, so a reader that did not
+    /// check first would report it truncated instead.
+    #[test]
+    fn a_header_over_the_limits_is_refused_before_decompression() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Geometry::axial([4, 4, 4], [2.0; 3], [0.0; 3]);
+        let plain = dir.path().join("x.nii");
+        nifti::write_f32(&plain, &Volume::new(g, vec![1.0; 64]).unwrap()).unwrap();
+        let mut bytes = std::fs::read(&plain).unwrap();
+        for (i, d) in [1024u16, 1024, 512].iter().enumerate() {
+            bytes[42 + 2 * i..44 + 2 * i].copy_from_slice(&d.to_le_bytes());
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &bytes[..352]).unwrap();
+        std::fs::write(dir.path().join("SUV.nii.gz"), gz.finish().unwrap()).unwrap();
+        let e = load(dir.path(), "k", &Limits::default()).unwrap_err();
+        assert!(
+            e.error.contains("536870912 voxels (1024×1024×512)") && e.error.contains("[limits]"),
+            "{e}"
+        );
+        let small = Limits {
+            max_study_mib: 64,
+            ..Limits::default()
+        };
+        std::fs::remove_file(dir.path().join("SUV.nii.gz")).unwrap();
+        let g = Geometry::axial([256, 256, 300], [2.0; 3], [0.0; 3]);
+        let pet = Volume::new(g, vec![1.0; 256 * 256 * 300]).unwrap();
+        nifti::write_f32(&dir.path().join("SUV.nii.gz"), &pet).unwrap();
+        let e = load(dir.path(), "k", &small).unwrap_err();
+        assert!(e.error.contains("more than the 16777216"), "{e}");
     }
 
     /// Issue 16, row 14: a NIfTI with 1e36 mm voxels and SUV 3e38 was published with an MTV of

@@ -269,3 +269,32 @@ fn incomplete_pet_series_by_image_index() {
         "incomplete: 95 of NumberOfSlices (0054,0081) = 96 images; ImageIndex (0054,1330) missing: [96]",
     );
 }
+
+/// Issue 16 row 2: Rows = Columns = 65535 in a PET series made the reader allocate 1.6 TB and
+/// abort the daemon. The headers are checked against `[limits]` before any pixel is decoded.
+#[test]
+fn a_series_declaring_65535_by_65535_pixels_is_refused_before_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (drop, pet) = make_drop(dir.path());
+    for f in &pet {
+        rewrite(f, |o| {
+            o.put(DataElement::new(
+                tags::ROWS,
+                VR::US,
+                PrimitiveValue::from(65535u16),
+            ));
+            o.put(DataElement::new(
+                tags::COLUMNS,
+                VR::US,
+                PrimitiveValue::from(65535u16),
+            ));
+        });
+    }
+    let limits = tracerd::config::Limits::default();
+    let e = tracerd::study::load(&drop.join("s21"), "k", &limits).unwrap_err();
+    assert!(
+        e.error.contains("65535×65535") && e.error.contains("limits.max_voxels_per_volume"),
+        "{e}"
+    );
+    assert!(!e.error.contains('\n'));
+}

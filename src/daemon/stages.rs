@@ -81,7 +81,8 @@ pub(super) fn ingest(
             let t = Instant::now();
             guarded(Stage::Ingest, &job.study.name, || {
                 let key = process::key_from_name(&job.study.name);
-                study::load(&job.study.dir, &key)
+                let limits = shared.settings(|c| c.limits);
+                study::load(&job.study.dir, &key, &limits)
             })
             .map(|s| (s, t.elapsed().as_secs_f64() * 1e3))
         };

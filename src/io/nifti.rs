@@ -76,6 +76,15 @@ pub enum NiftiErrorKind {
     Decode(String),
     #[error("cannot write: {0}")]
     Write(String),
+    #[error(
+        "the header declares {voxels} voxels ({shape}), more than the {limit} this study may \
+         hold ([limits] in the config)"
+    )]
+    TooLarge {
+        voxels: u64,
+        shape: String,
+        limit: u64,
+    },
 }
 
 impl NiftiError {
@@ -89,7 +98,13 @@ impl NiftiError {
 
 /// Reads a 3D NIfTI image as float32 values (scaling applied) on its LPS geometry.
 pub fn read_f32(path: &Path) -> Result<Volume<f32>, NiftiError> {
-    read_with(path, |vol| {
+    read_f32_within(path, u64::MAX)
+}
+
+/// [`read_f32`], refusing an image whose header declares more than `max_voxels` voxels before
+/// anything is allocated or decompressed (decompression always stops at the declared size).
+pub fn read_f32_within(path: &Path, max_voxels: u64) -> Result<Volume<f32>, NiftiError> {
+    read_with(path, max_voxels, |vol| {
         vol.into_ndarray::<f32>()
             .map(|a| a.into_raw_vec_and_offset().0)
     })
@@ -121,6 +136,7 @@ struct Checked {
 
 fn read_with(
     path: &Path,
+    max_voxels: u64,
     decode: impl FnOnce(InMemNiftiVolume) -> nifti::Result<Vec<f32>>,
 ) -> Result<Volume<f32>, NiftiError> {
     let err = |kind| NiftiError::new(path, kind);
@@ -167,6 +183,15 @@ fn read_with(
     })?;
     let checked = check_header(header).map_err(err)?;
     let header = &checked.header;
+    let voxels = checked.shape.iter().map(|&n| n as u64).product::<u64>();
+    if voxels > max_voxels {
+        let [x, y, z] = checked.shape;
+        return Err(err(NiftiErrorKind::TooLarge {
+            voxels,
+            shape: format!("{x}×{y}×{z}"),
+            limit: max_voxels,
+        }));
+    }
 
     // Skip the extender and any extensions: voxel data starts at vox_offset.
     let _ =
