@@ -90,7 +90,8 @@ const RUN_HELP: &str = "\
 Folders (paths.* in the config; packaged default /var/lib/tracerd/):
   inbox/    drop one folder per study (NIfTI: SUV.nii.gz or PET.nii.gz [+ CT.nii.gz]; or DICOM
             files in any nesting). Complete after [watch] settle_seconds without change, at once
-            with a .complete file in it, or (DICOM) when the PET's ImageIndex values are all there.
+            with a .complete file in it, or (DICOM) when the PET's ImageIndex values are all there
+            and a CT covers the PET's extent.
   work/     claimed studies, queued or in progress; re-queued at every start.
   outbox/   <key>/result.json, lesions.nii.gz, lesions.seg.dcm; each appears in one rename.
   archive/  the inputs of published studies ([daemon] inputs_after_publish = \"delete\" to drop them).

@@ -110,7 +110,7 @@ fn dicom_drops_good_and_bad_through_the_daemon() {
     assert!(
         spool
             .log()
-            .contains("DICOM PET series complete by ImageIndex"),
+            .contains("DICOM study complete (PET by ImageIndex, CT over its extent)"),
         "{}",
         spool.log()
     );

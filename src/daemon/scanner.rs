@@ -130,11 +130,11 @@ impl Scanner {
             );
         }
         let complete = tracker.update(Instant::now(), &scan.entries, |entry| {
-            let complete = watch::dicom_pet_complete(&inbox.join(&entry.name));
+            let complete = watch::dicom_study_complete(&inbox.join(&entry.name));
             if complete {
                 tracing::info!(
                     entry = %journal::entry_id(&entry.name),
-                    "DICOM PET series complete by ImageIndex; not waiting for the settle time"
+                    "DICOM study complete (PET by ImageIndex, CT over its extent); not waiting for the settle time"
                 );
             }
             complete

@@ -9,10 +9,12 @@
 //! never read.
 //!
 //! A DICOM drop may complete sooner: once it has been quiet for [`EARLY_QUIET`] (or the settle
-//! time, if shorter), its DICOM headers are read once ([`dicom_pet_complete`]), and when every
+//! time, if shorter), its DICOM headers are read once ([`dicom_study_complete`]), and when every
 //! PET series in it holds all its ImageIndex (0054,1330) values 1..=NumberOfSlices (0054,0081)
-//! the study counts as complete. Only the headers of files unchanged for that long are read,
-//! and an incomplete or unreadable answer simply leaves the study to the settle rule.
+//! *and* a CT series of the same study covers the PET's axial extent without a gap, the study
+//! counts as complete. Only the headers of files unchanged for that long are read, and an
+//! incomplete or unreadable answer (a PET-only drop included) leaves the study to the settle
+//! rule.
 //!
 //! File-system events ([`InboxWatcher`], inotify through `notify`) are hints that make the
 //! next scan come sooner. The scan is the truth: events can be dropped (queue overflow,
@@ -107,21 +109,76 @@ fn hash_tree(path: &Path, rel: &Path, hasher: &mut DefaultHasher) {
 /// How long a DICOM drop must be quiet before its headers are read for the ImageIndex rule.
 pub const EARLY_QUIET: Duration = Duration::from_secs(3);
 
-/// True when `dir` holds a PET series (any number of them) and each is complete by
-/// ImageIndex / NumberOfSlices. Reads DICOM headers only.
-pub fn dicom_pet_complete(dir: &Path) -> bool {
+/// Whether a DICOM drop holds everything a study needs, so it may be claimed before the settle
+/// time: every PET series complete by ImageIndex, and a CT series of the same study whose
+/// slices follow one another without a gap over the PET's whole axial extent (the CT is what
+/// attenuation correction and the lesion model need, and scanners often send it last). A
+/// PET-only drop, or one whose CT is still arriving, waits for the settle time.
+pub fn dicom_study_complete(dir: &Path) -> bool {
+    use crate::io::dicom::Instance;
     use crate::io::dicom::complete::{Completeness, pet_series_completeness};
     let Ok(scan) = crate::io::dicom::scan_folder(dir) else {
         return false;
     };
-    let mut series: HashMap<&str, Vec<&crate::io::dicom::Instance>> = HashMap::new();
-    for i in scan.instances.iter().filter(|i| i.modality == "PT") {
-        series.entry(i.series_uid.as_str()).or_default().push(i);
+    let mut series: HashMap<(&str, &str), Vec<&Instance>> = HashMap::new();
+    for i in &scan.instances {
+        series
+            .entry((i.modality.as_str(), i.series_uid.as_str()))
+            .or_default()
+            .push(i);
     }
-    !series.is_empty()
-        && series
-            .values()
+    let pets: Vec<&Vec<&Instance>> = series
+        .iter()
+        .filter(|((m, _), _)| *m == "PT")
+        .map(|(_, v)| v)
+        .collect();
+    if pets.is_empty()
+        || !pets
+            .iter()
             .all(|s| pet_series_completeness(s) == Completeness::Complete)
+    {
+        return false;
+    }
+    pets.iter().all(|pet| {
+        let Some(extent) = axial_extent(pet) else {
+            return false;
+        };
+        series.iter().any(|((m, _), ct)| {
+            *m == "CT" && ct[0].study_uid == pet[0].study_uid && ct_covers(ct, extent)
+        })
+    })
+}
+
+/// Lowest and highest slice position (z, mm) of a series, with its median slice step.
+fn slice_positions(series: &[&crate::io::dicom::Instance]) -> Option<(Vec<f64>, f64)> {
+    let mut z: Vec<f64> = series
+        .iter()
+        .map(|i| i.image_position.map(|p| p[2]))
+        .collect::<Option<_>>()?;
+    z.sort_by(f64::total_cmp);
+    z.dedup_by(|a, b| (*a - *b).abs() < 1e-3);
+    let mut steps: Vec<f64> = z.windows(2).map(|w| w[1] - w[0]).collect();
+    if steps.is_empty() {
+        return None;
+    }
+    steps.sort_by(f64::total_cmp);
+    let median = steps[steps.len() / 2];
+    Some((z, median))
+}
+
+fn axial_extent(series: &[&crate::io::dicom::Instance]) -> Option<(f64, f64)> {
+    let (z, step) = slice_positions(series)?;
+    Some((z[0] - step / 2.0, z[z.len() - 1] + step / 2.0))
+}
+
+/// The CT's slices are evenly spaced (no step over 1.5 × the median) and reach over the PET's
+/// extent (within one CT slice at either end).
+fn ct_covers(ct: &[&crate::io::dicom::Instance], (lo, hi): (f64, f64)) -> bool {
+    let Some((z, step)) = slice_positions(ct) else {
+        return false;
+    };
+    let even = z.windows(2).all(|w| w[1] - w[0] <= 1.5 * step);
+    even && z[0] <= lo + step && z[z.len() - 1] >= hi - step
 }
 
 /// What the tracker remembers of an entry still arriving.
@@ -288,6 +345,54 @@ mod tests {
         );
     }
 
+    /// Issue 16 row 6: a PET copied, its CT 6 s later, `settle_seconds = 30`: the drop was
+    /// claimed by the ImageIndex rule before the CT arrived and a PET-only result published.
+    #[test]
+    fn a_dicom_drop_is_not_complete_early_while_its_ct_is_missing_or_partial() {
+        let dir = tempfile::tempdir().unwrap();
+        let study = crate::synth::generate(&crate::synth::SynthOptions {
+            seed: 5,
+            size: crate::synth::Size::Small,
+        });
+        let drop = dir.path().join("drop");
+        crate::io::dicom::synth_export::write_dicom(&study, &drop).unwrap();
+        let mut ct: Vec<_> = crate::io::dicom::scan_folder(&drop)
+            .unwrap()
+            .instances
+            .into_iter()
+            .filter(|i| i.modality == "CT")
+            .collect();
+        ct.sort_by(|a, b| a.image_position.unwrap()[2].total_cmp(&b.image_position.unwrap()[2]));
+        let hidden = dir.path().join("hidden");
+        fs::create_dir(&hidden).unwrap();
+        let hide = |i: &crate::io::dicom::Instance, k: usize| {
+            fs::rename(&i.path, hidden.join(k.to_string())).unwrap();
+        };
+        let restore = |i: &crate::io::dicom::Instance, k: usize| {
+            fs::rename(hidden.join(k.to_string()), &i.path).unwrap();
+        };
+        // No CT yet.
+        for (k, i) in ct.iter().enumerate() {
+            hide(i, k);
+        }
+        assert!(!dicom_study_complete(&drop), "PET only");
+        // The CT's first half (copied in order).
+        for (k, i) in ct.iter().enumerate().take(ct.len() / 2) {
+            restore(i, k);
+        }
+        assert!(!dicom_study_complete(&drop), "half a CT");
+        // All but one slice in the middle.
+        let mid = ct.len() * 3 / 4;
+        for (k, i) in ct.iter().enumerate().skip(ct.len() / 2) {
+            if k != mid {
+                restore(i, k);
+            }
+        }
+        assert!(!dicom_study_complete(&drop), "a gap in the CT");
+        restore(&ct[mid], mid);
+        assert!(dicom_study_complete(&drop));
+    }
+
     #[test]
     fn a_dicom_drop_is_complete_once_its_pet_image_indices_are_all_there() {
         let dir = tempfile::tempdir().unwrap();
@@ -297,7 +402,7 @@ mod tests {
         });
         let drop = dir.path().join("drop");
         crate::io::dicom::synth_export::write_dicom(&study, &drop).unwrap();
-        assert!(dicom_pet_complete(&drop));
+        assert!(dicom_study_complete(&drop));
 
         // Settle of an hour: only the DICOM rule can complete it, after EARLY_QUIET, once.
         let mut t = Tracker::new(Duration::from_secs(3600));
@@ -305,7 +410,7 @@ mod tests {
         let mut probes = 0;
         let mut probe = |o: &Observed| {
             probes += 1;
-            dicom_pet_complete(&dir.path().join(&o.name))
+            dicom_study_complete(&dir.path().join(&o.name))
         };
         assert!(t.update(t0, &observed(dir.path()), &mut probe).is_empty());
         assert_eq!(
@@ -322,12 +427,12 @@ mod tests {
             .find(|i| i.modality == "PT")
             .unwrap();
         fs::remove_file(&pet.path).unwrap();
-        assert!(!dicom_pet_complete(&drop));
+        assert!(!dicom_study_complete(&drop));
         let mut t = Tracker::new(Duration::from_secs(3600));
         let mut probes = 0;
         let mut probe = |o: &Observed| {
             probes += 1;
-            dicom_pet_complete(&dir.path().join(&o.name))
+            dicom_study_complete(&dir.path().join(&o.name))
         };
         for k in 0..4 {
             let now = t0 + EARLY_QUIET * k;
