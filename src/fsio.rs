@@ -6,6 +6,7 @@
 //! instant the only possible debris is a file whose name starts with [`TEMP_PREFIX`], which
 //! start-up recovery may delete.
 
+use std::error::Error;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -90,6 +91,33 @@ pub fn remove_temporaries(dir: &Path) -> io::Result<usize> {
         sync_dir(dir)?;
     }
     Ok(removed)
+}
+
+/// `e` as an `io::Error` of the kind of the first `io::Error` in its source chain (its own
+/// message kept), so that a full disk deep inside a writer still reads as `StorageFull` to the
+/// code deciding whether to retry; `Other` when no I/O error is in the chain.
+pub fn keep_kind<E: Error + Send + Sync + 'static>(e: E) -> io::Error {
+    let mut cause: Option<&(dyn Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<io::Error>() {
+            return io::Error::new(io.kind(), e.to_string());
+        }
+        cause = c.source();
+    }
+    io::Error::other(e)
+}
+
+/// Fault injection for tests, in debug builds only: while the file named by
+/// `TRACERD_TEST_FULL_MARKER` exists, writes into the outbox fail as on a full disk.
+pub fn injected_full_disk() -> io::Result<()> {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("TRACERD_TEST_FULL_MARKER").is_some_and(|m| Path::new(&m).exists()) {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            "No space left on device (injected by TRACERD_TEST_FULL_MARKER)",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::config::{Config, Limits};
+use crate::fsio;
 use crate::infer::Engines;
 use crate::io::{dicom, nifti};
 use crate::models::l2snet::LesionSummary;
@@ -53,12 +54,23 @@ impl ModelInfo {
     }
 }
 
-/// True for I/O errors that pass by themselves once an operator frees space.
-pub fn is_transient_io(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind;
+/// True for I/O errors writing the outbox that are the outbox's, not the study's: a full disk
+/// or quota, a read-only, vanished or inaccessible outbox, a busy or stale network share.
+/// They pass once an operator fixes the outbox, so the study is retried, not failed.
+pub fn is_outbox_problem(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
     matches!(
         e.kind(),
-        ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::ResourceBusy
+        StorageFull
+            | QuotaExceeded
+            | ResourceBusy
+            | ReadOnlyFilesystem
+            | PermissionDenied
+            | NotFound
+            | NotADirectory
+            | StaleNetworkFileHandle
+            | TimedOut
+            | Interrupted
     )
 }
 
@@ -205,7 +217,8 @@ impl Processor {
 }
 
 /// Publishes `outbox/<key>/` for a study and what the models found in it: `result.json`,
-/// the mask, and a DICOM SEG for DICOM input. A full disk is a transient error.
+/// the mask, and a DICOM SEG for DICOM input. A full, read-only or missing outbox is a transient
+/// error ([`is_outbox_problem`]).
 pub fn publish(
     study: &Study,
     findings: Findings,
@@ -221,7 +234,7 @@ pub fn publish(
             format!("cannot write {}: {e}", outbox_dir.display()),
             "check the outbox's free space and permissions; the study can be re-run",
         );
-        if is_transient_io(&e) {
+        if is_outbox_problem(&e) {
             error.transient()
         } else {
             error
@@ -279,11 +292,12 @@ fn write_outbox(
     };
     let t = Instant::now();
     let dir = outbox::publish(outbox_dir, &study.key, |dir| -> std::io::Result<()> {
+        fsio::injected_full_disk()?;
         if let Some((mask, _)) = &findings.lesions {
-            nifti::write_u8(&dir.join(outbox::MASK_FILE), mask).map_err(std::io::Error::other)?;
+            nifti::write_u8(&dir.join(outbox::MASK_FILE), mask).map_err(fsio::keep_kind)?;
             if let Some(pet_series) = dicom_seg {
                 dicom::seg::write_seg(pet_series, mask, &dir.join(outbox::SEG_FILE))
-                    .map_err(std::io::Error::other)?;
+                    .map_err(fsio::keep_kind)?;
             }
         }
         let mut ms = result.timings_ms.clone();

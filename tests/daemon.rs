@@ -586,3 +586,52 @@ fn after_a_crash_only_the_study_that_crashes_alone_is_failed() {
     );
     assert!(spool.log().contains("processing them one at a time"));
 }
+
+/// Issue 16 row 5: a full disk while results are written failed the study for good. Now the
+/// study waits and is retried, claiming pauses (STATUS says why), and once space is back the
+/// study is published and claiming resumes; nothing reaches failed/. The full disk is injected
+/// (debug builds) with `TRACERD_TEST_FULL_MARKER`: while that file exists, outbox writes fail
+/// with `StorageFull`.
+#[test]
+fn a_full_outbox_pauses_claiming_and_retries_instead_of_failing() {
+    let _serial = serial();
+    let spool = Spool::new(&Settings::default());
+    let marker = spool.dir("disk-full");
+    fs::write(&marker, "").unwrap();
+    write_study(&spool.dir("staging").join("s1"), 31);
+    fs::rename(
+        spool.dir("staging").join("s1"),
+        spool.dir("inbox").join("s1"),
+    )
+    .unwrap();
+    let notify = NotifySocket::new();
+    let mut child = spool
+        .command(&[
+            ("NOTIFY_SOCKET", &notify.path),
+            ("TRACERD_TEST_FULL_MARKER", &marker),
+        ])
+        .spawn()
+        .unwrap();
+    spool.adopt(&child);
+    let seen = notify.wait_for_prefix("STATUS=paused: cannot write results", 3 * MINUTE);
+    assert!(seen.iter().any(|l| l.contains("No space left")), "{seen:?}");
+    // A second study arriving now is not claimed while the outbox is full.
+    write_study(&spool.dir("staging").join("s2"), 32);
+    fs::rename(
+        spool.dir("staging").join("s2"),
+        spool.dir("inbox").join("s2"),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(spool.entries("inbox"), ["s2"], "{}", spool.log());
+    assert!(spool.entries("failed").is_empty());
+    fs::remove_file(&marker).unwrap();
+    // The retry back-off is 5 s, then 10 s.
+    wait_until(&spool, 2 * MINUTE, "both published", || {
+        published(&spool, "s1") && published(&spool, "s2")
+    });
+    assert!(spool.entries("failed").is_empty());
+    assert!(spool.log().contains("results can be written again"));
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child, MINUTE), Some(0));
+}

@@ -140,6 +140,9 @@ struct Counters {
     last_published: Option<Published>,
     /// Why claiming is paused (free space below the floor).
     paused: Option<String>,
+    /// Why results cannot be written (a full, read-only or missing outbox): claiming is paused
+    /// until a study is published again.
+    outbox_problem: Option<String>,
     engine: String,
 }
 
@@ -192,7 +195,7 @@ impl Shared {
         let c = lock(&self.counters);
         let state = if self.stopping() {
             "stopping".to_string()
-        } else if let Some(why) = &c.paused {
+        } else if let Some(why) = c.outbox_problem.as_ref().or(c.paused.as_ref()) {
             format!("paused: {why}")
         } else if c.queued > 0 {
             "processing".to_string()

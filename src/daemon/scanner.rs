@@ -142,6 +142,9 @@ impl Scanner {
         if complete.is_empty() {
             return;
         }
+        if lock(&self.shared.counters).outbox_problem.is_some() {
+            return; // said by the publisher; cleared by the next study it publishes
+        }
         let floor = self.shared.settings(|c| c.watch.min_free_mib);
         match self.shared.journal.free_mib() {
             Ok(free) if free < floor => {

@@ -201,6 +201,9 @@ pub(super) fn publish(
                             );
                             shared.forget(&job.study.name);
                             let mut c = lock(&shared.counters);
+                            if c.outbox_problem.take().is_some() {
+                                tracing::info!("results can be written again; claiming studies");
+                            }
                             c.done += 1;
                             c.queued = c.queued.saturating_sub(1);
                             c.last_latency = Some(latency);
@@ -225,6 +228,9 @@ pub(super) fn publish(
         let _busy = clock.busy(&job.study.entry);
         lock(&shared.started).remove(&job.study.name);
         if error.transient {
+            if error.stage == Stage::Publish {
+                outbox_problem(shared, &error);
+            }
             let _ = shared.journal.cancel_attempt(&job.study);
             tracing::warn!(entry = %job.study.entry, %error, retry_in_s = backoff(job.retries).as_secs(), "transient error; the study will be tried again");
             let _ = retries.send(job.retry_later());
@@ -244,6 +250,16 @@ pub(super) fn publish(
             }
         }
     }
+}
+
+/// Results cannot be written for a reason that is not the study's: pause claiming (said once)
+/// until a study is published again.
+fn outbox_problem(shared: &Shared, error: &StudyError) {
+    let mut c = lock(&shared.counters);
+    if c.outbox_problem.is_none() {
+        tracing::warn!(error = %error.error, "cannot write results; not claiming new studies until one is published");
+    }
+    c.outbox_problem = Some(format!("cannot write results ({})", error.error));
 }
 
 /// 5 s, 10 s, 20 s, … up to 5 minutes.

@@ -44,6 +44,7 @@ const MAX_AXIS: usize = 8192;
 #[error("{}: {kind}", path.display())]
 pub struct NiftiError {
     pub path: PathBuf,
+    #[source]
     pub kind: NiftiErrorKind,
 }
 
@@ -76,6 +77,8 @@ pub enum NiftiErrorKind {
     Decode(String),
     #[error("cannot write: {0}")]
     Write(String),
+    #[error("cannot write: {0}")]
+    WriteFile(#[source] io::Error),
     #[error(
         "the header declares {voxels} voxels ({shape}), more than the {limit} this study may \
          hold ([limits] in the config)"
@@ -414,7 +417,7 @@ where
         let _ = std::fs::remove_file(&plain);
         result
     })
-    .map_err(|e| err(NiftiErrorKind::Write(e.to_string())))
+    .map_err(|e| err(NiftiErrorKind::WriteFile(e)))
 }
 
 /// Uncompressed bytes per gzip member of a large image.
@@ -471,6 +474,18 @@ mod tests {
         };
         let data = (0..g.len()).map(|v| v as f32 * 0.5 - 3.0).collect();
         Volume::new(g, data).unwrap()
+    }
+
+    /// Issue 16 row 5: the writer's I/O error kind reaches the caller (a full disk must read
+    /// as `StorageFull` to the code that decides to retry, not as `Other`).
+    #[test]
+    fn a_write_error_keeps_its_io_kind() {
+        let e = write_f32(Path::new("/dev/null/x.nii.gz"), &sample()).unwrap_err();
+        assert!(matches!(e.kind, NiftiErrorKind::WriteFile(_)), "{e}");
+        assert_eq!(
+            crate::fsio::keep_kind(e).kind(),
+            io::ErrorKind::NotADirectory
+        );
     }
 
     #[test]

@@ -118,6 +118,8 @@ pub enum DicomErrorKind {
     Timing(String),
     #[error("{0}")]
     Write(String),
+    #[error("cannot write: {0}")]
+    WriteFile(#[source] std::io::Error),
 }
 
 impl DicomErrorKind {
@@ -136,7 +138,7 @@ impl DicomErrorKind {
             DicomErrorKind::NoPetSeries => "no_pet_series",
             DicomErrorKind::Geometry(_) => "geometry",
             DicomErrorKind::Timing(_) => "timing",
-            DicomErrorKind::Write(_) => "write",
+            DicomErrorKind::Write(_) | DicomErrorKind::WriteFile(_) => "write",
         }
     }
 }

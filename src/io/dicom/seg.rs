@@ -382,6 +382,6 @@ pub fn write_seg(pet: &SeriesStack, mask: &Volume<u8>, path: &Path) -> Result<bo
         PrimitiveValue::from(bits),
     ));
     write_part10(path, obj, SEGMENTATION_STORAGE, &sop_uid)
-        .map_err(|e| err(DicomErrorKind::Write(e.to_string())))?;
+        .map_err(|e| err(DicomErrorKind::WriteFile(e)))?;
     Ok(true)
 }

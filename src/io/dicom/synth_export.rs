@@ -133,9 +133,7 @@ pub fn write_part10(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    fsio::write_atomic(path, |tmp| {
-        file.write_to_file(tmp).map_err(io::Error::other)
-    })
+    fsio::write_atomic(path, |tmp| file.write_to_file(tmp).map_err(fsio::keep_kind))
 }
 
 /// Study-level elements shared by every file of the study.
