@@ -263,7 +263,7 @@ def split(name: str, n: int | None = None) -> list[int]:
 # ----------------------------------------------------------------------------------------------
 # 2Be3-Net inputs
 # ----------------------------------------------------------------------------------------------
-TWO_BE_THREE = {"K": 66, "crop": 90}
+TWO_BE_THREE = {"K": 66, "crop": 90, "slab": "max"}
 
 
 def centre_crop(sl: np.ndarray, size: int) -> np.ndarray:
@@ -317,10 +317,36 @@ def slice_positions(nz: int, lo: float, hi: float, distinct: bool, rng, K: int):
     return np.clip(idx, 0, nz - 1)
 
 
-def two_be_three_input(study: Study, variant: str, rng=None, K: int = 66, crop: int = 90):
-    """[K, crop, crop] float32: SUV clipped to [0, 15] / 15, selected slices, centre-cropped."""
+def slab_half_width(study: Study, variant: str, K: int = 66) -> int:
+    """Half-width h (in slices) of the slab each selected slice stands for: floor of half the
+    spacing of K evenly spaced slices over the variant's range, so that the K slabs together
+    cover the range with no slice skipped (an adult's body is ~450 model-grid slices, which K =
+    66 single slices would sample every 7th: most lesions fall between). 0 when the range holds
+    fewer than 2K slices (the H&N region; the small phantom)."""
+    nz = study.pet.shape[0]
+    if variant == "ws":
+        lo, hi = 0.0, float(nz - 1)
+    else:
+        lo, hi = study.hn_slice_range()
+        lo, hi = max(0.0, lo), min(float(nz - 1), hi)
+    return max(0, int(np.floor((hi - lo) / (K - 1) / 2.0)))
+
+
+def slab_max(vol: np.ndarray, idx: np.ndarray, h: int) -> np.ndarray:
+    """[len(idx), ...]: for each index i the maximum of vol[max(0, i-h) .. min(nz-1, i+h)]."""
+    if h == 0:
+        return np.asarray(vol[idx])
+    nz = vol.shape[0]
+    return np.stack([np.asarray(vol[max(0, i - h):min(nz, i + h + 1)]).max(0) for i in idx])
+
+
+def two_be_three_input(study: Study, variant: str, rng=None, K: int = 66, crop: int = 90,
+                       slab: str | None = TWO_BE_THREE["slab"]):
+    """[K, crop, crop] float32: SUV clipped to [0, 15] / 15, the maximum over each selected slice's
+    slab (slab_half_width; slab None: the single slice), centre-cropped."""
     idx = slice_indices(study, variant, rng, K)
-    sl = pet_norm(study.pet[idx])
+    h = slab_half_width(study, variant, K) if slab == "max" else 0
+    sl = pet_norm(slab_max(study.pet, idx, h))
     if rng is not None and rng.random() < 0.5:   # augmentation: left-right flip
         sl = sl[:, :, ::-1]
     return centre_crop(np.ascontiguousarray(sl), crop)

@@ -302,7 +302,7 @@ def l2snet_card(exp, ev, tr):
 
 def two_be_three_card(exp, ev, tr):
     io = {v: {"input_name": "pet_slices", "input_shape": ["batch", data.TWO_BE_THREE["K"], 90, 90],
-              "input_meaning": f"K = 66 ordered transverse slices pet_norm(volume)[k_i] for the {v.upper()} slice "
+              "input_meaning": f"K = 66 ordered transverse slabs pet_norm(slab max at k_i) for the {v.upper()} slice "
                                "rule (see [slices]), centre-cropped/zero-padded to 90x90 ([y][x]); grey -> 3 channels "
                                "is done inside the graph",
               "output_name": "risk", "output_shape": ["batch", 3],
@@ -332,6 +332,10 @@ def two_be_three_card(exp, ev, tr):
             "crop": data.TWO_BE_THREE["crop"],
             "crop_rule": "per axis of length n: n >= 90 -> take [a, a+90) with a = (n - 90) // 2; n < 90 -> place "
                          "the n values at offset (90 - n) // 2 in a zero 90-vector",
+            "slab": data.TWO_BE_THREE["slab"],
+            "slab_rule": "slice k_i is max over z in [max(0, k_i - h), min(nz - 1, k_i + h)] of volume[z], "
+                         "h = floor((hi - lo) / (K - 1) / 2) for the variant's range (0 when it holds fewer than "
+                         "2K slices: the H&N region, the small phantom), so the K slabs leave no slice unseen",
         },
         "slices": {
             "rule": "inference: k_i = floor(lo + i * (hi - lo) / (K - 1) + 0.5) for i = 0..K-1, clamped to [0, nz-1]",

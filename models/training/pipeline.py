@@ -116,7 +116,8 @@ def segment_native(loc_sess, seg_sess, m: data.OnModelGrid):
     return cue, prob, prob > data.L2SNET["threshold"], adaptive_threshold(prob, cue)
 
 
-def risk(sess, study, variant: str) -> np.ndarray:
-    """Scores from a study on the model grid (anything with .pet, and .hn_slice_range for hn)."""
-    x = data.two_be_three_input(study, variant)[None]
+def risk(sess, study, variant: str, slab: str | None = data.TWO_BE_THREE["slab"]) -> np.ndarray:
+    """Scores from a study on the model grid (anything with .pet, and .hn_slice_range for hn);
+    `slab` is the card's [preprocessing] slab (None: single slices, as cards before it)."""
+    x = data.two_be_three_input(study, variant, slab=slab)[None]
     return sess.run(None, {sess.get_inputs()[0].name: x})[0][0]

@@ -62,8 +62,10 @@ def cached_slices(study, variant):
 
 
 def slices_of(study, variant):
-    """The cached slices, normalised and centre-cropped: [NZC, 90, 90]."""
-    return data.centre_crop(data.pet_norm(np.asarray(study.pet)[cached_slices(study, variant)]), CROP)
+    """The cached slices (each the maximum over its slab, data.slab_half_width with K), normalised
+    and centre-cropped: [NZC, 90, 90]."""
+    h = data.slab_half_width(study, variant, K)
+    return data.centre_crop(data.pet_norm(data.slab_max(study.pet, cached_slices(study, variant), h)), CROP)
 
 
 def pretrain(studies, args, log):
@@ -72,7 +74,8 @@ def pretrain(studies, args, log):
     net = SliceTaskNet(3)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
     imgs = [slices_of(s, "ws") for s in studies]
-    segs = [s.mask[cached_slices(s, "ws")].reshape(NZC["ws"], -1).sum(1) for s in studies]
+    segs = [data.slab_max(s.mask, cached_slices(s, "ws"), data.slab_half_width(s, "ws", K))
+            .reshape(NZC["ws"], -1).sum(1) for s in studies]
     pos = [(i, k) for i, c in enumerate(segs) for k in np.nonzero(c)[0]]
     t0 = time.time()
     net.train()

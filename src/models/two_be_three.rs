@@ -31,6 +31,9 @@ pub struct Params {
     pub k: usize,
     /// Side of the square centre crop (90 in the paper).
     pub crop: usize,
+    /// Each selected slice is the maximum over its slab ([`slab_half_width`]) rather than one
+    /// slice (the card's `slab = "max"`; absent in cards of single-slice models).
+    pub slab_max: bool,
     /// Where the network runs (the card's `[model_grid]`).
     pub grid: GridSpec,
 }
@@ -41,6 +44,8 @@ struct CardPreprocessing {
     #[serde(rename = "K")]
     k: usize,
     crop: usize,
+    #[serde(default)]
+    slab: Option<String>,
 }
 
 impl Params {
@@ -48,12 +53,15 @@ impl Params {
         let pre: CardPreprocessing = card.section("preprocessing")?;
         if pre.k < 2
             || pre.crop == 0
+            || pre.slab.as_deref().is_some_and(|s| s != "max")
             || pre.pet_clip_suv[0].partial_cmp(&pre.pet_clip_suv[1])
                 != Some(std::cmp::Ordering::Less)
         {
             return Err(CardError::Invalid {
                 path: card.dir.join(super::card::CARD_FILE),
-                message: "[preprocessing] needs K >= 2, crop > 0 and a non-empty clip range".into(),
+                message: "[preprocessing] needs K >= 2, crop > 0, a non-empty clip range and slab \
+                          absent or \"max\""
+                    .into(),
             });
         }
         let grid: GridSpec = card.section("model_grid")?;
@@ -65,6 +73,7 @@ impl Params {
             pet_clip_suv: pre.pet_clip_suv,
             k: pre.k,
             crop: pre.crop,
+            slab_max: pre.slab.is_some(),
             grid,
         })
     }
@@ -93,6 +102,14 @@ pub fn slice_indices(nz: usize, k: usize, [lo, hi]: [f64; 2]) -> Vec<usize> {
         .collect()
 }
 
+/// Half-width, in slices, of the slab each of `k` slices evenly spaced over `[lo, hi]` stands
+/// for: `⌊(hi - lo) / (k - 1) / 2⌋`, so the slabs cover the range with no slice skipped (an
+/// adult's body spans about 450 slices of the 4 mm model grid; 66 single slices would see
+/// every 7th and miss most lesions). 0 when the range holds fewer than 2k slices.
+pub fn slab_half_width(k: usize, [lo, hi]: [f64; 2]) -> usize {
+    ((hi - lo) / (k - 1) as f64 / 2.0).floor().max(0.0) as usize
+}
+
 /// Source and destination ranges of a centre crop (or zero-pad) of an axis of `n` to `size`.
 fn crop_ranges(n: usize, size: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
     if n >= size {
@@ -107,16 +124,29 @@ fn crop_ranges(n: usize, size: usize) -> (std::ops::Range<usize>, std::ops::Rang
 /// The network input `[1, K, crop, crop]` for a PET (SUV) in the canonical layout.
 pub fn input(pet: &Volume<f32>, params: &Params) -> Array4<f32> {
     let [nx, ny, nz] = pet.shape();
-    let ks = slice_indices(nz, params.k, [0.0, (nz - 1) as f64]);
+    let range = [0.0, (nz - 1) as f64];
+    let ks = slice_indices(nz, params.k, range);
+    let h = if params.slab_max {
+        slab_half_width(params.k, range)
+    } else {
+        0
+    };
     let (src_y, dst_y) = crop_ranges(ny, params.crop);
     let (src_x, dst_x) = crop_ranges(nx, params.crop);
     let mut out = Array4::<f32>::zeros((1, params.k, params.crop, params.crop));
     let data = pet.data();
+    let mut slab = vec![f32::NEG_INFINITY; nx];
     for (slot, &k) in ks.iter().enumerate() {
         for (y, dy) in src_y.clone().zip(dst_y.clone()) {
-            let row = &data[(k * ny + y) * nx..][..nx];
+            slab.fill(f32::NEG_INFINITY);
+            for z in k.saturating_sub(h)..=(k + h).min(nz - 1) {
+                let row = &data[(z * ny + y) * nx..][..nx];
+                for (m, &v) in slab.iter_mut().zip(row) {
+                    *m = m.max(v);
+                }
+            }
             let mut dst = out.slice_mut(s![0, slot, dy, dst_x.clone()]);
-            for (d, &v) in dst.iter_mut().zip(&row[src_x.clone()]) {
+            for (d, &v) in dst.iter_mut().zip(&slab[src_x.clone()]) {
                 *d = clip_scale(v, params.pet_clip_suv);
             }
         }
@@ -215,6 +245,7 @@ mod tests {
             pet_clip_suv: [0.0, 15.0],
             k: 2,
             crop: 6,
+            slab_max: false,
             grid: GridSpec {
                 target_spacing_mm: [4.0; 3],
                 body_suv: 0.15,
@@ -231,5 +262,37 @@ mod tests {
         assert_eq!(x[[0, 1, 1, 1]], 12.5 / 15.0); // k = 1
         assert_eq!(x[[0, 1, 3, 4]], 1.0); // SUV 15.375, clipped
         assert_eq!(x[[0, 1, 5, 5]], 0.0); // padding
+    }
+
+    #[test]
+    fn each_slice_is_the_maximum_over_its_slab() {
+        // 1×1×9 volume with one hot voxel at z = 3; K = 3 slices at z = 0, 4, 8.
+        assert_eq!(slab_half_width(3, [0.0, 8.0]), 2);
+        assert_eq!(slab_half_width(66, [0.0, 95.0]), 0); // the small phantom: single slices
+        assert_eq!(slab_half_width(66, [0.0, 449.0]), 3); // an adult on the 4 mm grid
+        let g = Geometry::axial([1, 1, 9], [4.0; 3], [0.0; 3]);
+        let mut data = vec![0.0f32; 9];
+        data[3] = 7.5;
+        let pet = Volume::new(g, data).unwrap();
+        let mut p = Params {
+            pet_clip_suv: [0.0, 15.0],
+            k: 3,
+            crop: 1,
+            slab_max: true,
+            grid: GridSpec {
+                target_spacing_mm: [4.0; 3],
+                body_suv: 0.15,
+                body_min_area_mm2: 100.0,
+                body_margin_mm: 20.0,
+            },
+        };
+        let x = input(&pet, &p);
+        assert_eq!(x.iter().copied().collect::<Vec<_>>(), [0.0, 0.5, 0.0]);
+        p.slab_max = false;
+        assert_eq!(
+            input(&pet, &p).iter().sum::<f32>(),
+            0.0,
+            "single slices miss it"
+        );
     }
 }

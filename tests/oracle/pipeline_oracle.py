@@ -15,6 +15,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "models" / "training"))
+import tomllib  # noqa: E402
+
 import data  # noqa: E402
 import pipeline  # noqa: E402
 
@@ -27,7 +29,8 @@ def main(study_dir: Path, models: Path, out: Path) -> None:
     seg = pipeline.session(models / "l2snet" / "seg3d.fp32.onnx")
     ws = pipeline.session(models / "two_be_three" / "ws.fp32.onnx")
     cue, prob, _, mask = pipeline.segment_native(loc, seg, m)
-    risk = pipeline.risk(ws, m, "ws")
+    card = tomllib.loads((models / "two_be_three" / "model.toml").read_text())
+    risk = pipeline.risk(ws, m, "ws", slab=card["preprocessing"].get("slab"))
     out.mkdir(parents=True, exist_ok=True)
     mask.astype(np.uint8).tofile(out / "mask_adaptive.u8")
     prob.astype("<f4").tofile(out / "prob.f32")
