@@ -20,6 +20,7 @@ pub struct Config {
     pub daemon: Daemon,
     pub inference: Inference,
     pub limits: Limits,
+    pub outbox: Outbox,
 }
 
 /// Where studies live. All five study folders must be on one filesystem: studies move between
@@ -102,6 +103,27 @@ impl Default for Watch {
             min_free_mib: 2048,
         }
     }
+}
+
+/// How results are named in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outbox {
+    /// The key (`outbox/<key>/`, `result.json`'s `key`) of a NIfTI study. `"folder-name"`: the
+    /// study folder's name when it is already a safe key (1-128 of `A-Z a-z 0-9 - _ .`, not
+    /// starting with `.`, not shaped like a hash key), else `n-` + 16 hex digits of its SHA-256.
+    /// `"hash"`: always the hash, for sites whose exports name folders after patients. DICOM
+    /// studies are always keyed by a hash of their UIDs. The log never shows a folder name.
+    pub nifti_key: NiftiKey,
+}
+
+/// See [`Outbox::nifti_key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NiftiKey {
+    #[default]
+    FolderName,
+    Hash,
 }
 
 /// How large one study may be. Checked from the file headers (NIfTI dimensions, DICOM Rows ×

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::config::{Config, Limits};
+use sha2::Digest;
+
+use crate::config::{Config, Limits, NiftiKey};
 use crate::fsio;
 use crate::infer::Engines;
 use crate::io::{dicom, nifti};
@@ -202,12 +204,12 @@ impl Processor {
     ) -> Result<Published, StudyError> {
         let started = Instant::now();
         for w in &study.warnings {
-            tracing::warn!(key = %study.key, warning = %w, "study");
+            tracing::warn!(key = %key_for_log(&study.key), warning = %study::printable(w), "study");
         }
         let findings = self.analyse(study)?;
         let published = publish(study, findings, &self.model_info(), outbox_dir, ingest_ms)?;
         tracing::info!(
-            key = %published.key,
+            key = %key_for_log(&published.key),
             engine = %published.result.backend.engine,
             ms = ingest_ms + started.elapsed().as_secs_f64() * 1e3,
             "published"
@@ -315,26 +317,88 @@ fn write_outbox(
     })
 }
 
-/// The study key `tracerd process` derives from an input folder's name: its characters outside
-/// `A-Z a-z 0-9 - _ .` become `_` (a leading `.` too).
-pub fn key_from_folder(input: &Path) -> String {
+/// The study key `tracerd process` derives from an input folder's name ([`key_from_name`]).
+pub fn key_from_folder(input: &Path, policy: NiftiKey) -> String {
     let name = input
         .canonicalize()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "study".into());
-    key_from_name(&name)
+    key_from_name(&name, policy)
 }
 
-/// A folder name made into a study key (see [`key_from_folder`]).
-pub fn key_from_name(name: &str) -> String {
-    let mut key: String = name
-        .chars()
-        .map(|c| if outbox::is_key_char(c) { c } else { '_' })
-        .take(128)
-        .collect();
-    if key.starts_with('.') {
-        key.replace_range(0..1, "_");
+/// A folder name made into a study key (the config's `outbox.nifti_key`): the name itself when
+/// the policy allows it and it is already a safe key that cannot be mistaken for a hash key,
+/// else `n-` + 16 hex digits of its SHA-256. Two different names never give one key.
+pub fn key_from_name(name: &str, policy: NiftiKey) -> String {
+    let usable =
+        policy == NiftiKey::FolderName && outbox::check_key(name).is_ok() && !is_hash_key(name);
+    if usable {
+        return name.to_string();
     }
-    key
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("n-{hex}")
+}
+
+/// Keys tracerd makes from hashes: a DICOM study's 16 hex digits, a NIfTI folder's `n-` + 16.
+pub fn is_hash_key(key: &str) -> bool {
+    let hex16 = |s: &str| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    hex16(key) || key.strip_prefix("n-").is_some_and(hex16)
+}
+
+/// The key as the log may show it: a hash key as is; a folder name never (it may be a
+/// patient's; the log names the study by its entry hash).
+pub fn key_for_log(key: &str) -> &str {
+    if is_hash_key(key) {
+        key
+    } else {
+        "(folder name)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16 row 7: folders `a b` and `a_b` got one key, and the second result silently
+    /// replaced the first.
+    #[test]
+    fn different_names_never_share_a_key() {
+        let f = |n| key_from_name(n, NiftiKey::FolderName);
+        assert_eq!(f("a_b"), "a_b");
+        assert!(f("a b").starts_with("n-") && f("a b") != f("a_b"));
+        // Names shaped like hash keys are hashed too, so no folder can take another's key.
+        let dicom_like = "0123456789abcdef";
+        assert_ne!(f(dicom_like), dicom_like);
+        let hashed = f("a b");
+        assert_ne!(f(&hashed), hashed);
+        assert!(key_from_name("a_b", NiftiKey::Hash).starts_with("n-"));
+    }
+
+    /// Issue 16 row 8: a folder named `DOE^JOHN_12345` was in the log, the outbox folder name and
+    /// result.json.
+    #[test]
+    fn a_folder_name_that_is_not_a_safe_key_is_hashed_and_never_logged() {
+        let key = key_from_name("DOE^JOHN_12345", NiftiKey::FolderName);
+        assert!(is_hash_key(&key) && !key.contains("DOE"), "{key}");
+        assert_eq!(key_for_log("DOE_JOHN_12345"), "(folder name)");
+        assert_eq!(key_for_log(&key), key);
+    }
+
+    /// Issue 16 row 9: a file named with a newline and ANSI escapes forged a log line.
+    #[test]
+    fn control_characters_in_errors_are_escaped() {
+        let e = StudyError::new(
+            Stage::Ingest,
+            "PET\n2026 ERROR forged\u{1b}[31m.nii.gz: bad",
+            "x",
+        );
+        assert!(!e.error.chars().any(char::is_control), "{:?}", e.error);
+        assert!(
+            e.error.contains("\\n") && e.error.contains("\\u{1b}"),
+            "{}",
+            e.error
+        );
+    }
 }

@@ -72,10 +72,12 @@ pub struct StudyError {
 }
 
 impl StudyError {
+    /// Control characters in `error` (a file name from the input can hold newlines or terminal
+    /// escapes) are escaped, so the error is one printable line wherever it is shown.
     pub fn new(stage: Stage, error: impl Into<String>, hint: impl Into<String>) -> StudyError {
         StudyError {
             stage,
-            error: error.into(),
+            error: printable(&error.into()),
             hint: hint.into(),
             transient: false,
         }
@@ -414,6 +416,23 @@ fn check_overlap(mut study: Study) -> Result<Study, StudyError> {
 
 fn one_line(s: &str) -> String {
     s.lines().collect::<Vec<_>>().join(" ")
+}
+
+/// `s` with every control character escaped (`\n`, `\u{1b}`, …): text that came from input
+/// (file names, DICOM values) cannot forge log lines or drive a terminal.
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

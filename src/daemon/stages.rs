@@ -80,7 +80,10 @@ pub(super) fn ingest(
             }
             let t = Instant::now();
             guarded(Stage::Ingest, &job.study.name, || {
-                let key = process::key_from_name(&job.study.name);
+                let key = process::key_from_name(
+                    &job.study.name,
+                    shared.settings(|c| c.outbox.nifti_key),
+                );
                 let limits = shared.settings(|c| c.limits);
                 study::load(&job.study.dir, &key, &limits)
             })
@@ -88,7 +91,7 @@ pub(super) fn ingest(
         };
         let sent = match study {
             Ok((study, ingest_ms)) => {
-                tracing::info!(entry = %job.study.entry, key = %study.key, ms = ingest_ms.round(), "ingested");
+                tracing::info!(entry = %job.study.entry, key = %process::key_for_log(&study.key), ms = ingest_ms.round(), "ingested");
                 loaded
                     .send(Loaded {
                         job,
@@ -190,7 +193,7 @@ pub(super) fn publish(
                             };
                             tracing::info!(
                                 entry = %job.study.entry,
-                                key = %published.key,
+                                key = %process::key_for_log(&published.key),
                                 lesions,
                                 lr = scores.map(|s| s.lr),
                                 dm = scores.map(|s| s.dm),

@@ -185,7 +185,7 @@ pub fn convert(input: &Path, out: &Path) -> Result<Vec<Converted>, DicomError> {
         let result = o.result.and_then(|study| {
             let loaded = load_study(&study, &ignored)?;
             for w in &loaded.report.warnings {
-                tracing::warn!(key = %loaded.key, warning = %w, "DICOM conversion");
+                tracing::warn!(key = %loaded.key, warning = %crate::study::printable(w), "DICOM conversion");
             }
             convert_study(&loaded, &dir)?;
             Ok(loaded.report)
