@@ -201,6 +201,38 @@ fn too_large(error: String) -> StudyError {
     )
 }
 
+/// Input files must be the study's own regular files: a FIFO would block the reader forever,
+/// and a link leading out of the study folder would make tracerd read a file no one dropped.
+/// A link to another file inside the study folder is fine (DICOM scanning skips links).
+fn own_regular_file(dir: &Path, path: &Path) -> Result<(), StudyError> {
+    let name = file_name(path);
+    let unreadable = |e: std::io::Error| {
+        StudyError::ingest(
+            format!("{name}: cannot read: {e}"),
+            "check the file's permissions and that it still exists",
+        )
+    };
+    let mut meta = std::fs::symlink_metadata(path).map_err(unreadable)?;
+    if meta.file_type().is_symlink() {
+        let target = std::fs::canonicalize(path).map_err(unreadable)?;
+        let root = std::fs::canonicalize(dir).map_err(unreadable)?;
+        if !target.starts_with(&root) {
+            return Err(StudyError::ingest(
+                format!("{name} is a link to a file outside the study folder"),
+                "tracerd reads only the files dropped with the study: copy the file itself",
+            ));
+        }
+        meta = std::fs::metadata(&target).map_err(unreadable)?;
+    }
+    if !meta.is_file() {
+        return Err(StudyError::ingest(
+            format!("{name} is not a regular file (a FIFO, socket or device)"),
+            "drop the image file itself",
+        ));
+    }
+    Ok(())
+}
+
 /// The first of `names` present in `dir` as anything but a folder: a name that is there but
 /// cannot be read is reported as unreadable, not silently taken for a missing file.
 fn first_existing(dir: &Path, names: &[&str]) -> Option<PathBuf> {
@@ -242,12 +274,14 @@ fn load_nifti(
         )
     };
     let study_voxels = limits.max_study_mib * (1 << 20) / 4;
+    own_regular_file(dir, pet_path)?;
     let pet = nifti::read_f32_within(pet_path, limits.max_voxels_per_volume.min(study_voxels))
         .map_err(nifti_error)?;
     check_pet(&pet, &file_name(pet_path))?;
     let ct_path = first_existing(dir, &CT_NAMES);
     let ct = match &ct_path {
         Some(p) => {
+            own_regular_file(dir, p)?;
             let left = study_voxels.saturating_sub(pet.data().len() as u64);
             let ct = nifti::read_f32_within(p, limits.max_voxels_per_volume.min(left))
                 .map_err(nifti_error)?;
@@ -503,5 +537,36 @@ mod tests {
             e.error
         );
         assert!(!e.error.contains('\n'));
+    }
+
+    /// Issue 16 row 13: `SUV.nii.gz` as a FIFO hung an ingest worker until the stop timeout;
+    /// as a link out of the inbox, its target was read.
+    #[test]
+    fn only_the_studys_own_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let g = Geometry::axial([10, 10, 10], [2.0; 3], [0.0; 3]);
+        let pet = Volume::new(g, vec![1.0f32; 1000]).unwrap();
+        nifti::write_f32(&outside.path().join("elsewhere.nii.gz"), &pet).unwrap();
+        let suv = dir.path().join("SUV.nii.gz");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&suv)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let e = load(dir.path(), "k", &Limits::default()).unwrap_err();
+        assert!(e.error.contains("not a regular file"), "{e}");
+        std::fs::remove_file(&suv).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("elsewhere.nii.gz"), &suv).unwrap();
+        let e = load(dir.path(), "k", &Limits::default()).unwrap_err();
+        assert!(e.error.contains("outside the study folder"), "{e}");
+        assert!(!e.error.contains("elsewhere"), "{e}");
+        // A link inside the folder is followed.
+        std::fs::remove_file(&suv).unwrap();
+        nifti::write_f32(&dir.path().join("pet-data.nii.gz"), &pet).unwrap();
+        std::os::unix::fs::symlink("pet-data.nii.gz", &suv).unwrap();
+        load(dir.path(), "k", &Limits::default()).unwrap();
     }
 }

@@ -40,6 +40,7 @@ fn sd_notify_ready_status_watchdog_stopping_and_a_stalled_stage_stops_the_pings(
     let mut child = spool
         .command(&[("NOTIFY_SOCKET", &notify.path)])
         .env("WATCHDOG_USEC", "200000")
+        .env("TRACERD_TEST_HANG", "ingest:stuck")
         .spawn()
         .unwrap();
     spool.adopt(&child);
@@ -62,17 +63,9 @@ fn sd_notify_ready_status_watchdog_stopping_and_a_stalled_stage_stops_the_pings(
     );
     notify.wait_for("WATCHDOG=1", Duration::from_secs(2));
 
-    // A study whose PET is a FIFO no one writes: reading it blocks the ingest stage for good.
+    // A study on which ingest blocks for good (TRACERD_TEST_HANG, as a hung share would).
     let stuck = spool.dir("inbox").join("stuck");
-    fs::create_dir(&stuck).unwrap();
-    let fifo = stuck.join("SUV.nii.gz");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    write_study(&stuck, 41);
     fs::write(stuck.join(".complete"), "").unwrap();
 
     // The pings go on until the stage has been busy for stall_seconds, then stop for good.
@@ -632,6 +625,46 @@ fn a_full_outbox_pauses_claiming_and_retries_instead_of_failing() {
     });
     assert!(spool.entries("failed").is_empty());
     assert!(spool.log().contains("results can be written again"));
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child, MINUTE), Some(0));
+}
+
+/// Issue 16 row 12: a study folder removed from `work/` while it was processed was published,
+/// then "will retry" forever with attempts past `max_attempts`. Now it is said once and
+/// forgotten. The study is held back by a full outbox (`TRACERD_TEST_FULL_MARKER`) while its
+/// folder is removed.
+#[test]
+fn a_study_that_vanishes_from_work_is_logged_once_and_forgotten() {
+    let _serial = serial();
+    let spool = Spool::new(&Settings::default());
+    let marker = spool.dir("disk-full");
+    fs::write(&marker, "").unwrap();
+    write_study(&spool.dir("staging").join("gone"), 31);
+    fs::rename(
+        spool.dir("staging").join("gone"),
+        spool.dir("inbox").join("gone"),
+    )
+    .unwrap();
+    let notify = NotifySocket::new();
+    let mut child = spool
+        .command(&[
+            ("NOTIFY_SOCKET", &notify.path),
+            ("TRACERD_TEST_FULL_MARKER", &marker),
+        ])
+        .spawn()
+        .unwrap();
+    spool.adopt(&child);
+    notify.wait_for_prefix("STATUS=paused: cannot write results", 3 * MINUTE);
+    fs::remove_dir_all(spool.dir("work").join("gone")).unwrap();
+    fs::remove_file(&marker).unwrap();
+    wait_until(&spool, MINUTE, "forgotten", || {
+        spool.log().contains("vanished from work/")
+    });
+    notify.wait_for_prefix("STATUS=idle; 0 queued", 30 * Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(6));
+    let log = spool.log();
+    assert_eq!(log.matches("vanished from work/").count(), 1, "{log}");
+    assert!(spool.entries("failed").is_empty() && spool.entries("outbox").is_empty());
     signal(&child, "TERM");
     assert_eq!(wait_exit(&mut child, MINUTE), Some(0));
 }

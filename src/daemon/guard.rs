@@ -62,8 +62,9 @@ pub(super) fn guarded<T>(
 /// Fault injection for tests, compiled into debug builds only: `TRACERD_TEST_PANIC=<stage>:<name>`
 /// makes `stage` panic on the study whose inbox name starts with `name`
 /// (`TRACERD_TEST_ABORT=…` aborts the whole process there instead, as an allocation failure
-/// or the OOM killer would); `TRACERD_TEST_PANIC=thread:<stage>` ends that stage's thread
-/// outside any study.
+/// or the OOM killer would; `TRACERD_TEST_HANG=…` blocks the stage for good, as a hung network
+/// share would); `TRACERD_TEST_PANIC=thread:<stage>` ends that stage's thread outside any
+/// study.
 pub(super) mod fault {
     use crate::study::Stage;
 
@@ -75,16 +76,23 @@ pub(super) mod fault {
     /// Panics (or aborts the process) when the test asked for it in `stage` on study `name`.
     pub fn maybe_panic(stage: Stage, name: &str) {
         #[cfg(debug_assertions)]
-        for (var, abort) in [("TRACERD_TEST_PANIC", false), ("TRACERD_TEST_ABORT", true)] {
+        for var in [
+            "TRACERD_TEST_PANIC",
+            "TRACERD_TEST_ABORT",
+            "TRACERD_TEST_HANG",
+        ] {
             if let Ok(v) = std::env::var(var)
                 && let Some((s, prefix)) = v.split_once(':')
                 && s == stage.to_string()
                 && name.starts_with(prefix)
             {
-                if abort {
-                    std::process::abort();
+                match var {
+                    "TRACERD_TEST_ABORT" => std::process::abort(),
+                    "TRACERD_TEST_HANG" => loop {
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    },
+                    _ => panic!("injected by {var} in {stage}"),
                 }
-                panic!("injected by {var} in {stage}");
             }
         }
         let _ = (stage, name);

@@ -215,6 +215,11 @@ impl Journal {
         Ok(r.counted)
     }
 
+    /// Drops the attempt record of a study that is gone from `work/`.
+    pub fn forget(&self, study: &Claimed) -> io::Result<()> {
+        self.set_attempts(&study.name, 0)
+    }
+
     /// Takes back an attempt the daemon itself interrupted (a graceful stop, a transient
     /// error), so that it does not count towards `max_attempts`.
     pub fn cancel_attempt(&self, study: &Claimed) -> io::Result<()> {

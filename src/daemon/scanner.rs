@@ -115,6 +115,43 @@ impl Scanner {
             .settings(|c| Duration::from_secs_f64(c.watch.rescan_seconds))
     }
 
+    /// Whether new studies may be claimed now: not while results cannot be written (probed
+    /// here, so claiming resumes even with no study waiting to be published) nor while free
+    /// space is below the floor. Each pause and its end is logged once.
+    fn claiming_allowed(&self) -> bool {
+        if lock(&self.shared.counters).outbox_problem.is_some() {
+            // Said by the publisher; cleared by the next study it publishes, or here once a
+            // probe file can be written, so claiming resumes even with no study waiting.
+            if outbox_writable(&self.shared.journal.paths().outbox).is_err() {
+                return false;
+            }
+            if lock(&self.shared.counters).outbox_problem.take().is_some() {
+                tracing::info!("results can be written again; claiming studies");
+            }
+        }
+        let floor = self.shared.settings(|c| c.watch.min_free_mib);
+        match self.shared.journal.free_mib() {
+            Ok(free) if free < floor => {
+                let why = format!("{free} MiB free, below the {floor} MiB floor");
+                if lock(&self.shared.counters).paused.replace(why).is_none() {
+                    tracing::warn!(
+                        free_mib = free,
+                        floor_mib = floor,
+                        "low disk space: not claiming new studies"
+                    );
+                }
+                return false;
+            }
+            Ok(_) => {
+                if lock(&self.shared.counters).paused.take().is_some() {
+                    tracing::info!("disk space is above the floor again; claiming studies");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read free disk space"),
+        }
+        true
+    }
+
     fn scan(&mut self, inbox: &std::path::Path, tracker: &mut Tracker) {
         let scan = match watch::scan(inbox) {
             Ok(s) => s,
@@ -139,31 +176,8 @@ impl Scanner {
             }
             complete
         });
-        if complete.is_empty() {
+        if !self.claiming_allowed() || complete.is_empty() {
             return;
-        }
-        if lock(&self.shared.counters).outbox_problem.is_some() {
-            return; // said by the publisher; cleared by the next study it publishes
-        }
-        let floor = self.shared.settings(|c| c.watch.min_free_mib);
-        match self.shared.journal.free_mib() {
-            Ok(free) if free < floor => {
-                let why = format!("{free} MiB free, below the {floor} MiB floor");
-                if lock(&self.shared.counters).paused.replace(why).is_none() {
-                    tracing::warn!(
-                        free_mib = free,
-                        floor_mib = floor,
-                        "low disk space: not claiming new studies"
-                    );
-                }
-                return;
-            }
-            Ok(_) => {
-                if lock(&self.shared.counters).paused.take().is_some() {
-                    tracing::info!("disk space is above the floor again; claiming studies");
-                }
-            }
-            Err(error) => tracing::warn!(%error, "cannot read free disk space"),
         }
         let now = Instant::now();
         self.claim_failed
@@ -204,4 +218,15 @@ impl Scanner {
             }
         }
     }
+}
+
+/// Writes, syncs and removes a small temporary file in the outbox: whether results can be
+/// written there again.
+fn outbox_writable(outbox: &std::path::Path) -> std::io::Result<()> {
+    crate::fsio::injected_full_disk()?;
+    let probe = crate::fsio::temp_path_for(&outbox.join("probe"));
+    let written =
+        std::fs::write(&probe, [0u8; 4096]).and_then(|()| std::fs::File::open(&probe)?.sync_all());
+    let _ = std::fs::remove_file(&probe);
+    written
 }

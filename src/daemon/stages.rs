@@ -230,6 +230,9 @@ pub(super) fn publish(
         };
         let _busy = clock.busy(&job.study.entry);
         lock(&shared.started).remove(&job.study.name);
+        if vanished(shared, &job) {
+            continue;
+        }
         if error.transient {
             if error.stage == Stage::Publish {
                 outbox_problem(shared, &error);
@@ -253,6 +256,20 @@ pub(super) fn publish(
             }
         }
     }
+}
+
+/// A study whose folder is gone from `work/` (removed by hand while it was processed) is said
+/// once and forgotten: nothing is left to retry, move or count.
+fn vanished(shared: &Shared, job: &Job) -> bool {
+    if job.study.dir.symlink_metadata().is_ok() {
+        return false;
+    }
+    tracing::warn!(entry = %job.study.entry, "the study's folder vanished from work/ while it was processed; forgotten");
+    let _ = shared.journal.forget(&job.study);
+    shared.forget(&job.study.name);
+    let mut c = lock(&shared.counters);
+    c.queued = c.queued.saturating_sub(1);
+    true
 }
 
 /// Results cannot be written for a reason that is not the study's: pause claiming (said once)
