@@ -299,7 +299,10 @@ def main():
     if args.skip_phase1:
         loc = Loc2D()
         loc.load_state_dict(torch.load(RUNS / "loc2d.pt"))
-        prev = json.loads((RUNS / "train.json").read_text())
+        # train.json is written at the end of a run: absent when phase 1 finished but the run was
+        # stopped before phase 2 did (phase 1's figures are then in train.log only)
+        prev_file = RUNS / "train.json"
+        prev = json.loads(prev_file.read_text()) if prev_file.exists() else {}
         for k in ("phase1_s", "phase1", "phase1_args", "seeds_phase1"):
             if k in prev:
                 info[k] = prev[k]

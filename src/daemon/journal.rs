@@ -249,13 +249,19 @@ impl Journal {
 
     /// Moves the complete inbox entry `name` into `work/`.
     pub fn claim(&self, name: &str) -> io::Result<Claimed> {
-        let source = self.paths.inbox.join(name);
+        self.claim_as(OsStr::new(name), name)
+    }
+
+    /// Moves the inbox entry `source` into `work/` under `name` (a loose file keeps its own
+    /// name inside its new folder): how an entry whose name is not UTF-8 is claimed.
+    pub fn claim_as(&self, source_name: &OsStr, name: &str) -> io::Result<Claimed> {
+        let source = self.paths.inbox.join(source_name);
         let name = if fs::symlink_metadata(&source)?.is_dir() {
             rename_unique(&source, &self.paths.work, name)?
         } else {
             // A loose file: give it a folder of its own, so that every study is a folder.
             let folder = create_unique_dir(&self.paths.work, name)?;
-            let inside = self.paths.work.join(&folder).join(name);
+            let inside = self.paths.work.join(&folder).join(source_name);
             if let Err(e) = fs::rename(&source, &inside) {
                 let _ = fs::remove_dir(self.paths.work.join(&folder));
                 return Err(e);
@@ -677,6 +683,49 @@ mod tests {
             suspect: true,
         };
         assert_eq!(Attempts::parse(&r.to_string()), r);
+    }
+
+    /// Issue 16 row 10: an inbox entry whose name is not UTF-8 was never processed, with four
+    /// warnings a second forever. It is now claimed under a name made from its hash; a loose
+    /// file keeps its own name inside its folder.
+    #[test]
+    fn an_entry_whose_name_is_not_utf8_is_claimed_under_its_hash() {
+        use std::os::unix::ffi::OsStrExt;
+        let (_root, j) = setup();
+        let folder = OsStr::from_bytes(b"caf\xe9");
+        fs::create_dir(j.paths.inbox.join(folder)).unwrap();
+        fs::write(j.paths.inbox.join(folder).join("SUV.nii.gz"), "x").unwrap();
+        let loose = OsStr::from_bytes(b"scan\xff.nii.gz");
+        fs::write(j.paths.inbox.join(loose), "y").unwrap();
+        let scan = super::super::watch::scan(&j.paths.inbox).unwrap();
+        assert_eq!(scan.entries.len(), 2);
+        for e in &scan.entries {
+            assert!(
+                e.name.starts_with("nonutf8-") && e.name.len() == 24,
+                "{}",
+                e.name
+            );
+            let c = j.claim_as(&e.source, &e.name).unwrap();
+            assert_eq!(c.name, e.name);
+        }
+        let f = &scan
+            .entries
+            .iter()
+            .find(|e| e.source == folder)
+            .unwrap()
+            .name;
+        assert_eq!(
+            fs::read(j.paths.work.join(f).join("SUV.nii.gz")).unwrap(),
+            b"x"
+        );
+        let l = &scan
+            .entries
+            .iter()
+            .find(|e| e.source == loose)
+            .unwrap()
+            .name;
+        assert_eq!(fs::read(j.paths.work.join(l).join(loose)).unwrap(), b"y");
+        assert!(names(&j.paths.inbox).is_empty());
     }
 
     #[test]

@@ -160,14 +160,8 @@ impl Scanner {
                 return;
             }
         };
-        if scan.odd_names > 0 {
-            tracing::warn!(
-                entries = scan.odd_names,
-                "inbox entries with names that are not UTF-8 are left alone"
-            );
-        }
         let complete = tracker.update(Instant::now(), &scan.entries, |entry| {
-            let complete = watch::dicom_study_complete(&inbox.join(&entry.name));
+            let complete = watch::dicom_study_complete(&inbox.join(&entry.source));
             if complete {
                 tracing::info!(
                     entry = %journal::entry_id(&entry.name),
@@ -190,9 +184,20 @@ impl Scanner {
             {
                 continue;
             }
-            match self.shared.journal.claim(&name) {
+            let Some(source) = scan
+                .entries
+                .iter()
+                .find(|e| e.name == name)
+                .map(|e| &e.source)
+            else {
+                continue;
+            };
+            match self.shared.journal.claim_as(source, &name) {
                 Ok(study) => {
                     self.claim_failed.remove(&name);
+                    if source.to_str().is_none() {
+                        tracing::warn!(entry = %study.entry, "the study's inbox name is not UTF-8; it is processed as {name}");
+                    }
                     tracing::info!(entry = %study.entry, "claimed a complete study");
                     lock(&self.shared.counters).queued += 1;
                     self.pending.push_back(Job {

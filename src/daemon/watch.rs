@@ -39,25 +39,27 @@ pub struct Fingerprint(u64);
 /// One inbox entry as a scan saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
+    /// The name tracerd uses: the entry's own when it is UTF-8, else `nonutf8-` + 16 hex
+    /// digits of a hash of its bytes.
     pub name: String,
+    /// The entry's name in the inbox, as the file system has it.
+    pub source: std::ffi::OsString,
     pub fingerprint: Fingerprint,
     /// The sender says the study is complete (`.complete` at its top level).
     pub marked_complete: bool,
 }
 
 /// The entries of the inbox, with their fingerprints, sorted by name. Hidden entries are
-/// skipped, and so are names that are not UTF-8 (they are reported once per scan as `odd`).
+/// skipped; a name that is not UTF-8 is processed under [`utf8_name`].
 pub fn scan(inbox: &Path) -> io::Result<Scan> {
     let mut scan = Scan::default();
     for entry in fs::read_dir(inbox)? {
         let entry = entry?;
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-            scan.odd_names += 1;
-            continue;
-        };
-        if name.starts_with('.') {
+        let source = entry.file_name();
+        if source.as_encoded_bytes().starts_with(b".") {
             continue;
         }
+        let name = utf8_name(&source);
         let path = entry.path();
         let mut hasher = DefaultHasher::new();
         hash_tree(&path, Path::new(""), &mut hasher);
@@ -65,6 +67,7 @@ pub fn scan(inbox: &Path) -> io::Result<Scan> {
             marked_complete: path.join(COMPLETE_MARKER).is_file(),
             fingerprint: Fingerprint(hasher.finish()),
             name,
+            source,
         });
     }
     scan.entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -75,8 +78,20 @@ pub fn scan(inbox: &Path) -> io::Result<Scan> {
 #[derive(Debug, Default)]
 pub struct Scan {
     pub entries: Vec<Observed>,
-    /// Entries skipped because their names are not UTF-8.
-    pub odd_names: usize,
+}
+
+/// The name tracerd uses for an inbox entry: its own when it is UTF-8, else `nonutf8-` + 16 hex
+/// digits of the SHA-256 of its bytes (stable, so the entry is tracked across scans).
+pub fn utf8_name(source: &std::ffi::OsStr) -> String {
+    match source.to_str() {
+        Some(s) => s.to_string(),
+        None => {
+            use sha2::Digest;
+            let d = sha2::Sha256::digest(source.as_encoded_bytes());
+            let hex: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+            format!("nonutf8-{hex}")
+        }
+    }
 }
 
 /// Hashes the metadata of `path` and, for a folder, of everything under it (sorted, so that
