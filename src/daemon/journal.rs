@@ -9,8 +9,9 @@
 //!   top-level file is wrapped in a folder of its own name first);
 //! - **archive** or **delete** after the result is published (deleting renames into a temporary
 //!   name first, so a half-deleted study is never mistaken for a queued one);
-//! - **fail**: `error.json` is written into the study under a temporary name, the study is
-//!   renamed into `failed/`, then the file gets its final name;
+//! - **fail**: `error.json` is staged in tracerd's state folder (`work/.tracerd-state/`, where
+//!   no input can be), the study is renamed into `failed/`, then the file moves in under the
+//!   first name the inputs do not use; tracerd never renames or deletes a file inside a study;
 //! - **recover**: temporaries are removed from `work/` and `outbox/`, an interrupted `fail`
 //!   is finished, and every study left in `work/` is queued again — unless it has been
 //!   interrupted `max_attempts` times already (a study that crashes or hangs the daemon must
@@ -30,11 +31,13 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::config::{AfterPublish, Config, Paths};
-use crate::fsio::{self, TEMP_PREFIX};
+use crate::fsio;
 use crate::study::{Stage, StudyError};
 
 /// The failure record written next to a failed study's inputs.
 pub const ERROR_FILE: &str = "error.json";
+/// Suffix of an error file staged in the state folder while its study moves to `failed/`.
+const STAGED_ERROR_SUFFIX: &str = ".error.json";
 /// The marker a sender may drop into a study folder to say it is complete.
 pub const COMPLETE_MARKER: &str = ".complete";
 /// Where attempt counters live, inside `paths.work`.
@@ -309,17 +312,75 @@ impl Journal {
     pub fn fail(&self, study: &Claimed, error: &StudyError) -> io::Result<PathBuf> {
         let mut json = serde_json::to_vec_pretty(error).map_err(io::Error::other)?;
         json.push(b'\n');
-        let staged = fsio::temp_path_for(&study.dir.join(ERROR_FILE));
-        fs::write(&staged, &json)?;
-        fs::File::open(&staged)?.sync_all()?;
+        // Staged in tracerd's own folder, where no input can be: never a name an input uses.
+        let staged = self.staged_error_file(&study.name);
+        fsio::write_bytes_atomic(&staged, &json)?;
         let name = rename_unique(&study.dir, &self.paths.failed, &study.name)?;
         fsio::sync_dir(&self.paths.failed)?;
         fsio::sync_dir(&self.paths.work)?;
         let dir = self.paths.failed.join(name);
-        let staged_name = staged.file_name().unwrap_or_default();
-        place_error_file(&dir, staged_name)?;
+        place_error_file(&staged, &dir)?;
         self.set_attempts(&study.name, 0)?;
         Ok(dir)
+    }
+
+    /// Where `fail` stages the error file of the study `name` before the study moves.
+    fn staged_error_file(&self, name: &str) -> PathBuf {
+        self.state_dir()
+            .join(format!("{}{STAGED_ERROR_SUFFIX}", name_hash(name, 12)))
+    }
+
+    /// Finishes `fail`s a crash cut short: a staged error file whose study is still in
+    /// `work/` is dropped (the study is processed again); one whose study reached `failed/`
+    /// is put there. Returns how many were put in place.
+    fn finish_failures(&self, in_work: &[String]) -> io::Result<usize> {
+        let mut placed = 0;
+        for entry in fs::read_dir(self.state_dir())? {
+            let staged = entry?.path();
+            let Some(hash) = staged
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(STAGED_ERROR_SUFFIX))
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            if in_work.iter().any(|n| name_hash(n, 12) == hash) {
+                fs::remove_file(&staged)?;
+            } else if let Some(dir) = self.failed_folder_of(&hash)? {
+                place_error_file(&staged, &dir)?;
+                placed += 1;
+            } else {
+                fs::remove_file(&staged)?;
+            }
+        }
+        Ok(placed)
+    }
+
+    /// The folder in `failed/` of the study whose work name hashes to `hash` (`fail` names it
+    /// `<name>`, or `<name>-N` when taken: an exact match is preferred).
+    fn failed_folder_of(&self, hash: &str) -> io::Result<Option<PathBuf>> {
+        let mut by_base = None;
+        for entry in fs::read_dir(&self.paths.failed)? {
+            let dir = entry?.path();
+            let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let base = match name.rsplit_once('-') {
+                Some((b, n)) if n.parse::<u32>().is_ok_and(|n| n >= 2) => b,
+                _ => name,
+            };
+            if !dir.is_dir() {
+                continue;
+            }
+            if name_hash(name, 12) == hash {
+                return Ok(Some(dir));
+            }
+            if name_hash(base, 12) == hash {
+                by_base = Some(dir);
+            }
+        }
+        Ok(by_base)
     }
 
     /// Free space, in MiB, on the filesystem of `work/` (all study folders share it).
@@ -336,21 +397,6 @@ impl Journal {
                 + fsio::remove_temporaries(&self.paths.archive)?,
             ..Recovery::default()
         };
-        // An interrupted `fail`: the study reached failed/ but its error file kept its
-        // temporary name.
-        for entry in fs::read_dir(&self.paths.failed)? {
-            let dir = entry?.path();
-            if !dir.is_dir() {
-                continue;
-            }
-            for file in fs::read_dir(&dir)? {
-                let file = file?.file_name();
-                if is_staged_error_file(&file) {
-                    place_error_file(&dir, &file)?;
-                    recovery.finished_failures += 1;
-                }
-            }
-        }
         let mut queued = Vec::new();
         for entry in fs::read_dir(&self.paths.work)? {
             let entry = entry?;
@@ -360,22 +406,12 @@ impl Journal {
             if name.starts_with('.') {
                 continue;
             }
-            // An interrupted `fail` that had not yet moved the study: drop the staged file,
-            // the study is simply processed again.
-            if entry.file_type()?.is_dir() {
-                for file in fs::read_dir(entry.path())? {
-                    let file = file?.file_name();
-                    if is_staged_error_file(&file) {
-                        fs::remove_file(entry.path().join(&file))?;
-                        recovery.temporaries += 1;
-                    }
-                }
-            }
             let modified = entry.metadata()?.modified()?;
             queued.push((modified, name));
         }
         queued.sort();
         let names: Vec<String> = queued.into_iter().map(|(_, n)| n).collect();
+        recovery.finished_failures = self.finish_failures(&names)?;
         // Counters of studies that are no longer in work/.
         let live: std::collections::HashSet<PathBuf> =
             names.iter().map(|n| self.attempts_file(n)).collect();
@@ -419,20 +455,16 @@ impl Journal {
     }
 }
 
-fn is_staged_error_file(name: &OsStr) -> bool {
-    let name = name.to_string_lossy();
-    name.starts_with(TEMP_PREFIX) && name.ends_with(&format!("-{ERROR_FILE}"))
-}
-
-/// Gives the staged error file in `dir` its final name: `error.json`, or `tracerd-error.json`
-/// when the study's own files already hold an `error.json` (an input is never overwritten).
-fn place_error_file(dir: &Path, staged: &OsStr) -> io::Result<()> {
-    let final_name = if dir.join(ERROR_FILE).exists() {
-        format!("tracerd-{ERROR_FILE}")
-    } else {
-        ERROR_FILE.to_string()
-    };
-    fs::rename(dir.join(staged), dir.join(final_name))?;
+/// Moves the staged error file into the failed study's folder under the first name its own
+/// files do not use: `error.json`, else `tracerd-error.json`, `tracerd-error-2.json`, … (an
+/// input is never overwritten).
+fn place_error_file(staged: &Path, dir: &Path) -> io::Result<()> {
+    let free = [ERROR_FILE.to_string(), format!("tracerd-{ERROR_FILE}")]
+        .into_iter()
+        .chain((2..10_000).map(|i| format!("tracerd-error-{i}.json")))
+        .find(|n| !dir.join(n).exists())
+        .ok_or_else(|| io::Error::other("no free name for the error file"))?;
+    fs::rename(staged, dir.join(free))?;
     fsio::sync_dir(dir)
 }
 
@@ -574,17 +606,18 @@ mod tests {
         // A crash inside fail(): error file staged, study already in failed/.
         drop_study(&j, "failing");
         let failing = j.claim("failing").unwrap();
-        let staged = fsio::temp_path_for(&failing.dir.join(ERROR_FILE));
-        fs::write(&staged, "{}").unwrap();
+        fs::write(j.staged_error_file("failing"), "{}").unwrap();
         rename_unique(&failing.dir, &j.paths.failed, "failing").unwrap();
+        // Inputs with the names of tracerd's files (issue 16 row 11) are left alone.
+        fs::write(queued.dir.join(".tracerd-tmp-7-7-error.json"), "input").unwrap();
         // A crash inside publish and inside a delete.
-        fs::create_dir(j.paths.outbox.join(format!("{TEMP_PREFIX}9-1-k"))).unwrap();
-        fs::create_dir(j.paths.work.join(format!("{TEMP_PREFIX}9-2-gone"))).unwrap();
+        fs::create_dir(j.paths.outbox.join(format!("{}9-1-k", fsio::TEMP_PREFIX))).unwrap();
+        fs::create_dir(j.paths.work.join(format!("{}9-2-gone", fsio::TEMP_PREFIX))).unwrap();
         // A counter of a study that is no longer in work/.
         j.set_attempts("long-gone", 2).unwrap();
 
         let r = j.recover().unwrap();
-        assert_eq!(r.requeued, vec![queued]);
+        assert_eq!(r.requeued, vec![queued.clone()]);
         assert!(r.gave_up.is_empty());
         assert_eq!(r.temporaries, 2);
         assert_eq!(r.finished_failures, 1);
@@ -594,6 +627,30 @@ mod tests {
         );
         assert!(names(&j.paths.outbox).is_empty());
         assert_eq!(fs::read_dir(j.state_dir()).unwrap().count(), 0);
+        assert_eq!(
+            fs::read(queued.dir.join(".tracerd-tmp-7-7-error.json")).unwrap(),
+            b"input"
+        );
+    }
+
+    /// Issue 16 row 11: an input named `tracerd-error.json` was overwritten by tracerd's error
+    /// record (the inputs also held an `error.json`).
+    #[test]
+    fn the_error_record_never_takes_an_inputs_name() {
+        let (_root, j) = setup();
+        drop_study(&j, "s");
+        let c = j.claim("s").unwrap();
+        fs::write(c.dir.join("error.json"), "input 1").unwrap();
+        fs::write(c.dir.join("tracerd-error.json"), "input 2").unwrap();
+        let error = StudyError::new(Stage::Ingest, "bad", "fix it");
+        let dir = j.fail(&c, &error).unwrap();
+        assert_eq!(fs::read(dir.join("error.json")).unwrap(), b"input 1");
+        assert_eq!(
+            fs::read(dir.join("tracerd-error.json")).unwrap(),
+            b"input 2"
+        );
+        let ours = fs::read_to_string(dir.join("tracerd-error-2.json")).unwrap();
+        assert!(ours.contains("\"bad\""), "{ours}");
     }
 
     #[test]
