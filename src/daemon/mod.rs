@@ -227,9 +227,18 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
         "tracerd {} starting", env!("CARGO_PKG_VERSION")
     );
     tracing::debug!(config = %config.to_toml(), "effective configuration");
-
     let journal = Journal::open(&config).map_err(FatalError::Journal)?;
     let _lock = journal.lock().map_err(FatalError::Journal)?;
+    let recovery = recover(&journal)?;
+    let processor = Processor::new(&config).map_err(FatalError::Models)?;
+    let shared = Arc::new(Shared::new(journal, config, &recovery, &processor));
+    let mut stages = Stages::spawn(&shared, processor, recovery.requeued)?;
+    supervise(&shared, &mut stages, &options, &signals, &mut notifier)?;
+    Ok(shut_down(&shared, stages, &mut notifier))
+}
+
+/// Start-up recovery of the study folders ([`Journal::recover`]), logged.
+fn recover(journal: &Journal) -> Result<journal::Recovery, FatalError> {
     let recovery = journal.recover().map_err(FatalError::Journal)?;
     for study in &recovery.gave_up {
         tracing::error!(entry = %study.entry, "study interrupted too often; moved to failed/");
@@ -248,123 +257,162 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
             "studies were in memory when tracerd last stopped uncleanly; processing them one at a time"
         );
     }
-    let processor = Processor::new(&config).map_err(FatalError::Models)?;
-    let backend = processor.model_info().backend();
-    let daemon = config.daemon.clone();
-    let shared = Arc::new(Shared {
-        journal,
-        config: RwLock::new(config),
-        stopping: AtomicBool::new(false),
-        started: Mutex::new(HashMap::new()),
-        suspects: Mutex::new(recovery.suspects.iter().cloned().collect()),
-        in_flight: AtomicUsize::new(0),
-        counters: Mutex::new(Counters {
-            queued: recovery.requeued.len(),
-            failed: recovery.gave_up.len() as u64,
-            engine: format!("{} on {}", backend.engine, backend.device),
-            ..Counters::default()
-        }),
-    });
+    Ok(recovery)
+}
 
-    let (stop_tx, stop_rx) = bounded::<()>(0);
-    let (job_tx, job_rx) = bounded::<Job>(daemon.ingest_workers);
-    let (loaded_tx, loaded_rx) = bounded::<Loaded>(daemon.queue_length);
-    let (outcome_tx, outcome_rx) = bounded::<Outcome>(1);
-    let (retry_tx, retry_rx) = crossbeam_channel::unbounded::<(Instant, Job)>();
-    let (control_tx, control_rx) = crossbeam_channel::unbounded::<Box<Config>>();
-    let (scanned_tx, mut scanned_rx) = bounded::<()>(1);
-
-    let mut clocks = Vec::new();
-    let mut threads: Vec<JoinHandle<()>> = Vec::new();
-    let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
-        std::thread::Builder::new()
-            .name(name)
-            .spawn(f)
-            .map_err(FatalError::Start)
-    };
-
-    let clock = StageClock::new("scanner");
-    clocks.push(clock.clone());
-    let scanner = Scanner {
-        shared: shared.clone(),
-        clock,
-        jobs: job_tx,
-        retries: retry_rx,
-        stop: stop_rx.clone(),
-        scanned: Some(scanned_tx),
-        claim_failed: HashMap::new(),
-        pending: recovery
-            .requeued
-            .into_iter()
-            .map(|study| Job {
-                study,
-                queued_at: Instant::now(),
-                retries: 0,
-            })
-            .collect(),
-    };
-    threads.push(spawn("scanner".into(), Box::new(move || scanner.run()))?);
-
-    for i in 0..daemon.ingest_workers {
-        let clock = StageClock::new(format!("ingest-{i}"));
-        clocks.push(clock.clone());
-        let (shared, jobs, loaded, outcomes, retries) = (
-            shared.clone(),
-            job_rx.clone(),
-            loaded_tx.clone(),
-            outcome_tx.clone(),
-            retry_tx.clone(),
-        );
-        threads.push(spawn(
-            format!("ingest-{i}"),
-            Box::new(move || ingest(&shared, &clock, jobs, loaded, outcomes, retries)),
-        )?);
+impl Shared {
+    fn new(
+        journal: Journal,
+        config: Config,
+        recovery: &journal::Recovery,
+        processor: &Processor,
+    ) -> Shared {
+        let backend = processor.model_info().backend();
+        Shared {
+            journal,
+            config: RwLock::new(config),
+            stopping: AtomicBool::new(false),
+            started: Mutex::new(HashMap::new()),
+            suspects: Mutex::new(recovery.suspects.iter().cloned().collect()),
+            in_flight: AtomicUsize::new(0),
+            counters: Mutex::new(Counters {
+                queued: recovery.requeued.len(),
+                failed: recovery.gave_up.len() as u64,
+                engine: format!("{} on {}", backend.engine, backend.device),
+                ..Counters::default()
+            }),
+        }
     }
-    drop((job_rx, loaded_tx));
+}
 
-    let clock = StageClock::new("inference");
-    clocks.push(clock.clone());
-    {
-        let (shared, outcomes) = (shared.clone(), outcome_tx.clone());
+/// The stage threads and the supervisor's ends of their channels.
+struct Stages {
+    /// Scanner, ingest workers and inference.
+    threads: Vec<JoinHandle<()>>,
+    /// The last stage: when it has finished, every study in hand has been dealt with.
+    publisher: JoinHandle<()>,
+    clocks: Vec<Arc<StageClock>>,
+    /// Dropped to stop the scanner.
+    stop: Option<crossbeam_channel::Sender<()>>,
+    /// New configurations for the inference stage (SIGHUP).
+    control: Option<crossbeam_channel::Sender<Box<Config>>>,
+    /// Closed (or sent on) once the scanner has scanned the inbox for the first time.
+    scanned: crossbeam_channel::Receiver<()>,
+}
+
+impl Stages {
+    /// Wires scanner → ingest ×N → inference → publisher with bounded channels (the
+    /// backpressure and the memory bound) and starts them; `requeued` studies go first.
+    fn spawn(
+        shared: &Arc<Shared>,
+        processor: Processor,
+        requeued: Vec<Claimed>,
+    ) -> Result<Stages, FatalError> {
+        let daemon = shared.settings(|c| c.daemon.clone());
+        let (stop_tx, stop_rx) = bounded::<()>(0);
+        let (job_tx, job_rx) = bounded::<Job>(daemon.ingest_workers);
+        let (loaded_tx, loaded_rx) = bounded::<Loaded>(daemon.queue_length);
+        let (outcome_tx, outcome_rx) = bounded::<Outcome>(1);
+        let (retry_tx, retry_rx) = crossbeam_channel::unbounded::<(Instant, Job)>();
+        let (control_tx, control_rx) = crossbeam_channel::unbounded::<Box<Config>>();
+        let (scanned_tx, scanned_rx) = bounded::<()>(1);
+        let mut clocks = Vec::new();
+        let mut clock = |name: String| {
+            let c = StageClock::new(name);
+            clocks.push(c.clone());
+            c
+        };
+        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map_err(FatalError::Start)
+        };
+        let mut threads = Vec::new();
+        let scanner = Scanner {
+            shared: shared.clone(),
+            clock: clock("scanner".into()),
+            jobs: job_tx,
+            retries: retry_rx,
+            stop: stop_rx,
+            scanned: Some(scanned_tx),
+            claim_failed: HashMap::new(),
+            pending: requeued
+                .into_iter()
+                .map(|study| Job {
+                    study,
+                    queued_at: Instant::now(),
+                    retries: 0,
+                })
+                .collect(),
+        };
+        threads.push(spawn("scanner".into(), Box::new(move || scanner.run()))?);
+        for i in 0..daemon.ingest_workers {
+            let clock = clock(format!("ingest-{i}"));
+            let (shared, jobs, loaded) = (shared.clone(), job_rx.clone(), loaded_tx.clone());
+            let (outcomes, retries) = (outcome_tx.clone(), retry_tx.clone());
+            threads.push(spawn(
+                format!("ingest-{i}"),
+                Box::new(move || ingest(&shared, &clock, jobs, loaded, outcomes, retries)),
+            )?);
+        }
+        let (inference_clock, shared_i) = (clock("inference".into()), shared.clone());
         threads.push(spawn(
             "inference".into(),
-            Box::new(move || infer(&shared, &clock, processor, loaded_rx, control_rx, outcomes)),
+            Box::new(move || {
+                infer(
+                    &shared_i,
+                    &inference_clock,
+                    processor,
+                    loaded_rx,
+                    control_rx,
+                    outcome_tx,
+                )
+            }),
         )?);
-    }
-    drop(outcome_tx);
-
-    let clock = StageClock::new("publisher");
-    clocks.push(clock.clone());
-    let publisher = {
-        let shared = shared.clone();
-        spawn(
+        let (publisher_clock, shared_p) = (clock("publisher".into()), shared.clone());
+        let publisher = spawn(
             "publisher".into(),
-            Box::new(move || publish(&shared, &clock, outcome_rx, retry_tx)),
-        )?
-    };
+            Box::new(move || publish(&shared_p, &publisher_clock, outcome_rx, retry_tx)),
+        )?;
+        Ok(Stages {
+            threads,
+            publisher,
+            clocks,
+            stop: Some(stop_tx),
+            control: Some(control_tx),
+            scanned: scanned_rx,
+        })
+    }
+}
 
-    // Supervise: signals, READY after the first scan, STATUS, the watchdog.
-    let watchdog = Notifier::watchdog_interval();
-    let tick = watchdog
-        .unwrap_or(Duration::from_secs(1))
-        .min(Duration::from_secs(1));
+/// The supervisor: signals, READY after the first scan, STATUS, the watchdog (pinged only
+/// while no stage is stalled), and a stage thread that ends unexpectedly. Returns when a stop
+/// is asked for.
+fn supervise(
+    shared: &Shared,
+    stages: &mut Stages,
+    options: &RunOptions,
+    signals: &crossbeam_channel::Receiver<Signal>,
+    notifier: &mut Notifier,
+) -> Result<(), FatalError> {
+    let mut watchdog = Watchdog::new();
     let mut ready = false;
-    let mut stalled_reported = false;
-    let mut stop_tx = Some(stop_tx);
-    let mut stop_requested = false;
-    let mut last_ping = Instant::now() - tick * 10;
     loop {
+        let mut stop_requested = false;
         select! {
             recv(signals) -> signal => match signal {
-                Ok(Signal::Stop) => stop_requested = true,
-                Ok(Signal::Reload) => reload::reload(&shared, &options, &control_tx, &notifier),
-                Err(_) => stop_requested = true,
+                Ok(Signal::Reload) => {
+                    let control = stages.control.as_ref().expect("open until the stop");
+                    reload::reload(shared, options, control, notifier)
+                }
+                Ok(Signal::Stop) | Err(_) => stop_requested = true,
             },
-            recv(scanned_rx) -> msg => {
+            recv(stages.scanned) -> msg => {
                 if msg.is_err() {
                     // The scanner has stopped and dropped its sender: a disconnected channel is
                     // always ready, so stop selecting on it (it would spin a core while idle).
-                    scanned_rx = never();
+                    stages.scanned = never();
                 }
                 if !ready {
                     ready = true;
@@ -372,41 +420,68 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
                     tracing::info!(status = %shared.status(), "ready");
                 }
             },
-            default(tick) => {},
+            default(watchdog.tick) => {},
         }
         if let Some(n) = options.exit_after {
             let c = lock(&shared.counters);
-            if c.done + c.failed >= n {
-                stop_requested = true;
-            }
+            stop_requested |= c.done + c.failed >= n;
         }
         if stop_requested {
-            break;
+            return Ok(());
         }
-        if let Some(stage) = ended_stage(threads.iter().chain([&publisher])) {
+        if let Some(stage) = ended_stage(stages.threads.iter().chain([&stages.publisher])) {
             tracing::error!(thread = %stage, "a stage thread ended unexpectedly; no longer pinging the watchdog; exiting");
             return Err(FatalError::StageEnded(stage));
         }
         notifier.status(&shared.status());
+        if ready {
+            watchdog.check(shared, &stages.clocks, notifier);
+        }
+    }
+}
+
+/// The systemd watchdog: pinged at its interval while no stage has been busy with one study
+/// for longer than `daemon.stall_seconds`; a stall is logged once, and its end.
+struct Watchdog {
+    interval: Option<Duration>,
+    tick: Duration,
+    last_ping: Instant,
+    stalled_reported: bool,
+}
+
+impl Watchdog {
+    fn new() -> Watchdog {
+        let interval = Notifier::watchdog_interval();
+        let tick = interval
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1));
+        Watchdog {
+            interval,
+            tick,
+            last_ping: Instant::now() - tick * 10,
+            stalled_reported: false,
+        }
+    }
+
+    fn check(&mut self, shared: &Shared, clocks: &[Arc<StageClock>], notifier: &Notifier) {
         let now = Instant::now();
-        let stall_limit = shared.settings(|c| Duration::from_secs_f64(c.daemon.stall_seconds));
+        let limit = shared.settings(|c| Duration::from_secs_f64(c.daemon.stall_seconds));
         let stalled: Vec<_> = clocks
             .iter()
-            .filter_map(|c| c.stalled(now, stall_limit).map(|s| (c.name.clone(), s)))
+            .filter_map(|c| c.stalled(now, limit).map(|s| (c.name.clone(), s)))
             .collect();
         if stalled.is_empty() {
-            if stalled_reported {
+            if self.stalled_reported {
                 tracing::info!("every stage is making progress again");
-                stalled_reported = false;
+                self.stalled_reported = false;
             }
-            if let Some(interval) = watchdog
-                && ready
-                && now.duration_since(last_ping) >= interval
+            if let Some(interval) = self.interval
+                && now.duration_since(self.last_ping) >= interval
             {
                 notifier.watchdog();
-                last_ping = now;
+                self.last_ping = now;
             }
-        } else if !stalled_reported {
+        } else if !self.stalled_reported {
             for (stage, (busy, entry)) in &stalled {
                 tracing::error!(
                     stage = %stage,
@@ -415,20 +490,23 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
                     "stage stalled on one study; no longer pinging the watchdog"
                 );
             }
-            stalled_reported = true;
+            self.stalled_reported = true;
         }
     }
+}
 
-    // Stop: close the source, let started studies finish, up to the deadline.
+/// Stop: close the source, let started studies finish up to `daemon.stop_timeout_seconds`;
+/// studies still in hand then stay queued in `work/` (their attempt taken back).
+fn shut_down(shared: &Shared, mut stages: Stages, notifier: &mut Notifier) -> Summary {
     shared.stopping.store(true, Ordering::SeqCst);
     notifier.stopping();
     notifier.status(&shared.status());
     tracing::info!("stopping: no new studies are started");
-    drop(stop_tx.take());
-    drop(control_tx);
+    drop(stages.stop.take());
+    drop(stages.control.take());
     let deadline = Instant::now()
         + shared.settings(|c| Duration::from_secs_f64(c.daemon.stop_timeout_seconds));
-    while !publisher.is_finished() && Instant::now() < deadline {
+    while !stages.publisher.is_finished() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     let unfinished: Vec<Claimed> = lock(&shared.started).drain().map(|(_, c)| c).collect();
@@ -437,9 +515,9 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
         let _ = shared.journal.cancel_attempt(study);
         tracing::warn!(entry = %study.entry, "still processing at the stop deadline; stays queued in work/");
     }
-    if publisher.is_finished() {
-        let _ = publisher.join();
-        for t in threads {
+    if stages.publisher.is_finished() {
+        let _ = stages.publisher.join();
+        for t in stages.threads {
             let _ = t.join();
         }
     }
@@ -450,11 +528,11 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
         queued = c.queued,
         "stopped"
     );
-    Ok(Summary {
+    Summary {
         done: c.done,
         failed: c.failed,
         last_published: c.last_published.take(),
-    })
+    }
 }
 
 /// The name of a stage thread that has ended; while the daemon is not stopping, none may.
