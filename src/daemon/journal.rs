@@ -446,11 +446,14 @@ impl Journal {
                 recovery.requeued.push(study);
             }
         }
-        // Suspects first: the daemon runs them one at a time before anything else.
+        // Suspects first (the daemon runs them one at a time before anything else), those
+        // blamed least first: a study interrupted alone goes behind the others, so that an
+        // outside kill does not hit the same innocent study at every restart while the one
+        // that really crashes the daemon keeps coming back to it.
         let suspects = &recovery.suspects;
         recovery
             .requeued
-            .sort_by_key(|c| !suspects.contains(&c.name));
+            .sort_by_key(|c| (!suspects.contains(&c.name), self.attempts(&c.name)));
         Ok(recovery)
     }
 }

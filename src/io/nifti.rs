@@ -27,7 +27,7 @@ use flate2::read::MultiGzDecoder;
 use nalgebra::Matrix4;
 use ndarray::{ArrayView3, ShapeBuilder};
 use nifti::writer::WriterOptions;
-use nifti::{DataElement, Extender, InMemNiftiVolume, IntoNdArray, NiftiHeader, NiftiType, XForm};
+use nifti::{DataElement, InMemNiftiVolume, IntoNdArray, NiftiHeader, NiftiType, XForm};
 
 use crate::fsio;
 use crate::volume::{Geometry, GeometryError, Volume};
@@ -38,6 +38,10 @@ pub const GZIP_LEVEL: u32 = 2;
 /// Largest extent accepted per axis: far beyond any PET or CT matrix, small enough that a corrupt
 /// header cannot make us reserve absurd amounts of memory.
 const MAX_AXIS: usize = 8192;
+
+/// Largest header + extensions accepted before the voxel data (16 MiB): extensions hold
+/// metadata, never megabytes, and skipping them must not mean decompressing a bomb.
+const MAX_VOX_OFFSET: f32 = (16 << 20) as f32;
 
 /// A NIfTI file could not be read or written. Displays as `<file>: <problem>`.
 #[derive(Debug, thiserror::Error)]
@@ -196,10 +200,9 @@ fn read_with(
         }));
     }
 
-    // Skip the extender and any extensions: voxel data starts at vox_offset.
-    let _ =
-        Extender::from_reader_optional(&mut stream).map_err(|e| err(decode_kind(e, gzipped)))?;
-    let skip = (header.vox_offset as u64).saturating_sub(352);
+    // Skip the extender and any extensions unread (their sizes are not trusted: a damaged
+    // esize made the nifti crate allocate gigabytes): voxel data starts at vox_offset.
+    let skip = (header.vox_offset as u64).saturating_sub(348);
     let skipped =
         io::copy(&mut (&mut stream).take(skip), &mut io::sink()).map_err(|e| err(io_kind(e)))?;
     let expected = voxel_bytes(header, &checked.shape);
@@ -294,9 +297,9 @@ fn check_header(mut header: NiftiHeader) -> Result<Checked, NiftiErrorKind> {
             return Err(NiftiErrorKind::BadPixdim { axis, value });
         }
     }
-    if header.vox_offset.is_nan() || header.vox_offset < 352.0 {
+    if !(352.0..=MAX_VOX_OFFSET).contains(&header.vox_offset) {
         return Err(NiftiErrorKind::NotNifti(format!(
-            "vox_offset is {}, must be at least 352 in a single-file NIfTI",
+            "vox_offset is {}, must be 352 to {MAX_VOX_OFFSET} in a single-file NIfTI",
             header.vox_offset
         )));
     }

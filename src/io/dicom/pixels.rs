@@ -46,6 +46,9 @@ fn load_slice(i: &Instance, factor: f64, out: &mut [f32]) -> Result<(), DicomErr
             ));
         }
     }
+    let unreadable = |why: String| file_error(i, DicomErrorKind::Unreadable(why));
+    let (head, len) = super::scan::read_head(&i.path).map_err(|e| unreadable(e.to_string()))?;
+    super::scan::preflight_lengths(&head, len, true).map_err(unreadable)?;
     let obj = OpenFileOptions::new()
         .open_file(&i.path)
         .map_err(|e| file_error(i, DicomErrorKind::Unreadable(e.to_string())))?;

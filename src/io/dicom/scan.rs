@@ -116,6 +116,123 @@ fn has_dicm_marker(path: &Path) -> std::io::Result<bool> {
     Ok(n == 132 && &buf[128..132] == b"DICM")
 }
 
+/// Checks, before a DICOM parser sees the file, that no element declares a value longer than
+/// the bytes left in the file: the parser allocates the declared length first, so one damaged
+/// length field (up to 4 GiB) would make it reserve gigabytes. Walks the file meta group and the
+/// data set (explicit or implicit VR little endian) header by header, into sequences and
+/// items, over Pixel Data (its fragments, when encapsulated) to the end: trailing elements
+/// are parsed too. Other transfer syntaxes are left to the parser.
+///
+/// `bytes` is the start of the file (headers beyond it are not checked) and `file_len` its
+/// length.
+/// `whole`: also Pixel Data and what follows it (before decoding pixels); without it the walk
+/// ends at Pixel Data (before reading headers, which stop there).
+pub(crate) fn preflight_lengths(bytes: &[u8], file_len: usize, whole: bool) -> Result<(), String> {
+    // VRs with a 2-byte length in explicit VR; every other one, unknown ones included (a
+    // parser reads those as UN), has 2 reserved bytes and a 4-byte length.
+    const SHORT: [&[u8; 2]; 21] = [
+        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
+        b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+    ];
+    let mut pos = 132; // preamble and "DICM"
+    let mut explicit = true;
+    let mut in_meta = true;
+    let mut encapsulated = false;
+    while pos + 8 <= bytes.len() {
+        let group = u16::from_le_bytes([bytes[pos], bytes[pos + 1]]);
+        let element = u16::from_le_bytes([bytes[pos + 2], bytes[pos + 3]]);
+        if in_meta && group != 0x0002 {
+            in_meta = false;
+            explicit = !transfer_syntax_is(bytes, b"1.2.840.10008.1.2\0")
+                && !transfer_syntax_is(bytes, b"1.2.840.10008.1.2");
+            if !transfer_syntax_is_little_endian(bytes) {
+                return Ok(());
+            }
+        }
+        let vr = [bytes[pos + 4], bytes[pos + 5]];
+        let (len, header) = if group == 0xFFFE {
+            (
+                u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()),
+                8,
+            )
+        } else if explicit && !SHORT.contains(&&vr) {
+            if pos + 12 > bytes.len() {
+                return Err(format!(
+                    "element ({group:04X},{element:04X}) ends inside its header"
+                ));
+            }
+            (
+                u32::from_le_bytes(bytes[pos + 8..pos + 12].try_into().unwrap()),
+                12,
+            )
+        } else if explicit {
+            (
+                u16::from_le_bytes([bytes[pos + 6], bytes[pos + 7]]) as u32,
+                8,
+            )
+        } else {
+            (
+                u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()),
+                8,
+            )
+        };
+        pos += header;
+        if !whole && (group, element) == (0x7FE0, 0x0010) {
+            return Ok(());
+        }
+        let left = file_len.saturating_sub(pos);
+        if len != u32::MAX && len as usize > left {
+            return Err(format!(
+                "element ({group:04X},{element:04X}) declares {len} bytes, but only {left} remain in \
+                 the file"
+            ));
+        }
+        match (group, element) {
+            // Encapsulated Pixel Data: its items are raw fragments, skipped below.
+            (0x7FE0, 0x0010) if len == u32::MAX => encapsulated = true,
+            (0xFFFE, 0xE0DD) => encapsulated = false,
+            (0xFFFE, 0xE000) if encapsulated => {
+                pos += len as usize;
+                continue;
+            }
+            _ => {}
+        }
+        let is_sequence = group == 0xFFFE || (explicit && &vr == b"SQ");
+        if len == u32::MAX || is_sequence {
+            continue; // undefined length, a sequence or an item: its content follows
+        }
+        pos += len as usize;
+    }
+    Ok(())
+}
+
+/// The file meta group's Transfer Syntax UID equals `uid` (searched in the first 4 KiB).
+fn transfer_syntax_is(bytes: &[u8], uid: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(4096)];
+    head.windows(8)
+        .position(|w| w[..4] == [0x02, 0x00, 0x10, 0x00])
+        .and_then(|i| {
+            let len = u16::from_le_bytes([head.get(i + 6).copied()?, head.get(i + 7).copied()?]);
+            head.get(i + 8..i + 8 + len as usize)
+        })
+        .is_some_and(|v| v == uid)
+}
+
+/// Explicit or implicit VR little endian (the deflated and big-endian syntaxes are not walked).
+fn transfer_syntax_is_little_endian(bytes: &[u8]) -> bool {
+    !transfer_syntax_is(bytes, b"1.2.840.10008.1.2.1.99")
+        && !transfer_syntax_is(bytes, b"1.2.840.10008.1.2.2\0")
+}
+
+/// The first 16 MiB of a file (far more than any DICOM header) and the file's length.
+pub(crate) fn read_head(path: &Path) -> std::io::Result<(Vec<u8>, usize)> {
+    let f = File::open(path)?;
+    let len = f.metadata()?.len() as usize;
+    let mut head = Vec::with_capacity(len.min(16 << 20));
+    f.take(16 << 20).read_to_end(&mut head)?;
+    Ok((head, len))
+}
+
 /// Walks `root` and parses every DICOM header, in parallel.
 pub fn scan_folder(root: &Path) -> Result<ScanResult, DicomError> {
     let files = walk(root)?;
@@ -132,6 +249,11 @@ pub fn scan_folder(root: &Path) -> Result<ScanResult, DicomError> {
                 Ok(false) => return One::Ignored(rel),
                 Err(e) => return One::Unreadable(rel, e.to_string()),
                 Ok(true) => {}
+            }
+            match read_head(path).map(|(b, len)| preflight_lengths(&b, len, false)) {
+                Err(e) => return One::Unreadable(rel, e.to_string()),
+                Ok(Err(why)) => return One::Unreadable(rel, why),
+                Ok(Ok(())) => {}
             }
             match OpenFileOptions::new()
                 .read_until(tags::PIXEL_DATA)
