@@ -206,9 +206,10 @@ pub(crate) fn preflight_lengths(bytes: &[u8], file_len: usize, whole: bool) -> R
     Ok(())
 }
 
-/// The file meta group's Transfer Syntax UID equals `uid` (searched in the first 4 KiB).
+/// The file meta group's Transfer Syntax UID equals `uid` (searched after the preamble, in
+/// the first 4 KiB).
 fn transfer_syntax_is(bytes: &[u8], uid: &[u8]) -> bool {
-    let head = &bytes[..bytes.len().min(4096)];
+    let head = &bytes[bytes.len().min(132)..bytes.len().min(4096)];
     head.windows(8)
         .position(|w| w[..4] == [0x02, 0x00, 0x10, 0x00])
         .and_then(|i| {
