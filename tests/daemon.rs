@@ -580,6 +580,32 @@ fn after_a_crash_only_the_study_that_crashes_alone_is_failed() {
     assert!(spool.log().contains("processing them one at a time"));
 }
 
+/// A daemon whose outbox writes fail as on a full disk while the returned marker file exists
+/// (`TRACERD_TEST_FULL_MARKER`, debug builds), with study `name` dropped into its inbox.
+fn daemon_with_a_full_outbox(
+    name: &str,
+) -> (Spool, std::path::PathBuf, NotifySocket, std::process::Child) {
+    let spool = Spool::new(&Settings::default());
+    let marker = spool.dir("disk-full");
+    fs::write(&marker, "").unwrap();
+    write_study(&spool.dir("staging").join(name), 31);
+    fs::rename(
+        spool.dir("staging").join(name),
+        spool.dir("inbox").join(name),
+    )
+    .unwrap();
+    let notify = NotifySocket::new();
+    let child = spool
+        .command(&[
+            ("NOTIFY_SOCKET", &notify.path),
+            ("TRACERD_TEST_FULL_MARKER", &marker),
+        ])
+        .spawn()
+        .unwrap();
+    spool.adopt(&child);
+    (spool, marker, notify, child)
+}
+
 /// Issue 16 row 5: a full disk while results are written failed the study for good. Now the
 /// study waits and is retried, claiming pauses (STATUS says why), and once space is back the
 /// study is published and claiming resumes; nothing reaches failed/. The full disk is injected
@@ -588,24 +614,7 @@ fn after_a_crash_only_the_study_that_crashes_alone_is_failed() {
 #[test]
 fn a_full_outbox_pauses_claiming_and_retries_instead_of_failing() {
     let _serial = serial();
-    let spool = Spool::new(&Settings::default());
-    let marker = spool.dir("disk-full");
-    fs::write(&marker, "").unwrap();
-    write_study(&spool.dir("staging").join("s1"), 31);
-    fs::rename(
-        spool.dir("staging").join("s1"),
-        spool.dir("inbox").join("s1"),
-    )
-    .unwrap();
-    let notify = NotifySocket::new();
-    let mut child = spool
-        .command(&[
-            ("NOTIFY_SOCKET", &notify.path),
-            ("TRACERD_TEST_FULL_MARKER", &marker),
-        ])
-        .spawn()
-        .unwrap();
-    spool.adopt(&child);
+    let (spool, marker, notify, mut child) = daemon_with_a_full_outbox("s1");
     let seen = notify.wait_for_prefix("STATUS=paused: cannot write results", 3 * MINUTE);
     assert!(seen.iter().any(|l| l.contains("No space left")), "{seen:?}");
     // A second study arriving now is not claimed while the outbox is full.
@@ -636,24 +645,7 @@ fn a_full_outbox_pauses_claiming_and_retries_instead_of_failing() {
 #[test]
 fn a_study_that_vanishes_from_work_is_logged_once_and_forgotten() {
     let _serial = serial();
-    let spool = Spool::new(&Settings::default());
-    let marker = spool.dir("disk-full");
-    fs::write(&marker, "").unwrap();
-    write_study(&spool.dir("staging").join("gone"), 31);
-    fs::rename(
-        spool.dir("staging").join("gone"),
-        spool.dir("inbox").join("gone"),
-    )
-    .unwrap();
-    let notify = NotifySocket::new();
-    let mut child = spool
-        .command(&[
-            ("NOTIFY_SOCKET", &notify.path),
-            ("TRACERD_TEST_FULL_MARKER", &marker),
-        ])
-        .spawn()
-        .unwrap();
-    spool.adopt(&child);
+    let (spool, marker, notify, mut child) = daemon_with_a_full_outbox("gone");
     notify.wait_for_prefix("STATUS=paused: cannot write results", 3 * MINUTE);
     fs::remove_dir_all(spool.dir("work").join("gone")).unwrap();
     fs::remove_file(&marker).unwrap();
