@@ -360,10 +360,8 @@ mod tests {
         );
     }
 
-    /// Issue 16 row 6: a PET copied, its CT 6 s later, `settle_seconds = 30`: the drop was
-    /// claimed by the ImageIndex rule before the CT arrived and a PET-only result published.
-    #[test]
-    fn a_dicom_drop_is_not_complete_early_while_its_ct_is_missing_or_partial() {
+    /// A temporary folder holding `drop/`: a small synthetic PET/CT study as DICOM.
+    fn synthetic_dicom_drop() -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let study = crate::synth::generate(&crate::synth::SynthOptions {
             seed: 5,
@@ -371,6 +369,14 @@ mod tests {
         });
         let drop = dir.path().join("drop");
         crate::io::dicom::synth_export::write_dicom(&study, &drop).unwrap();
+        (dir, drop)
+    }
+
+    /// Issue 16 row 6: a PET copied, its CT 6 s later, `settle_seconds = 30`: the drop was
+    /// claimed by the ImageIndex rule before the CT arrived and a PET-only result published.
+    #[test]
+    fn a_dicom_drop_is_not_complete_early_while_its_ct_is_missing_or_partial() {
+        let (dir, drop) = synthetic_dicom_drop();
         let mut ct: Vec<_> = crate::io::dicom::scan_folder(&drop)
             .unwrap()
             .instances
@@ -410,13 +416,7 @@ mod tests {
 
     #[test]
     fn a_dicom_drop_is_complete_once_its_pet_image_indices_are_all_there() {
-        let dir = tempfile::tempdir().unwrap();
-        let study = crate::synth::generate(&crate::synth::SynthOptions {
-            seed: 5,
-            size: crate::synth::Size::Small,
-        });
-        let drop = dir.path().join("drop");
-        crate::io::dicom::synth_export::write_dicom(&study, &drop).unwrap();
+        let (dir, drop) = synthetic_dicom_drop();
         assert!(dicom_study_complete(&drop));
 
         // Settle of an hour: only the DICOM rule can complete it, after EARLY_QUIET, once.

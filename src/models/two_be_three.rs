@@ -225,6 +225,22 @@ mod tests {
         assert!(slice_indices(10, 5, [-3.0, 20.0]).iter().all(|&k| k <= 9));
     }
 
+    /// Card parameters with the shipped clip range and model grid.
+    fn params(k: usize, crop: usize, slab_max: bool) -> Params {
+        Params {
+            pet_clip_suv: [0.0, 15.0],
+            k,
+            crop,
+            slab_max,
+            grid: GridSpec {
+                target_spacing_mm: [4.0; 3],
+                body_suv: 0.15,
+                body_min_area_mm2: 100.0,
+                body_margin_mm: 20.0,
+            },
+        }
+    }
+
     #[test]
     fn centre_crop_and_pad_follow_the_card_rule() {
         assert_eq!(crop_ranges(100, 90), (5..95, 0..90));
@@ -241,18 +257,7 @@ mod tests {
             .map(|v| ((v / 12) * 100 + ((v / 4) % 3) * 10 + v % 4) as f32 / 8.0)
             .collect();
         let pet = Volume::new(g, data).unwrap();
-        let p = Params {
-            pet_clip_suv: [0.0, 15.0],
-            k: 2,
-            crop: 6,
-            slab_max: false,
-            grid: GridSpec {
-                target_spacing_mm: [4.0; 3],
-                body_suv: 0.15,
-                body_min_area_mm2: 100.0,
-                body_margin_mm: 20.0,
-            },
-        };
+        let p = params(2, 6, false);
         let x = input(&pet, &p);
         assert_eq!(x.shape(), [1, 2, 6, 6]);
         // y (3) is placed at offset 1, x (4) at offset 1; slot 0 is k = 0, slot 1 is k = 1.
@@ -274,18 +279,7 @@ mod tests {
         let mut data = vec![0.0f32; 9];
         data[3] = 7.5;
         let pet = Volume::new(g, data).unwrap();
-        let mut p = Params {
-            pet_clip_suv: [0.0, 15.0],
-            k: 3,
-            crop: 1,
-            slab_max: true,
-            grid: GridSpec {
-                target_spacing_mm: [4.0; 3],
-                body_suv: 0.15,
-                body_min_area_mm2: 100.0,
-                body_margin_mm: 20.0,
-            },
-        };
+        let mut p = params(3, 1, true);
         let x = input(&pet, &p);
         assert_eq!(x.iter().copied().collect::<Vec<_>>(), [0.0, 0.5, 0.0]);
         p.slab_max = false;
