@@ -48,7 +48,7 @@ fn main() {
     let ours = best(repeat, || {
         let out = fresh(&dir.join("tracerd"));
         let t = Instant::now();
-        let results = dicom::convert(&drop, &out).expect("convert");
+        let results = dicom::convert(&drop, &out, &Default::default()).expect("convert");
         assert!(
             results.iter().all(|r| r.result.is_ok()),
             "conversion failed"

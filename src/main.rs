@@ -43,6 +43,9 @@ enum Command {
     /// conversion.json (the SUV factors and the tags they came from). A folder holding several
     /// studies gets one sub-folder per study key.
     Convert {
+        /// Config file (TOML); only `[limits]` applies here. Default: embedded defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Output folder (created if missing).
         #[arg(long)]
         out: PathBuf,
@@ -171,8 +174,10 @@ fn run(command: Command) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Convert { out, input } => {
-            let results = dicom::convert(&input, &out).map_err(|e| e.to_string())?;
+        Command::Convert { config, out, input } => {
+            let loaded = Config::load(config.as_deref()).map_err(|e| e.to_string())?;
+            let results =
+                dicom::convert(&input, &out, &loaded.limits).map_err(|e| e.to_string())?;
             let mut failed = 0;
             for r in &results {
                 match &r.result {

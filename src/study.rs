@@ -166,33 +166,6 @@ pub fn load(dir: &Path, key: &str, limits: &Limits) -> Result<Study, StudyError>
     loaded.map_err(|e| e.relative_to(dir))
 }
 
-/// Refuses a DICOM study whose headers (Rows × Columns × slices) exceed `limits`, before any
-/// pixel is decoded.
-fn within_limits(study: &dicom::AssembledStudy, limits: &Limits) -> Result<(), StudyError> {
-    let series = std::iter::once(("PET", &study.pet)).chain(study.ct.iter().map(|c| ("CT", c)));
-    let mut total = 0u64;
-    for (name, s) in series {
-        let [x, y, z] = s.geometry.shape;
-        let voxels = (x as u64) * (y as u64) * (z as u64);
-        total += voxels;
-        if voxels > limits.max_voxels_per_volume {
-            return Err(too_large(format!(
-                "the {name} series declares {voxels} voxels ({x}×{y}×{z}), more than \
-                 limits.max_voxels_per_volume = {}",
-                limits.max_voxels_per_volume
-            )));
-        }
-    }
-    let mib = total * 4 / (1 << 20);
-    if mib > limits.max_study_mib {
-        return Err(too_large(format!(
-            "the study's volumes need {mib} MiB decoded, more than limits.max_study_mib = {}",
-            limits.max_study_mib
-        )));
-    }
-    Ok(())
-}
-
 fn too_large(error: String) -> StudyError {
     StudyError::ingest(
         error,
@@ -336,7 +309,9 @@ fn load_dicom(dir: &Path, limits: &Limits) -> Result<Study, StudyError> {
         ));
     }
     let assembled = outcomes.remove(0).result.map_err(dicom_error)?;
-    within_limits(&assembled, limits)?;
+    assembled
+        .check_size(limits)
+        .map_err(|e| too_large(one_line(&e.to_string())))?;
     let loaded = dicom::load_study(&assembled, &ignored).map_err(dicom_error)?;
     check_pet(&loaded.pet, "PET series")?;
     if let Some(ct) = &loaded.ct {

@@ -17,7 +17,7 @@
 //!
 //! Everything runs in the models' layout (`Volume::to_canonical_lps`): the data vector, i
 //! fastest, *is* the `[z][y][x]` array the cards describe.
-//! `models/training/pipeline.py` is the reference implementation; `tests/pipeline_parity.rs`
+//! `models/training/pipeline.py` is the reference implementation; `tests/library/pipeline_parity.rs`
 //! holds the two side by side.
 
 use std::time::Instant;

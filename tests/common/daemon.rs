@@ -245,6 +245,14 @@ impl NotifySocket {
     }
 }
 
+/// One daemon at a time, across every daemon test in the binary: the tests measure pauses and
+/// pings, which a machine busy with several daemons' inference would blur. Hold the guard for the
+/// whole test.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Writes synthetic study `seed` (small, NIfTI) into `dir`.
 pub fn write_study(dir: &Path, seed: u64) {
     let study = tracerd::synth::generate(&tracerd::synth::SynthOptions {

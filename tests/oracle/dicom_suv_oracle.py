@@ -13,7 +13,7 @@ DecayCorrection (START, ADMIN, NONE) case of DESIGN §6, per-slice RescaleSlope/
 time after the acquisition time (earliest acquisition; GE private post-injection time), an
 injection before midnight with a scan after, a dose in MBq and a weight in grams.
 
-Used by tests/dicom_suv_oracle.rs; needs numpy and pydicom (.ci/run installs them in .venv).
+Used by tests/library/dicom_suv_oracle.rs; needs numpy and pydicom (.ci/run installs them in .venv).
 """
 import datetime as dt
 import json

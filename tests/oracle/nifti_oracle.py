@@ -7,7 +7,7 @@
   nifti_oracle.py describe FILE OUT   what nibabel sees in FILE: OUT.json and OUT.f32 as above,
                                       plus both header transforms, their codes and the datatype
 
-Used by tests/nifti_oracle.rs; needs numpy and nibabel (.ci/run installs them in .venv).
+Used by tests/library/nifti_oracle.rs; needs numpy and nibabel (.ci/run installs them in .venv).
 """
 import json
 import sys

@@ -8,7 +8,7 @@
                               CASE.out.f32 (little-endian float32, C order) and CASE.json (model,
                               input and output shapes) with onnxruntime's CPU output.
 
-Used by tests/infer_engines.rs.
+Used by tests/library/infer_engines.rs.
 """
 import json
 import sys

@@ -12,6 +12,7 @@ use super::complete::{Completeness, pet_series_completeness};
 use super::geometry::{Stack, stack};
 use super::scan::{Instance, ScanResult};
 use super::{DicomError, DicomErrorKind, Stage, series_subject, study_key};
+use crate::config::Limits;
 use crate::volume::Geometry;
 
 /// PET Image Storage and CT Image Storage: the classic single-frame SOP classes tracerd reads.
@@ -44,6 +45,45 @@ pub struct AssembledStudy {
     pub pet: SeriesStack,
     pub ct: Option<SeriesStack>,
     pub warnings: Vec<String>,
+}
+
+impl AssembledStudy {
+    /// Refuses a study whose headers (Rows × Columns × slices) exceed `limits`, before any
+    /// pixel is decoded: a damaged or hostile header cannot exhaust the console's memory.
+    pub fn check_size(&self, limits: &Limits) -> Result<(), DicomError> {
+        let series = std::iter::once(&self.pet).chain(self.ct.as_ref());
+        let mut total = 0u64;
+        for s in series {
+            let [x, y, z] = s.geometry.shape;
+            let voxels = (x as u64) * (y as u64) * (z as u64);
+            total += voxels;
+            if voxels > limits.max_voxels_per_volume {
+                return Err(too_large(
+                    s.subject(),
+                    format!(
+                        "declares {voxels} voxels ({x}×{y}×{z}), more than \
+                         limits.max_voxels_per_volume = {}",
+                        limits.max_voxels_per_volume
+                    ),
+                ));
+            }
+        }
+        let mib = total * 4 / (1 << 20);
+        if mib > limits.max_study_mib {
+            return Err(too_large(
+                format!("study {}", self.key),
+                format!(
+                    "its volumes need {mib} MiB decoded, more than limits.max_study_mib = {}",
+                    limits.max_study_mib
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn too_large(subject: String, what: String) -> DicomError {
+    DicomError::new(Stage::Assemble, subject, DicomErrorKind::TooLarge(what))
 }
 
 /// The outcome for one key of a drop.

@@ -12,6 +12,7 @@ use super::pixels::load_volume;
 use super::scan::scan_folder;
 use super::suv::{self, SuvRecord, SuvTags};
 use super::{DicomError, DicomErrorKind, Stage};
+use crate::config::Limits;
 use crate::fsio;
 use crate::io::nifti;
 use crate::volume::{Geometry, Interpolation, Volume};
@@ -158,8 +159,9 @@ pub struct Converted {
 
 /// Scans `input`, converts every study into `out` (directly for a single study, else into
 /// `out/<key>/`). A folder that cannot be read is an `Err`; a study that fails is reported in
-/// its `Converted` and does not affect the others.
-pub fn convert(input: &Path, out: &Path) -> Result<Vec<Converted>, DicomError> {
+/// its `Converted` and does not affect the others. A study whose headers exceed `limits` fails
+/// before any pixel is decoded, as in the daemon.
+pub fn convert(input: &Path, out: &Path, limits: &Limits) -> Result<Vec<Converted>, DicomError> {
     let scan = scan_folder(input)?;
     let ignored = scan.ignored.clone();
     if scan.instances.is_empty() {
@@ -183,6 +185,7 @@ pub fn convert(input: &Path, out: &Path) -> Result<Vec<Converted>, DicomError> {
             out.join(&o.key)
         };
         let result = o.result.and_then(|study| {
+            study.check_size(limits)?;
             let loaded = load_study(&study, &ignored)?;
             for w in &loaded.report.warnings {
                 tracing::warn!(key = %loaded.key, warning = %crate::study::printable(w), "DICOM conversion");

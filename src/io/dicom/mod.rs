@@ -120,6 +120,8 @@ pub enum DicomErrorKind {
     Write(String),
     #[error("cannot write: {0}")]
     WriteFile(#[source] std::io::Error),
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl DicomErrorKind {
@@ -139,6 +141,7 @@ impl DicomErrorKind {
             DicomErrorKind::Geometry(_) => "geometry",
             DicomErrorKind::Timing(_) => "timing",
             DicomErrorKind::Write(_) | DicomErrorKind::WriteFile(_) => "write",
+            DicomErrorKind::TooLarge(_) => "too_large",
         }
     }
 }

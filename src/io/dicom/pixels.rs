@@ -5,18 +5,37 @@
 
 use dicom_dictionary_std::tags;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
-use dicom_object::OpenFileOptions;
+use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use rayon::prelude::*;
 
 use super::assemble::SeriesStack;
-use super::scan::Instance;
+use super::scan::{HEAD_BYTES, Instance, parse_part10, preflight_lengths, read_part10};
 use super::{DicomError, DicomErrorKind, Stage};
 use crate::volume::Volume;
 
 fn file_error(i: &Instance, kind: DicomErrorKind) -> DicomError {
     DicomError::new(Stage::Pixels, i.rel.display().to_string(), kind)
+}
+
+/// The slice's file, read once and checked before parsing: no element may declare more bytes
+/// than the file holds, and the file may be no larger than a header and Rows × Columns pixels
+/// of 8 bytes can need, so a damaged or hostile file cannot make tracerd read gigabytes.
+fn read_slice_file(i: &Instance) -> Result<DefaultDicomObject, DicomError> {
+    let unreadable = |why: String| file_error(i, DicomErrorKind::Unreadable(why));
+    let max = HEAD_BYTES + (i.rows as usize) * (i.columns as usize) * 8;
+    let (bytes, len) = read_part10(&i.path, max)
+        .map_err(|e| unreadable(e.to_string()))?
+        .ok_or_else(|| unreadable("the DICM marker is gone since the scan".into()))?;
+    if len > bytes.len() {
+        return Err(unreadable(format!(
+            "the file has {len} bytes, more than a header and a {}×{} slice can need",
+            i.rows, i.columns
+        )));
+    }
+    preflight_lengths(&bytes, len, true).map_err(unreadable)?;
+    parse_part10(&bytes, false).map_err(unreadable)
 }
 
 /// Decodes one slice into `out` (rows × columns, first index fastest) as
@@ -46,12 +65,7 @@ fn load_slice(i: &Instance, factor: f64, out: &mut [f32]) -> Result<(), DicomErr
             ));
         }
     }
-    let unreadable = |why: String| file_error(i, DicomErrorKind::Unreadable(why));
-    let (head, len) = super::scan::read_head(&i.path).map_err(|e| unreadable(e.to_string()))?;
-    super::scan::preflight_lengths(&head, len, true).map_err(unreadable)?;
-    let obj = OpenFileOptions::new()
-        .open_file(&i.path)
-        .map_err(|e| file_error(i, DicomErrorKind::Unreadable(e.to_string())))?;
+    let obj = read_slice_file(i)?;
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(file_error(i, DicomErrorKind::MissingPixelData));
     }

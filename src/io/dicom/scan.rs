@@ -8,6 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 use rayon::prelude::*;
 
@@ -99,21 +100,6 @@ fn walk(root: &Path) -> Result<Vec<PathBuf>, DicomError> {
     }
     out.sort();
     Ok(out)
-}
-
-/// True when the file has the DICOM Part 10 marker.
-fn has_dicm_marker(path: &Path) -> std::io::Result<bool> {
-    let mut f = File::open(path)?;
-    let mut buf = [0u8; 132];
-    let mut n = 0;
-    while n < buf.len() {
-        let k = f.read(&mut buf[n..])?;
-        if k == 0 {
-            break;
-        }
-        n += k;
-    }
-    Ok(n == 132 && &buf[128..132] == b"DICM")
 }
 
 /// Checks, before a DICOM parser sees the file, that no element declares a value longer than
@@ -225,56 +211,79 @@ fn transfer_syntax_is_little_endian(bytes: &[u8]) -> bool {
         && !transfer_syntax_is(bytes, b"1.2.840.10008.1.2.2\0")
 }
 
-/// The first 16 MiB of a file (far more than any DICOM header) and the file's length.
-pub(crate) fn read_head(path: &Path) -> std::io::Result<(Vec<u8>, usize)> {
+/// How much of a file the header scan reads: far more than any DICOM header.
+pub(crate) const HEAD_BYTES: usize = 16 << 20;
+
+/// A DICOM Part 10 file read once, from one handle: `None` when it lacks the `DICM` marker
+/// (not DICOM; only its first 132 bytes were read), else its first `max` bytes and its length.
+/// The preflight and the parser both work on these bytes.
+pub(crate) fn read_part10(path: &Path, max: usize) -> std::io::Result<Option<(Vec<u8>, usize)>> {
     let f = File::open(path)?;
     let len = f.metadata()?.len() as usize;
-    let mut head = Vec::with_capacity(len.min(16 << 20));
-    f.take(16 << 20).read_to_end(&mut head)?;
-    Ok((head, len))
+    let mut bytes = Vec::with_capacity(132);
+    (&f).take(132).read_to_end(&mut bytes)?;
+    if bytes.len() < 132 || &bytes[128..132] != b"DICM" {
+        return Ok(None);
+    }
+    bytes.reserve(len.min(max).saturating_sub(132));
+    (&f).take(max.saturating_sub(132) as u64)
+        .read_to_end(&mut bytes)?;
+    Ok(Some((bytes, len)))
+}
+
+/// Parses a Part 10 file from its bytes (preamble, meta group, data set), up to Pixel Data
+/// when `headers_only`.
+pub(crate) fn parse_part10(
+    bytes: &[u8],
+    headers_only: bool,
+) -> Result<dicom_object::DefaultDicomObject, String> {
+    let options = OpenFileOptions::new().read_preamble(ReadPreamble::Always);
+    let options = if headers_only {
+        options.read_until(tags::PIXEL_DATA)
+    } else {
+        options
+    };
+    options.from_reader(bytes).map_err(|e| e.to_string())
+}
+
+enum One {
+    Instance(Box<Instance>),
+    Ignored(PathBuf),
+    Unreadable(PathBuf, String),
+}
+
+/// Reads one file's headers: an instance, a file that is not DICOM, or the reason it cannot be
+/// read.
+fn scan_one(root: &Path, path: &Path) -> One {
+    let rel = path.strip_prefix(root).unwrap_or(path).to_path_buf();
+    let (bytes, len) = match read_part10(path, HEAD_BYTES) {
+        Ok(Some(read)) => read,
+        Ok(None) => return One::Ignored(rel),
+        Err(e) => return One::Unreadable(rel, e.to_string()),
+    };
+    if let Err(why) = preflight_lengths(&bytes, len, false) {
+        return One::Unreadable(rel, why);
+    }
+    match parse_part10(&bytes, true) {
+        Ok(obj) => {
+            let ts = obj
+                .meta()
+                .transfer_syntax()
+                .trim_end_matches('\0')
+                .to_string();
+            match instance_from(&obj, path.to_path_buf(), rel.clone(), ts) {
+                Ok(i) => One::Instance(Box::new(i)),
+                Err(why) => One::Unreadable(rel, why),
+            }
+        }
+        Err(why) => One::Unreadable(rel, why),
+    }
 }
 
 /// Walks `root` and parses every DICOM header, in parallel.
 pub fn scan_folder(root: &Path) -> Result<ScanResult, DicomError> {
     let files = walk(root)?;
-    enum One {
-        Instance(Box<Instance>),
-        Ignored(PathBuf),
-        Unreadable(PathBuf, String),
-    }
-    let results: Vec<One> = files
-        .par_iter()
-        .map(|path| {
-            let rel = path.strip_prefix(root).unwrap_or(path).to_path_buf();
-            match has_dicm_marker(path) {
-                Ok(false) => return One::Ignored(rel),
-                Err(e) => return One::Unreadable(rel, e.to_string()),
-                Ok(true) => {}
-            }
-            match read_head(path).map(|(b, len)| preflight_lengths(&b, len, false)) {
-                Err(e) => return One::Unreadable(rel, e.to_string()),
-                Ok(Err(why)) => return One::Unreadable(rel, why),
-                Ok(Ok(())) => {}
-            }
-            match OpenFileOptions::new()
-                .read_until(tags::PIXEL_DATA)
-                .open_file(path)
-            {
-                Ok(obj) => {
-                    let ts = obj
-                        .meta()
-                        .transfer_syntax()
-                        .trim_end_matches('\0')
-                        .to_string();
-                    match instance_from(&obj, path.clone(), rel.clone(), ts) {
-                        Ok(i) => One::Instance(Box::new(i)),
-                        Err(why) => One::Unreadable(rel, why),
-                    }
-                }
-                Err(e) => One::Unreadable(rel, e.to_string()),
-            }
-        })
-        .collect();
+    let results: Vec<One> = files.par_iter().map(|p| scan_one(root, p)).collect();
     let mut scan = ScanResult {
         root: root.to_path_buf(),
         ..Default::default()

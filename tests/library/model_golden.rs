@@ -2,7 +2,7 @@
 //! onnxruntime Python output saved by models/training/export.py) on tract and on ort's CPU
 //! provider, within the tolerance the golden file states.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 //! (a missing slice, an incomplete series by ImageIndex, a duplicate slice kept by
 //! AcquisitionNumber).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
@@ -34,7 +34,7 @@ use common::rewrite_dicom as rewrite;
 /// Converts the drop; asserts exactly one study failed with `reason` at `stage` (message
 /// containing `needle`) and the other converted.
 fn expect_failure(drop: &Path, out: &Path, stage: Stage, reason: &str, needle: &str) -> String {
-    let results = dicom::convert(drop, out).unwrap();
+    let results = dicom::convert(drop, out, &Default::default()).unwrap();
     assert_eq!(results.len(), 2, "two studies expected");
     let (bad, good): (Vec<_>, Vec<_>) = results.iter().partition(|r| r.result.is_err());
     assert_eq!(bad.len(), 1, "exactly one failure expected");
@@ -220,7 +220,7 @@ fn duplicate_slice_keeps_the_higher_acquisition_number() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let results = dicom::convert(&drop, &out).unwrap();
+    let results = dicom::convert(&drop, &out, &Default::default()).unwrap();
     assert!(results.iter().all(|r| r.result.is_ok()));
     let r = results
         .iter()
@@ -297,4 +297,29 @@ fn a_series_declaring_65535_by_65535_pixels_is_refused_before_allocation() {
         "{e}"
     );
     assert!(!e.error.contains('\n'));
+}
+
+/// `tracerd convert` applies `[limits]` as the daemon does (issue 16): a series over
+/// `max_voxels_per_volume` fails before its pixels are decoded and writes nothing.
+#[test]
+fn convert_refuses_a_series_over_the_limits_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (drop, _) = make_drop(dir.path());
+    let out = dir.path().join("out");
+    let limits = tracerd::config::Limits {
+        max_voxels_per_volume: 1000,
+        ..Default::default()
+    };
+    let results = dicom::convert(&drop, &out, &limits).unwrap();
+    assert!(!results.is_empty());
+    for r in &results {
+        let e = r.result.as_ref().unwrap_err();
+        assert_eq!((e.reason(), e.stage), ("too_large", Stage::Assemble), "{e}");
+        assert!(
+            e.to_string()
+                .contains("limits.max_voxels_per_volume = 1000"),
+            "{e}"
+        );
+        assert!(!r.dir.join("pet_suv.nii.gz").exists());
+    }
 }

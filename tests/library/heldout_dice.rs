@@ -5,7 +5,7 @@
 //! pooled figures are printed beside the five-study ones; five studies are too few to hold to the
 //! population mean (one faint 1-voxel lesion scores 0.22).
 
-mod common;
+use crate::common;
 
 use tracerd::config::{Config, Engine};
 use tracerd::io::nifti;

@@ -3,7 +3,7 @@
 //! (tests/oracle/dicom_seg_oracle.py) into a mask identical to the one written, with each frame
 //! on the slice it references. An empty mask writes no file.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

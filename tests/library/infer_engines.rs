@@ -2,7 +2,7 @@
 //! reproduce its outputs on small models built from the operators tracerd's models use, with
 //! fixed batch, several batch sizes and free spatial sizes.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -4,14 +4,14 @@
 //! unchanged; after every restart the debris of the kill is gone; in the end every study is
 //! published exactly once.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::time::{Duration, Instant};
 
 use common::daemon::{
-    NotifySocket, Settings, Spool, checksums, signal, wait_exit, wait_until, write_study,
+    NotifySocket, Settings, Spool, checksums, serial, signal, wait_exit, wait_until, write_study,
 };
 use rand::{RngExt, SeedableRng};
 
@@ -20,6 +20,7 @@ const KILLS: usize = 20;
 
 #[test]
 fn kill_9_twenty_times_loses_nothing_and_publishes_each_study_once() {
+    let _serial = serial();
     let spool = Spool::new(&Settings {
         settle_seconds: 0.5,
         rescan_seconds: 0.2,
@@ -177,6 +178,7 @@ fn check_invariants(
 /// (not duplicated), and the debris is gone.
 #[test]
 fn a_crash_between_publishing_and_archiving_reruns_and_replaces() {
+    let _serial = serial();
     let spool = Spool::new(&Settings::default());
     let study = spool.dir("work").join("w1");
     write_study(&study, 91);
@@ -217,10 +219,11 @@ fn a_crash_between_publishing_and_archiving_reruns_and_replaces() {
 /// `max_attempts` times), and every input byte is where it should be.
 ///
 /// About 5 minutes on a 2-core machine, so it runs on demand rather than in CI:
-/// `cargo test --test daemon_crash -- --ignored --nocapture` (README, Benchmarks).
+/// `cargo test --test processes burst -- --ignored --nocapture` (README, Benchmarks).
 #[test]
-#[ignore = "a 5-minute robustness run; cargo test --test daemon_crash -- --ignored"]
+#[ignore = "a 5-minute robustness run; cargo test --test processes burst -- --ignored"]
 fn a_burst_of_30_with_five_kills_and_a_poison_study_fails_only_the_poison() {
+    let _serial = serial();
     let spool = Spool::new(&Settings {
         settle_seconds: 0.5,
         rescan_seconds: 0.2,

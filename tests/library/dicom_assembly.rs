@@ -3,7 +3,7 @@
 //! PET (positions drifting sideways) is rejected; slices written in any order and nesting give the
 //! same volume.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
@@ -96,7 +96,7 @@ fn distractor_series_are_not_chosen() {
         );
     });
     let out = dir.path().join("out");
-    let results = dicom::convert(&drop, &out).unwrap();
+    let results = dicom::convert(&drop, &out, &Default::default()).unwrap();
     assert_eq!(
         results.len(),
         1,
@@ -127,7 +127,7 @@ fn gantry_tilt_is_rejected() {
             &format!("{}\\{}\\{}", p[0], y, p[2]),
         );
     });
-    let e = dicom::convert(&tilted, &dir.path().join("out"))
+    let e = dicom::convert(&tilted, &dir.path().join("out"), &Default::default())
         .unwrap()
         .remove(0)
         .result

@@ -6,7 +6,7 @@
 //! ort-cpu against tract on the same fp32 files: scores, location cue and probabilities within
 //! 1e-4.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

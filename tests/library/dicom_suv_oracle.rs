@@ -5,7 +5,7 @@
 //! computes the expected SUVbw factor of every slice itself; tracerd's SUV volume must match
 //! voxel by voxel to 1e-5 relative.
 
-mod common;
+use crate::common;
 
 use common::{read_f32_file, read_json, run_oracle};
 use tracerd::io::dicom::{assemble::assemble, convert::load_study, scan::scan_folder};

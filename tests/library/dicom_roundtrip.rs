@@ -147,7 +147,7 @@ fn two_studies_in_one_drop_give_two_keys_and_same_bytes_twice() {
         dicom::synth_export::write_dicom(&study, &drop.join(format!("s{seed}"))).unwrap();
     }
     let out = dir.path().join("out");
-    let results = dicom::convert(&drop, &out).unwrap();
+    let results = dicom::convert(&drop, &out, &Default::default()).unwrap();
     assert_eq!(results.len(), 2);
     let mut keys = Vec::new();
     for r in &results {
@@ -159,7 +159,7 @@ fn two_studies_in_one_drop_give_two_keys_and_same_bytes_twice() {
     }
     assert_ne!(keys[0], keys[1]);
     // Same input, same keys (stable hash), same conversion.json.
-    let again = dicom::convert(&drop, &dir.path().join("out2")).unwrap();
+    let again = dicom::convert(&drop, &dir.path().join("out2"), &Default::default()).unwrap();
     for (a, b) in results.iter().zip(&again) {
         assert_eq!(a.key, b.key);
         let x = std::fs::read(a.dir.join("conversion.json")).unwrap();

@@ -4,7 +4,7 @@
 //! tests/oracle/dicom_dcm2niix_oracle.py), for the axial study and for the same study rotated to an
 //! oblique orientation.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
@@ -73,7 +73,7 @@ fn compare_with_dcm2niix(rotation: Option<Matrix3<f64>>) {
         rotate_all(&drop.join("DICOM"), &r);
     }
     let out = dir.path().join("out");
-    let results = dicom::convert(&drop, &out).unwrap();
+    let results = dicom::convert(&drop, &out, &Default::default()).unwrap();
     let report = results[0].result.as_ref().unwrap();
     if let Some(r) = rotation {
         // The rotation reached the geometry: direction columns are r's columns.

@@ -4,13 +4,15 @@
 //! NumberOfSlices) is claimed without waiting for the settle time; and no patient identifier
 //! reaches the log, a file name or an error.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::daemon::{NotifySocket, Settings, Spool, checksums, signal, wait_exit, wait_until};
+use common::daemon::{
+    NotifySocket, Settings, Spool, checksums, serial, signal, wait_exit, wait_until,
+};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use tracerd::io::dicom::synth_export;
@@ -26,6 +28,7 @@ fn write_drop(dir: &Path, seed: u64) {
 
 #[test]
 fn dicom_drops_good_and_bad_through_the_daemon() {
+    let _serial = serial();
     // A settle time far longer than the test: only the ImageIndex rule can complete a drop.
     let spool = Spool::new(&Settings {
         settle_seconds: 3600.0,

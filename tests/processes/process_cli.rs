@@ -3,7 +3,7 @@
 //! fallback recorded in `result.json`, DICOM input with its SEG, and bad inputs that fail with a
 //! one-line reason and publish nothing.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -169,7 +169,7 @@ fn dicom_input_is_keyed_by_uids_and_gets_a_seg() {
     );
     // The PET the mask must sit on: tracerd convert's SUV volume of the same drop.
     let converted = dir.path().join("converted");
-    tracerd::io::dicom::convert(&input, &converted).unwrap();
+    tracerd::io::dicom::convert(&input, &converted, &Default::default()).unwrap();
     check_with_oracle(&published, &converted.join("pet_suv.nii.gz"));
     let r = common::read_json(&published.join("result.json"));
     assert_eq!(r["inputs"]["format"], "dicom");

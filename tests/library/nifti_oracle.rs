@@ -1,7 +1,7 @@
 //! NIfTI I/O checked against nibabel: what tracerd writes nibabel reads with the same affine
 //! (1e-5) and data, and what nibabel writes tracerd reads identically.
 
-mod common;
+use crate::common;
 
 use common::{matrix4, read_f32_file, read_json, run_oracle};
 use nalgebra::{Rotation3, Vector3};

@@ -1,7 +1,7 @@
 //! `tracerd run` as systemd and a scanner see it: the sd_notify protocol and the watchdog, a
 //! study arriving slowly, bad studies beside good ones, and SIGHUP.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Write;
@@ -10,18 +10,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::daemon::{
-    NotifySocket, Settings, Spool, checksums, copy_tree, signal, wait_exit, wait_until, write_study,
+    NotifySocket, Settings, Spool, checksums, copy_tree, serial, signal, wait_exit, wait_until,
+    write_study,
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// One daemon at a time: the tests measure pauses and pings, which a machine busy with four
-/// daemons' inference would blur.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn published(spool: &Spool, key: &str) -> bool {
     spool.dir("outbox").join(key).join("result.json").is_file()
