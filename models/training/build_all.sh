@@ -16,14 +16,25 @@ $PY data.py --splits train --n 200
 $PY data.py --splits val --n 60
 $PY data.py --splits test --n 100
 # 2. training: the two models side by side, one thread each (2-core machine)
-#    L2SNet, sized to about 2 h at one thread from per-iteration costs measured on this machine
-#    (2026-12-01, AVX2, no BF16; README "Clinical recipe"): phase 1 1.6 s/iteration (8 crops of
-#    96x96) -> 1000 iterations 27 min; cues 16 s per study -> 60 studies 16 min; phase 2 1.6
-#    s/iteration (4 patches of 32^3) -> 2800 iterations 75 min. Best checkpoint by validation
-#    (seeds 700..711) with the card's inference on the model grid (runs/l2snet/train.log)
-$PY train_l2snet.py --n-train1 200 --iters1 1000 --batch1 8 --lr1 1e-3 --val-every1 500 \
-  --n-train2 60 --iters2 2800 --batch2 4 --lr2 2e-3 --fg-fraction 0.6 --hot-fraction 0.15 --val-every2 1400 \
-  --n-val 12 --threads 1 > runs/l2snet_stdout.log 2>&1 &
+#    L2SNet (README "Clinical recipe"): phase 1, 1000 iterations at one thread (about 45 min); then
+#    phase 2 in three rounds at two threads (0.93 s/iteration), each continuing from the last:
+#    1. 1200 iterations, 60 % of patches on lesions, 15 % on hot voxels (SUV > 3) outside them;
+#    2. and 3. hard negatives: the false positives (p > 0.5, 2+ voxels from any lesion) of the
+#       previous round's weights on 30 and 40 training studies get 30 % of the patches.
+#    Best checkpoint by validation (seeds 700..) with the card's inference on the model grid.
+L2=( --n-train1 160 --n-train2 60 --batch2 4 --hot-suv 2.0 --val-every2 1200 --threads 2 )
+(
+  $PY train_l2snet.py --n-train1 160 --iters1 1000 --batch1 8 --lr1 1e-3 --val-every1 500 \
+    --n-train2 60 --iters2 0 --n-val 12 --threads 1 \
+  && $PY train_l2snet.py --skip-phase1 "${L2[@]}" --hot-suv 3.0 --iters2 1200 --lr2 2e-3 \
+    --fg-fraction 0.6 --hot-fraction 0.15 --val-every2 600 --n-val 8 \
+  && cp runs/l2snet/seg3d.pt runs/l2snet/seg3d_r1.pt \
+  && $PY train_l2snet.py --skip-phase1 "${L2[@]}" --iters2 2400 --lr2 1e-3 --fg-fraction 0.4 \
+    --hot-fraction 0.15 --hard-fraction 0.3 --n-hard 30 --init-seg3d runs/l2snet/seg3d_r1.pt --n-val 8 \
+  && cp runs/l2snet/seg3d.pt runs/l2snet/seg3d_r2.pt \
+  && $PY train_l2snet.py --skip-phase1 "${L2[@]}" --iters2 2400 --lr2 7e-4 --fg-fraction 0.4 \
+    --hot-fraction 0.15 --hard-fraction 0.3 --n-hard 40 --init-seg3d runs/l2snet/seg3d_r2.pt --n-val 12 \
+) > runs/l2snet_stdout.log 2>&1 &
 p1=$!
 ( $PY train_two_be_three.py --n-train 200 --n-val 60 --pre-iters 200 --epochs 6 --threads 1 \
   && $PY train_two_be_three.py --reuse --continue-heads --n-train 200 --n-val 60 --heads 2be3:ws --epochs 5 \

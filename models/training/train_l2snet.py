@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 import data
 import pipeline
@@ -192,6 +193,30 @@ def pad_to(a, patch):
     return out
 
 
+def hard_negatives(model, studies, args, log):
+    """Hard negatives for a continued phase 2 (--init-seg3d): the voxels where the starting model
+    predicts a lesion (p > 0.5) at least 2 voxels away from any true lesion, on the first
+    --n-hard studies (one sliding-window pass each; cached per checkpoint and seed)."""
+    tag = hashlib.sha256(Path(args.init_seg3d).read_bytes()).hexdigest()[:12]
+    out = RUNS / f"hard_{tag}"
+    out.mkdir(exist_ok=True)
+    t, found = time.time(), []
+    model.eval()
+    for s in studies[:args.n_hard]:
+        f = out / f"{s.seed}.npy"
+        if not f.exists():
+            with torch.no_grad():
+                prob = sliding_window_torch(model, pipeline.petct_input(s.pet, s.ct), args)
+            near = ndimage.binary_dilation(s.mask, iterations=2)
+            np.save(f, np.argwhere((prob > 0.5) & ~near).astype(np.int16))
+        found.append(np.load(f).astype(np.int64))
+    model.train()
+    n = [len(h) for h in found]
+    log(f"hard negatives: {sum(n)} voxels on {sum(1 for k in n if k)} of {len(n)} studies "
+        f"({time.time() - t:.0f}s)")
+    return found + [[]] * (len(studies) - len(found))
+
+
 def phase2(studies, cues, val, val_cues, args, log):
     rng = np.random.default_rng(2)
     torch.manual_seed(2)
@@ -209,6 +234,7 @@ def phase2(studies, cues, val, val_cues, args, log):
     # false positives come from)
     bodies = [np.argwhere(np.asarray(s.pet[::2, ::2, ::2]) > MODEL_GRID["body_suv"]) * 2 for s in studies]
     hots = [np.argwhere((np.asarray(s.pet) > args.hot_suv) & ~s.mask) for s in studies]
+    hards = hard_negatives(model, studies, args, log) if args.hard_fraction else [[]] * len(studies)
     history, best = [], None
     t0 = time.time()
     model.train()
@@ -223,6 +249,8 @@ def phase2(studies, cues, val, val_cues, args, log):
                 centres = fgs[i]
             elif len(hots[i]) and u < args.fg_fraction + args.hot_fraction:
                 centres = hots[i]
+            elif len(hards[i]) and u < args.fg_fraction + args.hot_fraction + args.hard_fraction:
+                centres = hards[i]
             else:
                 centres = bodies[i]
             z, y, w = patch_start(centres[rng.integers(len(centres))], s.pet.shape, patch, rng)
@@ -275,6 +303,9 @@ def main():
     ap.add_argument("--hot-fraction", type=float, default=0.15,
                     help="share of phase-2 patches centred on hot voxels outside lesions")
     ap.add_argument("--hot-suv", type=float, default=3.0)
+    ap.add_argument("--hard-fraction", type=float, default=0.0,
+                    help="share of phase-2 patches centred on the false positives of --init-seg3d")
+    ap.add_argument("--n-hard", type=int, default=30, help="studies mined for hard negatives")
     ap.add_argument("--lr2", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true", help="CPU bfloat16 autocast for forward passes")
@@ -284,6 +315,8 @@ def main():
     ap.add_argument("--skip-phase1", action="store_true")
     ap.add_argument("--init-seg3d", default="")
     args = ap.parse_args()
+    if args.hard_fraction and not args.init_seg3d:
+        ap.error("--hard-fraction mines the false positives of --init-seg3d; give both")
     torch.set_num_threads(args.threads)
     RUNS.mkdir(parents=True, exist_ok=True)
     log = data.run_log(RUNS / "train.log")
