@@ -3,7 +3,8 @@
 //! every mutant goes through `study::load` as the daemon calls it. Never a panic, and never an
 //! allocation beyond the configured limits: this binary's global allocator records the peak of
 //! live heap bytes. CI runs a short run (150 mutants); a long one is the same test with
-//! `TRACERD_FUZZ_ITERS=20000` (see README, Benchmarks). A failure prints the seed and iteration
+//! `TRACERD_FUZZ_ITERS=20000` (see README, Benchmarks); `TRACERD_FUZZ_DICOM=<folder>` mutates
+//! real scanner files instead of tracerd's own DICOM export. A failure prints the seed and iteration
 //! that reproduce it; each one found becomes a regression test.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -139,8 +140,7 @@ fn mutated_nifti_and_dicom_never_panic_nor_exceed_the_budget() {
     let root = tempfile::tempdir().unwrap();
     let nifti = root.path().join("nifti");
     synth::write_nifti(&study, &nifti).unwrap();
-    let dicom = root.path().join("dicom");
-    tracerd::io::dicom::synth_export::write_dicom(&study, &dicom).unwrap();
+    let dicom = dicom_corpus(&study, root.path());
     let dicom_files: Vec<_> = walkdir(&dicom);
     let seed = 20261201u64;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -216,6 +216,23 @@ fn an_overlong_extension_size_allocates_nothing() {
     std::fs::remove_file(dir.path().join("x.nii")).unwrap();
     std::fs::write(dir.path().join("SUV.nii"), bytes).unwrap();
     load_checked(dir.path(), "extension esize 0x5ffffff0");
+}
+
+/// The DICOM study the mutants start from: the synthetic study exported by tracerd, or the
+/// folder `TRACERD_FUZZ_DICOM` names (real scanner files: one series small enough for `LIMITS`,
+/// e.g. 60 consecutive slices; the README's Benchmarks say which were used).
+fn dicom_corpus(study: &synth::SyntheticStudy, root: &Path) -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("TRACERD_FUZZ_DICOM") {
+        let dir = std::path::PathBuf::from(dir);
+        assert!(
+            !load_checked(&dir, "the unmutated TRACERD_FUZZ_DICOM study"),
+            "the unmutated corpus must load"
+        );
+        return dir;
+    }
+    let dicom = root.join("dicom");
+    tracerd::io::dicom::synth_export::write_dicom(study, &dicom).unwrap();
+    dicom
 }
 
 fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
