@@ -21,6 +21,19 @@ pub struct Config {
     pub inference: Inference,
     pub limits: Limits,
     pub outbox: Outbox,
+    pub scope: Scope,
+}
+
+/// What the models were made for: 18F-FDG PET. A DICOM study of another radionuclide, or a
+/// gamma-camera image stored as PET, is always refused (stage `scope` in `failed/`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scope {
+    /// Other 18F radiopharmaceuticals to process anyway, as the scanner names them in
+    /// Radiopharmaceutical (0018,0031) (compared without case, spaces or punctuation, e.g.
+    /// "PSMA-1007"). Default: none. The models were trained and validated on 18F-FDG only;
+    /// a study processed this way carries a warning in `result.json`.
+    pub allowed_18f_tracers: Vec<String>,
 }
 
 /// Where studies live. All five study folders must be on one filesystem: studies move between

@@ -214,8 +214,8 @@ fn run(command: Command) -> Result<ExitCode, String> {
             // The study first: a bad input fails fast, before the models load.
             let started = std::time::Instant::now();
             let key = tracerd::process::key_from_folder(&input, loaded.outbox.nifti_key);
-            let study =
-                tracerd::study::load(&input, &key, &loaded.limits).map_err(|e| e.to_string())?;
+            let study = tracerd::study::load(&input, &key, &loaded.limits, &loaded.scope)
+                .map_err(|e| e.to_string())?;
             let ingest_ms = started.elapsed().as_secs_f64() * 1e3;
             let mut processor = Processor::new(&loaded).map_err(|e| e.to_string())?;
             let published = processor

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use sha2::Digest;
 
-use crate::config::{Config, Limits, NiftiKey};
+use crate::config::{Config, Limits, NiftiKey, Scope};
 use crate::fsio;
 use crate::infer::Engines;
 use crate::io::{dicom, nifti};
@@ -39,6 +39,7 @@ pub struct Published {
 pub struct Processor {
     models: Models,
     limits: Limits,
+    scope: Scope,
 }
 
 /// What `result.json` says about the models: captured once per study, so that publishing
@@ -107,6 +108,7 @@ impl Processor {
         Ok(Processor {
             models,
             limits: config.limits,
+            scope: config.scope.clone(),
         })
     }
 
@@ -191,7 +193,7 @@ impl Processor {
         outbox_dir: &Path,
     ) -> Result<Published, StudyError> {
         let t = Instant::now();
-        let study = study::load(input, key, &self.limits)?;
+        let study = study::load(input, key, &self.limits, &self.scope)?;
         self.process_study(&study, t.elapsed().as_secs_f64() * 1e3, outbox_dir)
     }
 

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::Limits;
+pub mod scope;
+
+use crate::config::{Limits, Scope};
 use crate::io::dicom::{self, SeriesStack};
 use crate::io::nifti;
 use crate::volume::Volume;
@@ -38,6 +40,8 @@ pub const PLAUSIBLE_HU: [f32; 2] = [-10_000.0, 100_000.0];
 pub enum Stage {
     /// Reading and validating the input.
     Ingest,
+    /// A study the models were not made for (another tracer, a SPECT image stored as PET).
+    Scope,
     /// Loading the models.
     Models,
     /// Running them.
@@ -50,6 +54,7 @@ impl std::fmt::Display for Stage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Stage::Ingest => "ingest",
+            Stage::Scope => "scope",
             Stage::Models => "models",
             Stage::Inference => "inference",
             Stage::Publish => "publish",
@@ -152,7 +157,10 @@ pub struct Study {
 ///
 /// `limits` bounds the voxels of each volume and the decoded size of the study; both are
 /// checked from the headers before anything is allocated.
-pub fn load(dir: &Path, key: &str, limits: &Limits) -> Result<Study, StudyError> {
+///
+/// `scope` says which tracers beside 18F-FDG a DICOM study may carry ([`scope::check`]); a
+/// study outside it fails with stage `scope` before any pixel is decoded.
+pub fn load(dir: &Path, key: &str, limits: &Limits, scope: &Scope) -> Result<Study, StudyError> {
     if !dir.is_dir() {
         return Err(StudyError::ingest(
             format!("{} is not a folder", dir.display()),
@@ -161,7 +169,7 @@ pub fn load(dir: &Path, key: &str, limits: &Limits) -> Result<Study, StudyError>
     }
     let loaded = match first_existing(dir, &PET_NAMES) {
         Some(pet) => load_nifti(dir, &pet, key, limits),
-        None => load_dicom(dir, limits),
+        None => load_dicom(dir, limits, scope),
     };
     loaded.map_err(|e| e.relative_to(dir))
 }
@@ -227,7 +235,9 @@ fn load_nifti(
     key: &str,
     limits: &Limits,
 ) -> Result<Study, StudyError> {
-    let mut warnings = Vec::new();
+    let mut warnings = vec![
+        "NIfTI input carries no tracer information: taken as 18F-FDG (the models' scope)".into(),
+    ];
     let present: Vec<&str> = PET_NAMES
         .iter()
         .copied()
@@ -277,7 +287,26 @@ fn load_nifti(
     check_overlap(study)
 }
 
-fn load_dicom(dir: &Path, limits: &Limits) -> Result<Study, StudyError> {
+/// The scope rule on the PET series' first image: refusals fail the study (stage `scope`),
+/// warnings go to `result.json`.
+fn check_scope(pet: &SeriesStack, scope: &Scope) -> Result<Vec<String>, StudyError> {
+    let tags = pet.slices[0].tracer.clone().unwrap_or_default();
+    let verdict = scope::check(&tags, scope);
+    if verdict.refusals.is_empty() {
+        return Ok(verdict.warnings);
+    }
+    Err(StudyError::new(
+        Stage::Scope,
+        format!(
+            "{}: not an 18F-FDG PET: {}",
+            pet.subject(),
+            verdict.refusals.join("; ")
+        ),
+        "tracerd's models are for 18F-FDG PET only; this study was not processed",
+    ))
+}
+
+fn load_dicom(dir: &Path, limits: &Limits, scope: &Scope) -> Result<Study, StudyError> {
     let dicom_error =
         |e: dicom::DicomError| StudyError::ingest(one_line(&e.to_string()), e.reason().to_string());
     let scan = dicom::scan_folder(dir).map_err(dicom_error)?;
@@ -309,6 +338,7 @@ fn load_dicom(dir: &Path, limits: &Limits) -> Result<Study, StudyError> {
         ));
     }
     let assembled = outcomes.remove(0).result.map_err(dicom_error)?;
+    let scope_warnings = check_scope(&assembled.pet, scope)?;
     assembled
         .check_size(limits)
         .map_err(|e| too_large(one_line(&e.to_string())))?;
@@ -325,7 +355,7 @@ fn load_dicom(dir: &Path, limits: &Limits) -> Result<Study, StudyError> {
             ct_series_instance_uid: assembled.ct.as_ref().map(|c| c.series_uid.clone()),
             pet_slices: assembled.pet.slices.len(),
         },
-        warnings: loaded.report.warnings.clone(),
+        warnings: [loaded.report.warnings.clone(), scope_warnings].concat(),
         pet: loaded.pet,
         ct: loaded.ct,
         source: Source::Dicom {
@@ -460,7 +490,7 @@ mod tests {
             &Volume::new(g, data).unwrap(),
         )
         .unwrap();
-        load(dir.path(), "k", &Limits::default())
+        load(dir.path(), "k", &Limits::default(), &Scope::default())
     }
 
     /// Issue 16 row 3: a small `.nii.gz` whose header claims 1024×1024×512 float32 took 10.8
@@ -480,7 +510,7 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &bytes[..352]).unwrap();
         std::fs::write(dir.path().join("SUV.nii.gz"), gz.finish().unwrap()).unwrap();
-        let e = load(dir.path(), "k", &Limits::default()).unwrap_err();
+        let e = load(dir.path(), "k", &Limits::default(), &Scope::default()).unwrap_err();
         assert!(
             e.error.contains("536870912 voxels (1024×1024×512)") && e.error.contains("[limits]"),
             "{e}"
@@ -493,7 +523,7 @@ mod tests {
         let g = Geometry::axial([256, 256, 300], [2.0; 3], [0.0; 3]);
         let pet = Volume::new(g, vec![1.0; 256 * 256 * 300]).unwrap();
         nifti::write_f32(&dir.path().join("SUV.nii.gz"), &pet).unwrap();
-        let e = load(dir.path(), "k", &small).unwrap_err();
+        let e = load(dir.path(), "k", &small, &Scope::default()).unwrap_err();
         assert!(e.error.contains("more than the 16777216"), "{e}");
     }
 
@@ -531,17 +561,17 @@ mod tests {
                 .unwrap()
                 .success()
         );
-        let e = load(dir.path(), "k", &Limits::default()).unwrap_err();
+        let e = load(dir.path(), "k", &Limits::default(), &Scope::default()).unwrap_err();
         assert!(e.error.contains("not a regular file"), "{e}");
         std::fs::remove_file(&suv).unwrap();
         std::os::unix::fs::symlink(outside.path().join("elsewhere.nii.gz"), &suv).unwrap();
-        let e = load(dir.path(), "k", &Limits::default()).unwrap_err();
+        let e = load(dir.path(), "k", &Limits::default(), &Scope::default()).unwrap_err();
         assert!(e.error.contains("outside the study folder"), "{e}");
         assert!(!e.error.contains("elsewhere"), "{e}");
         // A link inside the folder is followed.
         std::fs::remove_file(&suv).unwrap();
         nifti::write_f32(&dir.path().join("pet-data.nii.gz"), &pet).unwrap();
         std::os::unix::fs::symlink("pet-data.nii.gz", &suv).unwrap();
-        load(dir.path(), "k", &Limits::default()).unwrap();
+        load(dir.path(), "k", &Limits::default(), &Scope::default()).unwrap();
     }
 }

@@ -113,7 +113,9 @@ fn mutate(bytes: &mut Vec<u8>, rng: &mut ChaCha8Rng, header_len: usize) {
 fn load_checked(dir: &Path, what: &str) -> bool {
     PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
     let base = LIVE.load(Ordering::Relaxed);
-    let result = std::panic::catch_unwind(|| tracerd::study::load(dir, "fuzz", &LIMITS));
+    let result = std::panic::catch_unwind(|| {
+        tracerd::study::load(dir, "fuzz", &LIMITS, &Default::default())
+    });
     let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
     assert!(result.is_ok(), "{what}: ingest panicked");
     assert!(

@@ -84,8 +84,8 @@ pub(super) fn ingest(
                     &job.study.name,
                     shared.settings(|c| c.outbox.nifti_key),
                 );
-                let limits = shared.settings(|c| c.limits);
-                study::load(&job.study.dir, &key, &limits)
+                let (limits, scope) = shared.settings(|c| (c.limits, c.scope.clone()));
+                study::load(&job.study.dir, &key, &limits, &scope)
             })
             .map(|s| (s, t.elapsed().as_secs_f64() * 1e3))
         };

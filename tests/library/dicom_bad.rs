@@ -291,7 +291,7 @@ fn a_series_declaring_65535_by_65535_pixels_is_refused_before_allocation() {
         });
     }
     let limits = tracerd::config::Limits::default();
-    let e = tracerd::study::load(&drop.join("s21"), "k", &limits).unwrap_err();
+    let e = tracerd::study::load(&drop.join("s21"), "k", &limits, &Default::default()).unwrap_err();
     assert!(
         e.error.contains("65535×65535") && e.error.contains("limits.max_voxels_per_volume"),
         "{e}"
@@ -321,5 +321,112 @@ fn convert_refuses_a_series_over_the_limits_and_writes_nothing() {
             "{e}"
         );
         assert!(!r.dir.join("pet_suv.nii.gz").exists());
+    }
+}
+
+/// Issue 15: garbage in a numeric or time tag that feeds geometry, pixels or SUV is a one-line
+/// error naming the tag and the file, never a default (an unparseable RescaleSlope used to
+/// become 1.0 and publish a wrong SUV). One PET slice of the first study is damaged per case.
+#[test]
+fn garbage_in_a_tag_that_feeds_suv_or_geometry_names_the_tag_and_the_file() {
+    use dicom_core::value::DataSetSequence;
+    let rp_tag = tags::RADIOPHARMACEUTICAL_INFORMATION_SEQUENCE;
+    let cases: [(&str, dicom_core::Tag, VR, &str, Stage); 10] = [
+        (
+            "RescaleSlope (0028,1053)",
+            tags::RESCALE_SLOPE,
+            VR::DS,
+            "abc",
+            Stage::Pixels,
+        ),
+        (
+            "RescaleSlope (0028,1053)",
+            tags::RESCALE_SLOPE,
+            VR::DS,
+            "NaN",
+            Stage::Pixels,
+        ),
+        (
+            "RescaleSlope (0028,1053)",
+            tags::RESCALE_SLOPE,
+            VR::DS,
+            "0",
+            Stage::Pixels,
+        ),
+        (
+            "RescaleIntercept (0028,1052)",
+            tags::RESCALE_INTERCEPT,
+            VR::DS,
+            "1e999",
+            Stage::Pixels,
+        ),
+        (
+            "ImagePositionPatient (0020,0032)",
+            tags::IMAGE_POSITION_PATIENT,
+            VR::DS,
+            "1\\x\\3",
+            Stage::Geometry,
+        ),
+        (
+            "PixelSpacing (0028,0030)",
+            tags::PIXEL_SPACING,
+            VR::DS,
+            "4.0",
+            Stage::Geometry,
+        ),
+        (
+            "PatientWeight (0010,1030)",
+            tags::PATIENT_WEIGHT,
+            VR::DS,
+            "seventy",
+            Stage::Suv,
+        ),
+        (
+            "AcquisitionTime (0008,0032)",
+            tags::ACQUISITION_TIME,
+            VR::TM,
+            "noon",
+            Stage::Suv,
+        ),
+        (
+            "ActualFrameDuration (0018,1242)",
+            tags::ACTUAL_FRAME_DURATION,
+            VR::IS,
+            "2 min",
+            Stage::Suv,
+        ),
+        (
+            "RadionuclideHalfLife (0018,1075)",
+            tags::RADIONUCLIDE_HALF_LIFE,
+            VR::DS,
+            "-inf",
+            Stage::Suv,
+        ),
+    ];
+    for (needle, tag, vr, value, stage) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (drop, pet) = make_drop(dir.path());
+        let victim = &pet[7];
+        rewrite(victim, |o| {
+            let element = DataElement::new(tag, vr, PrimitiveValue::from(value));
+            if tag == tags::RADIONUCLIDE_HALF_LIFE {
+                let mut rp = o.element(rp_tag).unwrap().items().unwrap()[0].clone();
+                rp.put(element);
+                o.put(DataElement::new(
+                    rp_tag,
+                    VR::SQ,
+                    DataSetSequence::from(vec![rp]),
+                ));
+            } else {
+                o.put(element);
+            }
+        });
+        let rel = victim.strip_prefix(&drop).unwrap().display().to_string();
+        let msg = expect_failure(&drop, &dir.path().join("out"), stage, "bad_value", needle);
+        assert!(
+            msg.starts_with(&rel),
+            "{value}: the file comes first: {msg}"
+        );
+        assert!(msg.contains(&format!("{value:?}")), "{value}: {msg}");
     }
 }

@@ -1,6 +1,7 @@
 //! DICOM drops through `tracerd run`: a good PET/CT study is published with its DICOM SEG and
 //! archived; bad ones (truncated file, PET without PatientWeight, Units CPS) end in `failed/`
-//! with a specific reason and every input byte; a complete PET series (ImageIndex covers
+//! with a specific reason and every input byte, and so does an out-of-scope one (a Lu-177
+//! SPECT stored as PET: stage `scope`); a complete PET series (ImageIndex covers
 //! NumberOfSlices) is claimed without waiting for the settle time; and no patient identifier
 //! reaches the log, a file name or an error.
 
@@ -35,11 +36,12 @@ fn dicom_drops_good_and_bad_through_the_daemon() {
         ..Settings::default()
     });
     let staging = spool.dir("staging");
-    let cases: [(&str, u64, &str); 4] = [
+    let cases: [(&str, u64, &str); 5] = [
         ("good", 81, ""),
         ("truncated", 82, "not a readable DICOM file"),
         ("no-weight", 83, "PatientWeight"),
         ("cps", 84, "CPS"),
+        ("lu177", 85, "not an 18F-FDG PET"),
     ];
     for (name, seed, _) in cases {
         write_drop(&staging.join(name), seed);
@@ -61,6 +63,9 @@ fn dicom_drops_good_and_bad_through_the_daemon() {
             ));
         });
     }
+    for p in common::pet_files(&staging.join("lu177")) {
+        common::rewrite_dicom(&p, as_lu177_spect);
+    }
     let before: Vec<_> = cases
         .iter()
         .map(|(name, ..)| checksums(&staging.join(name)))
@@ -73,8 +78,8 @@ fn dicom_drops_good_and_bad_through_the_daemon() {
     for (name, ..) in cases {
         fs::rename(staging.join(name), spool.dir("inbox").join(name)).unwrap();
     }
-    wait_until(&spool, Duration::from_secs(180), "all four done", || {
-        spool.entries("archive").len() + spool.entries("failed").len() == 4
+    wait_until(&spool, Duration::from_secs(180), "all five done", || {
+        spool.entries("archive").len() + spool.entries("failed").len() == 5
     });
     let took = dropped.elapsed();
     signal(&child, "TERM");
@@ -94,7 +99,10 @@ fn dicom_drops_good_and_bad_through_the_daemon() {
     assert_eq!(checksums(&spool.dir("archive/good")), before[0]);
 
     // The bad ones: a specific reason each, inputs unchanged.
-    assert_eq!(spool.entries("failed"), ["cps", "no-weight", "truncated"]);
+    assert_eq!(
+        spool.entries("failed"),
+        ["cps", "lu177", "no-weight", "truncated"]
+    );
     let mut errors = String::new();
     for ((name, _, needle), sums) in cases.iter().zip(&before).skip(1) {
         let dir = spool.dir("failed").join(name);
@@ -103,6 +111,8 @@ fn dicom_drops_good_and_bad_through_the_daemon() {
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         let error = json["error"].as_str().unwrap();
         assert!(error.contains(needle), "{name}: {error}");
+        let stage = if *name == "lu177" { "scope" } else { "ingest" };
+        assert_eq!(json["stage"], stage, "{name}: {error}");
         println!("{name:>10}: {error}");
         fs::remove_file(dir.join("error.json")).unwrap();
         assert_eq!(&checksums(&dir), sums, "{name}");
@@ -133,6 +143,47 @@ fn dicom_drops_good_and_bad_through_the_daemon() {
         }
     }
     assert!(!errors.contains("SYNTH"), "{errors}");
+}
+
+/// What a Siemens gamma camera writes for a Lu-177 SPECT stored as PET Image Storage
+/// (the public SPECT of issue 15): a parallel-hole collimator and Lu-177's half-life and code.
+fn as_lu177_spect(o: &mut dicom_object::InMemDicomObject) {
+    use dicom_core::value::DataSetSequence;
+    let rp_tag = tags::RADIOPHARMACEUTICAL_INFORMATION_SEQUENCE;
+    let mut rp = o.element(rp_tag).unwrap().items().unwrap()[0].clone();
+    let code = dicom_object::InMemDicomObject::from_element_iter([
+        DataElement::new(tags::CODE_VALUE, VR::SH, PrimitiveValue::from("C-101ED")),
+        DataElement::new(
+            tags::CODING_SCHEME_DESIGNATOR,
+            VR::SH,
+            PrimitiveValue::from("99SDM"),
+        ),
+        DataElement::new(
+            tags::CODE_MEANING,
+            VR::LO,
+            PrimitiveValue::from("177 Lutetium"),
+        ),
+    ]);
+    rp.put(DataElement::new(
+        tags::RADIONUCLIDE_CODE_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(vec![code]),
+    ));
+    rp.put(DataElement::new(
+        tags::RADIONUCLIDE_HALF_LIFE,
+        VR::DS,
+        PrimitiveValue::from("574300"),
+    ));
+    o.put(DataElement::new(
+        rp_tag,
+        VR::SQ,
+        DataSetSequence::from(vec![rp]),
+    ));
+    o.put(DataElement::new(
+        tags::COLLIMATOR_TYPE,
+        VR::CS,
+        PrimitiveValue::from("PARA"),
+    ));
 }
 
 /// Every JSON file under `dir`, concatenated.

@@ -109,9 +109,11 @@ fn is_usable_pet(i: &Instance) -> bool {
         && !desc.contains("NAC")
 }
 
+/// An axial CT image, or a CT image whose orientation is present but unusable (picked, so that
+/// its series fails naming the tag rather than the study silently losing its CT).
 fn is_axial_ct(i: &Instance) -> bool {
     let Some(o) = i.image_orientation else {
-        return false;
+        return i.modality == "CT" && i.bad_tags.iter().any(|b| b.tag == "(0020,0037)");
     };
     let n =
         nalgebra::Vector3::new(o[0], o[1], o[2]).cross(&nalgebra::Vector3::new(o[3], o[4], o[5]));
@@ -125,6 +127,13 @@ fn is_axial_ct(i: &Instance) -> bool {
 fn sorted_stack(slices: Vec<Instance>, modality: &str) -> Result<SeriesStack, DicomError> {
     let series_uid = slices[0].series_uid.clone();
     let subject = series_subject(modality, &series_uid);
+    // A tag that feeds geometry, pixels or SUV present with an unusable value: never a default.
+    if let Some((i, bad)) = slices
+        .iter()
+        .find_map(|i| i.bad_tags.first().map(|b| (i, b)))
+    {
+        return Err(bad.error(&i.rel));
+    }
     let refs: Vec<&Instance> = slices.iter().collect();
     // A PET series that says how many slices it has must have them all (missing end slices
     // would otherwise pass the spacing check).

@@ -1,8 +1,9 @@
 //! Completeness of a PET series in a DICOM drop, for the watcher: a PET series is complete
 //! when its ImageIndex (0054,1330) values cover 1..=NumberOfSlices (0054,0081). When the tags
-//! are absent the answer is `Unknown` and the watcher falls back to its quiet period.
+//! are absent, or number two positions alike, the answer is `Unknown` and the watcher falls
+//! back to its quiet period (and assembly to the slice-spacing check).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use super::scan::Instance;
 
@@ -23,7 +24,7 @@ pub enum Completeness {
 /// Completeness of one PET series from its instances' headers.
 pub fn pet_series_completeness(instances: &[&Instance]) -> Completeness {
     let mut expected: Option<i64> = None;
-    let mut seen = BTreeSet::new();
+    let mut seen = BTreeMap::new();
     for i in instances {
         let (Some(n), Some(idx)) = (i.number_of_slices, i.image_index) else {
             return Completeness::Unknown;
@@ -32,12 +33,18 @@ pub fn pet_series_completeness(instances: &[&Instance]) -> Completeness {
             return Completeness::Unknown;
         }
         expected = Some(n);
-        seen.insert(idx);
+        // One ImageIndex at two positions: the writer did not number the slices (a public
+        // re-export gives every slice ImageIndex 1), so the tags cannot say what is missing.
+        if let Some(Some(p)) = seen.insert(idx, i.image_position)
+            && i.image_position.is_some_and(|q| distance(p, q) > 1e-3)
+        {
+            return Completeness::Unknown;
+        }
     }
     let Some(n) = expected else {
         return Completeness::Unknown;
     };
-    let missing: Vec<i64> = (1..=n).filter(|k| !seen.contains(k)).collect();
+    let missing: Vec<i64> = (1..=n).filter(|k| !seen.contains_key(k)).collect();
     if missing.is_empty() {
         Completeness::Complete
     } else {
@@ -47,6 +54,14 @@ pub fn pet_series_completeness(instances: &[&Instance]) -> Completeness {
             first_missing: missing.into_iter().take(8).collect(),
         }
     }
+}
+
+fn distance(a: [f64; 3], b: [f64; 3]) -> f64 {
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f64>()
+        .sqrt()
 }
 
 #[cfg(test)]
@@ -77,9 +92,11 @@ mod tests {
             instance_number: None,
             rescale_slope: 1.0,
             rescale_intercept: 0.0,
+            bad_tags: Vec::new(),
             image_index: idx,
             number_of_slices: n,
             suv: None,
+            tracer: None,
         }
     }
 
@@ -96,6 +113,17 @@ mod tests {
                 present: 3,
                 first_missing: vec![3]
             }
+        );
+        // Issue 15: a public re-export numbers every slice ImageIndex 1 (of 59).
+        let unnumbered: Vec<Instance> = (0..4)
+            .map(|k| Instance {
+                image_position: Some([0.0, 0.0, 3.27 * k as f64]),
+                ..inst(Some(1), Some(4))
+            })
+            .collect();
+        assert_eq!(
+            pet_series_completeness(&unnumbered.iter().collect::<Vec<_>>()),
+            Completeness::Unknown
         );
         let bare = [inst(None, None)];
         assert_eq!(

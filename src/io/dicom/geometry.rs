@@ -4,8 +4,9 @@
 //! Slices are sorted by their position along the normal `row × column`. The slice spacing is
 //! taken from the positions, never from SliceThickness. Two slices at one position keep the
 //! higher AcquisitionNumber (then InstanceNumber) with a warning. Rejected, with the positions
-//! named: a gap (a step over 1.5× the median step: missing slices), any other step more than
-//! 1 % (at least 0.01 mm) off the median (non-uniform spacing), slices whose positions drift
+//! named: a gap (a step over 1.5× the median step: missing slices), a slice more than 5 % of
+//! the spacing (at least 0.02 mm) off the uniform grid through the end slices (non-uniform
+//! spacing; smaller jitter, as rounded positions give, is a warning), slices whose positions drift
 //! sideways off the normal (gantry tilt, which needs resampling tracerd does not do), and
 //! orientation, size or pixel spacing differing between slices.
 //!
@@ -30,6 +31,66 @@ pub struct Stack {
 
 fn fail(subject: &str, msg: String) -> DicomError {
     DicomError::new(Stage::Geometry, subject, DicomErrorKind::Geometry(msg))
+}
+
+/// Largest deviation of a slice from the uniform grid through the first and last positions
+/// that is accepted, as a share of the spacing (never below [`JITTER_MIN_MM`]). Scanners
+/// write rounded positions (a GE series steps 3.19, 3.27 and 3.29 mm, every slice within
+/// 0.04 mm of a uniform 3.27 mm grid); dcm2niix reads those as one grid, and so does tracerd.
+pub const JITTER_SHARE: f64 = 0.05;
+pub const JITTER_MIN_MM: f64 = 0.02;
+
+/// Checks sorted slice positions `d` (mm along the normal) against a uniform grid: a step over
+/// 1.5× the median is missing slices; a slice further than the jitter tolerance from the grid
+/// through the end positions is non-uniform spacing. Jitter within it is a warning naming the
+/// largest deviation.
+fn check_spacing(d: &[f64], subject: &str, warnings: &mut Vec<String>) -> Result<(), DicomError> {
+    let steps: Vec<f64> = d.windows(2).map(|w| w[1] - w[0]).collect();
+    let mut sorted = steps.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    if let Some(k) = steps.iter().position(|s| *s > 1.5 * median) {
+        return Err(fail(
+            subject,
+            format!(
+                "missing slice(s): {:.3} mm between positions {:.3} and {:.3} mm where the \
+                 spacing is {median:.3} mm",
+                steps[k],
+                d[k],
+                d[k + 1]
+            ),
+        ));
+    }
+    let n = d.len();
+    let spacing = (d[n - 1] - d[0]) / (n - 1) as f64;
+    let (k, dev) = d
+        .iter()
+        .enumerate()
+        .map(|(k, x)| (k, x - (d[0] + k as f64 * spacing)))
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+        .unwrap();
+    let tol = (JITTER_SHARE * spacing).max(JITTER_MIN_MM);
+    if dev.abs() > tol {
+        return Err(fail(
+            subject,
+            format!(
+                "non-uniform slice spacing: the slice at {:.3} mm lies {:.3} mm off the uniform \
+                 {spacing:.3} mm grid (tolerance {tol:.3} mm); steps range {:.3} to {:.3} mm",
+                d[k],
+                dev.abs(),
+                sorted[0],
+                sorted[sorted.len() - 1]
+            ),
+        ));
+    }
+    if dev.abs() > 1e-3 {
+        warnings.push(format!(
+            "slice positions jitter around a uniform {spacing:.4} mm grid: largest deviation \
+             {:.3} mm (tolerance {tol:.3} mm)",
+            dev.abs()
+        ));
+    }
+    Ok(())
 }
 
 /// Builds the grid of `slices` (one series). `subject` names the series in errors.
@@ -148,35 +209,7 @@ pub fn stack(slices: &[&Instance], subject: &str) -> Result<Stack, DicomError> {
         ));
     }
     let d: Vec<f64> = order.iter().map(|&i| normal.dot(&pos(i))).collect();
-    let steps: Vec<f64> = d.windows(2).map(|w| w[1] - w[0]).collect();
-    let mut sorted = steps.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
-    let tol = (0.01 * median).max(0.01);
-    for (k, s) in steps.iter().enumerate() {
-        if *s > 1.5 * median {
-            return Err(fail(
-                subject,
-                format!(
-                    "missing slice(s): {s:.3} mm between positions {:.3} and {:.3} mm where \
-                     the spacing is {median:.3} mm",
-                    d[k],
-                    d[k + 1]
-                ),
-            ));
-        }
-        if (s - median).abs() > tol {
-            return Err(fail(
-                subject,
-                format!(
-                    "non-uniform slice spacing: {s:.3} mm between positions {:.3} and {:.3} mm, \
-                     {median:.3} mm elsewhere",
-                    d[k],
-                    d[k + 1]
-                ),
-            ));
-        }
-    }
+    check_spacing(&d, subject, &mut warnings)?;
     // Gantry tilt: positions must advance along the normal only.
     let span = pos(*order.last().unwrap()) - pos(order[0]);
     let along = span.dot(&normal);
@@ -207,4 +240,48 @@ pub fn stack(slices: &[&Instance], subject: &str) -> Result<Stack, DicomError> {
         dropped,
         warnings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(d: &[f64]) -> Result<Vec<String>, String> {
+        let mut w = Vec::new();
+        check_spacing(d, "PT series 1", &mut w)
+            .map(|_| w)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Issue 15: a real GE series writes rounded positions (steps of 3.19, 3.27 and 3.29 mm,
+    /// each slice within 0.04 mm of a uniform grid); it was rejected as non-uniform.
+    #[test]
+    fn positions_jittering_around_a_uniform_grid_are_one_grid_with_a_warning() {
+        let jitter = [0.0, -0.04, 0.02, 0.0, 0.04, -0.02];
+        let d: Vec<f64> = (0..90)
+            .map(|k| -452.89 + 3.27 * k as f64 + jitter[k % 6] * (k % 89 != 0) as u8 as f64)
+            .collect();
+        let w = check(&d).unwrap();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("largest deviation 0.040 mm"), "{w:?}");
+        let exact: Vec<f64> = (0..90).map(|k| 2.0 * k as f64).collect();
+        assert_eq!(check(&exact).unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn real_gaps_and_two_spacings_are_still_rejected() {
+        let mut gap: Vec<f64> = (0..40).map(|k| 3.27 * k as f64).collect();
+        gap.remove(20);
+        assert!(check(&gap).unwrap_err().contains("missing slice(s)"));
+        // Two reconstructions joined: 3.27 mm, then 3.0 mm.
+        let two: Vec<f64> = (0..40)
+            .map(|k| 3.27 * k.min(20) as f64 + 3.0 * (k.max(20) - 20) as f64)
+            .collect();
+        let e = check(&two).unwrap_err();
+        assert!(e.contains("non-uniform slice spacing"), "{e}");
+        // One slice 0.3 mm out of place (9 % of the spacing).
+        let mut shifted: Vec<f64> = (0..40).map(|k| 3.27 * k as f64).collect();
+        shifted[17] += 0.3;
+        assert!(check(&shifted).unwrap_err().contains("lies 0.300 mm off"));
+    }
 }

@@ -32,9 +32,11 @@ pub mod geometry;
 pub mod pixels;
 pub mod scan;
 pub mod seg;
+pub mod strict;
 pub mod suv;
 pub mod synth_export;
 mod tags_ext;
+pub mod tracer;
 
 use std::fmt;
 use std::path::PathBuf;

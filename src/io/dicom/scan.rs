@@ -12,8 +12,10 @@ use dicom_object::file::ReadPreamble;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 use rayon::prelude::*;
 
+use super::strict::{BadTag, Strict};
 use super::suv::SuvTags;
 use super::tags_ext as t;
+use super::tracer::TracerTags;
 use super::{DicomError, DicomErrorKind, Stage};
 
 /// The header values tracerd uses from one DICOM file (never patient identifiers).
@@ -47,6 +49,11 @@ pub struct Instance {
     pub number_of_slices: Option<i64>,
     /// PET only.
     pub suv: Option<SuvTags>,
+    /// PET only: radionuclide, radiopharmaceutical and device (for the scope rule).
+    pub tracer: Option<TracerTags>,
+    /// Tags present with a value that cannot be used (never replaced by a default): a series
+    /// that uses this file fails naming the first one.
+    pub bad_tags: Vec<BadTag>,
 }
 
 /// What a folder holds.
@@ -298,7 +305,9 @@ pub fn scan_folder(root: &Path) -> Result<ScanResult, DicomError> {
     Ok(scan)
 }
 
-/// Extracts an [`Instance`]; `Err` when a UID that grouping needs is absent.
+/// Extracts an [`Instance`]; `Err` when a UID that grouping needs is absent. Numeric and time
+/// tags that feed geometry, pixels or SUV are read strictly ([`super::strict`]): unusable values
+/// land in `bad_tags`, to fail the series that uses this file.
 pub fn instance_from(
     obj: &InMemDicomObject,
     path: PathBuf,
@@ -309,7 +318,31 @@ pub fn instance_from(
     let modality = t::string(obj, tags::MODALITY)
         .unwrap_or_default()
         .to_ascii_uppercase();
-    let suv = (modality == "PT").then(|| SuvTags::from_object(obj));
+    let mut bad_tags = Vec::new();
+    let modality_is_pt = modality == "PT";
+    let suv = modality_is_pt.then(|| SuvTags::read(obj, &mut bad_tags));
+    let mut geo = Strict {
+        obj,
+        stage: Stage::Geometry,
+        bad: &mut bad_tags,
+    };
+    let pixel_spacing = geo.array(tags::PIXEL_SPACING, ("PixelSpacing", "(0028,0030)"));
+    let image_position = geo.array(
+        tags::IMAGE_POSITION_PATIENT,
+        ("ImagePositionPatient", "(0020,0032)"),
+    );
+    let image_orientation = geo.array(
+        tags::IMAGE_ORIENTATION_PATIENT,
+        ("ImageOrientationPatient", "(0020,0037)"),
+    );
+    let mut pix = Strict {
+        obj,
+        stage: Stage::Pixels,
+        bad: &mut bad_tags,
+    };
+    let rescale_slope = pix.slope(tags::RESCALE_SLOPE, ("RescaleSlope", "(0028,1053)"));
+    let rescale_intercept =
+        pix.number(tags::RESCALE_INTERCEPT, ("RescaleIntercept", "(0028,1052)"));
     Ok(Instance {
         transfer_syntax,
         sop_class_uid: t::string(obj, tags::SOP_CLASS_UID).unwrap_or_default(),
@@ -325,29 +358,20 @@ pub fn instance_from(
         rows: t::int(obj, tags::ROWS).unwrap_or(0).max(0) as u32,
         columns: t::int(obj, tags::COLUMNS).unwrap_or(0).max(0) as u32,
         number_of_frames: t::int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32,
-        pixel_spacing: t::numbers(obj, tags::PIXEL_SPACING)
-            .filter(|v| v.len() == 2)
-            .map(|v| [v[0], v[1]]),
-        image_position: t::numbers(obj, tags::IMAGE_POSITION_PATIENT)
-            .filter(|v| v.len() == 3)
-            .map(|v| [v[0], v[1], v[2]]),
-        image_orientation: t::numbers(obj, tags::IMAGE_ORIENTATION_PATIENT)
-            .filter(|v| v.len() == 6)
-            .map(|v| [v[0], v[1], v[2], v[3], v[4], v[5]]),
+        pixel_spacing,
+        image_position,
+        image_orientation,
         acquisition_number: t::int(obj, tags::ACQUISITION_NUMBER),
         instance_number: t::int(obj, tags::INSTANCE_NUMBER),
-        rescale_slope: t::number(obj, tags::RESCALE_SLOPE)
-            .ok()
-            .flatten()
-            .unwrap_or(1.0),
-        rescale_intercept: t::number(obj, tags::RESCALE_INTERCEPT)
-            .ok()
-            .flatten()
-            .unwrap_or(0.0),
+        // Absent means identity (PS3.3 C.11.1.1.2); present and unusable is in `bad_tags`.
+        rescale_slope: rescale_slope.unwrap_or(1.0),
+        rescale_intercept: rescale_intercept.unwrap_or(0.0),
         image_index: t::int(obj, tags::IMAGE_INDEX),
         number_of_slices: t::int(obj, tags::NUMBER_OF_SLICES),
         modality,
         suv,
+        tracer: modality_is_pt.then(|| TracerTags::read(obj)),
+        bad_tags,
         path,
         rel,
     })

@@ -22,11 +22,11 @@
 //! 1e5 is taken as MBq (no FDG dose is under 100 kBq; MBq values are around 4e2). Missing
 //! weight, dose or half-life is an error naming the tag: never guessed.
 
-use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use serde::Serialize;
 
+use super::strict::{BadTag, Strict, Temporal};
 use super::tags_ext as t;
 use super::{DicomError, DicomErrorKind, Stage};
 
@@ -59,38 +59,108 @@ pub struct SuvTags {
 
 impl SuvTags {
     /// Reads the values from a PET header.
+    /// The values of one data set; unusable numbers and times are dropped silently (use
+    /// [`SuvTags::read`] to collect them).
     pub fn from_object(obj: &InMemDicomObject) -> Self {
+        Self::read(obj, &mut Vec::new())
+    }
+
+    /// The values of one data set, strictly: every number, date or time present but unusable
+    /// is pushed to `bad` (stage `suv`).
+    pub fn read(obj: &InMemDicomObject, bad: &mut Vec<BadTag>) -> Self {
         let rp = t::first_item(obj, tags::RADIOPHARMACEUTICAL_INFORMATION_SEQUENCE);
-        let rp_num = |tag: Tag| rp.map(|o| t::number(o, tag)).unwrap_or(Ok(None));
-        let rp_str = |tag: Tag| rp.and_then(|o| t::string(o, tag));
-        let private_num = |group, creator, el| {
-            t::private_text(obj, group, creator, el)
-                .and_then(|s| s.parse::<f64>().ok())
-                .filter(|v| v.is_finite() && *v != 0.0)
+        let mut rp_read = rp.map(|o| Strict {
+            obj: o,
+            stage: Stage::Suv,
+            bad: &mut *bad,
+        });
+        let rp_tags = rp_read.as_mut().map(|r| RpTags {
+            dose: r.result(
+                tags::RADIONUCLIDE_TOTAL_DOSE,
+                ("RadionuclideTotalDose", "(0018,1074)"),
+            ),
+            half_life: r.result(
+                tags::RADIONUCLIDE_HALF_LIFE,
+                ("RadionuclideHalfLife", "(0018,1075)"),
+            ),
+            start_datetime: r.temporal(
+                tags::RADIOPHARMACEUTICAL_START_DATE_TIME,
+                ("RadiopharmaceuticalStartDateTime", "(0018,1078)"),
+                Temporal::Dt,
+            ),
+            start_time: r.temporal(
+                tags::RADIOPHARMACEUTICAL_START_TIME,
+                ("RadiopharmaceuticalStartTime", "(0018,1072)"),
+                Temporal::Tm,
+            ),
+        });
+        let rp_tags = rp_tags.unwrap_or(RpTags {
+            dose: Ok(None),
+            half_life: Ok(None),
+            start_datetime: None,
+            start_time: None,
+        });
+        let mut s = Strict {
+            obj,
+            stage: Stage::Suv,
+            bad,
         };
+        let upper = |tag| t::string(obj, tag).map(|s| s.to_ascii_uppercase());
         SuvTags {
-            units: t::string(obj, tags::UNITS).map(|s| s.to_ascii_uppercase()),
-            decay_correction: t::string(obj, tags::DECAY_CORRECTION)
-                .map(|s| s.to_ascii_uppercase()),
+            units: upper(tags::UNITS),
+            decay_correction: upper(tags::DECAY_CORRECTION),
             corrected_image: t::strings(obj, tags::CORRECTED_IMAGE)
                 .into_iter()
                 .map(|s| s.to_ascii_uppercase())
                 .collect(),
-            patient_weight: t::number(obj, tags::PATIENT_WEIGHT),
-            series_date: t::string(obj, tags::SERIES_DATE),
-            series_time: t::string(obj, tags::SERIES_TIME),
-            acquisition_date: t::string(obj, tags::ACQUISITION_DATE),
-            acquisition_time: t::string(obj, tags::ACQUISITION_TIME),
-            actual_frame_duration_ms: t::number(obj, tags::ACTUAL_FRAME_DURATION).ok().flatten(),
-            radiopharmaceutical_start_datetime: rp_str(tags::RADIOPHARMACEUTICAL_START_DATE_TIME),
-            radiopharmaceutical_start_time: rp_str(tags::RADIOPHARMACEUTICAL_START_TIME),
-            radionuclide_total_dose: rp_num(tags::RADIONUCLIDE_TOTAL_DOSE),
-            radionuclide_half_life: rp_num(tags::RADIONUCLIDE_HALF_LIFE),
+            patient_weight: s.result(tags::PATIENT_WEIGHT, ("PatientWeight", "(0010,1030)")),
+            series_date: s.temporal(
+                tags::SERIES_DATE,
+                ("SeriesDate", "(0008,0021)"),
+                Temporal::Da,
+            ),
+            series_time: s.temporal(
+                tags::SERIES_TIME,
+                ("SeriesTime", "(0008,0031)"),
+                Temporal::Tm,
+            ),
+            acquisition_date: s.temporal(
+                tags::ACQUISITION_DATE,
+                ("AcquisitionDate", "(0008,0022)"),
+                Temporal::Da,
+            ),
+            acquisition_time: s.temporal(
+                tags::ACQUISITION_TIME,
+                ("AcquisitionTime", "(0008,0032)"),
+                Temporal::Tm,
+            ),
+            actual_frame_duration_ms: s.number(
+                tags::ACTUAL_FRAME_DURATION,
+                ("ActualFrameDuration", "(0018,1242)"),
+            ),
+            radiopharmaceutical_start_datetime: rp_tags.start_datetime,
+            radiopharmaceutical_start_time: rp_tags.start_time,
+            radionuclide_total_dose: rp_tags.dose,
+            radionuclide_half_life: rp_tags.half_life,
             ge_post_injection_datetime: t::private_text(obj, 0x0009, GE_CREATOR, 0x0D),
-            philips_suv_scale: private_num(0x7053, PHILIPS_CREATOR, 0x00),
-            philips_activity_scale: private_num(0x7053, PHILIPS_CREATOR, 0x09),
+            philips_suv_scale: s.private_number(
+                (0x7053, PHILIPS_CREATOR, 0x00),
+                ("SUVScaleFactor", "(7053,1000)"),
+            ),
+            philips_activity_scale: s.private_number(
+                (0x7053, PHILIPS_CREATOR, 0x09),
+                ("ActivityConcentrationScaleFactor", "(7053,1009)"),
+            ),
         }
     }
+}
+
+/// What the first item of RadiopharmaceuticalInformationSequence holds.
+struct RpTags {
+    dose: Result<Option<f64>, String>,
+    half_life: Result<Option<f64>, String>,
+    start_datetime: Option<String>,
+    start_time: Option<String>,
 }
 
 /// A value and the tag (or rule) it came from.

@@ -43,10 +43,18 @@ pub(crate) fn number(obj: &InMemDicomObject, tag: Tag) -> Result<Option<f64>, St
     }
 }
 
-pub(crate) fn numbers(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<f64>> {
-    let e = obj.element_opt(tag).ok()??;
-    let v = e.to_multi_float64().ok()?;
-    (!v.is_empty() && v.iter().all(|x| x.is_finite())).then_some(v)
+/// Several numbers, or `Err(text)` when present but any of them is not a finite number.
+pub(crate) fn numbers_strict(obj: &InMemDicomObject, tag: Tag) -> Result<Option<Vec<f64>>, String> {
+    let Some(e) = obj.element_opt(tag).ok().flatten() else {
+        return Ok(None);
+    };
+    if e.is_empty() {
+        return Ok(None);
+    }
+    match e.to_multi_float64() {
+        Ok(v) if !v.is_empty() && v.iter().all(|x| x.is_finite()) => Ok(Some(v)),
+        _ => Err(e.to_str().map(|s| s.into_owned()).unwrap_or_default()),
+    }
 }
 
 pub(crate) fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
