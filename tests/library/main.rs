@@ -9,6 +9,7 @@ mod common;
 mod dicom_assembly;
 mod dicom_bad;
 mod dicom_dcm2niix;
+mod dicom_real;
 mod dicom_roundtrip;
 mod dicom_seg;
 mod dicom_suv_oracle;

@@ -235,7 +235,49 @@ pub(crate) fn read_part10(path: &Path, max: usize) -> std::io::Result<Option<(Ve
     bytes.reserve(len.min(max).saturating_sub(132));
     (&f).take(max.saturating_sub(132) as u64)
         .read_to_end(&mut bytes)?;
-    Ok(Some((bytes, len)))
+    let read = bytes.len();
+    let bytes = with_meta_group_length(bytes);
+    let added = bytes.len() - read;
+    Ok(Some((bytes, len + added)))
+}
+
+/// Explicit-VR value representations with a 4-byte length (PS3.5 7.1.2).
+const LONG_VRS: [&[u8; 2]; 13] = [
+    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV",
+];
+
+/// A file meta group without its group length (0002,0000) gets one computed from its elements,
+/// in memory: pydicom, dcm2niix and DCMTK read such files (a public SUV reference set is written
+/// this way), the DICOM parser tracerd uses does not. The meta group is always explicit VR
+/// little endian (PS3.10 7.1). Other files are returned as they are.
+pub(crate) fn with_meta_group_length(bytes: Vec<u8>) -> Vec<u8> {
+    let at = |p: usize| bytes.get(p..p + 2).map(|b| [b[0], b[1]]);
+    if at(132) != Some([2, 0]) || at(134) == Some([0, 0]) {
+        return bytes;
+    }
+    let mut pos = 132;
+    while at(pos) == Some([2, 0]) && pos + 8 <= bytes.len() {
+        let vr = [bytes[pos + 4], bytes[pos + 5]];
+        let (len, header) = if LONG_VRS.contains(&&vr) {
+            match bytes.get(pos + 8..pos + 12) {
+                Some(b) => (u32::from_le_bytes(b.try_into().unwrap()) as usize, 12),
+                None => return bytes,
+            }
+        } else {
+            (
+                u16::from_le_bytes([bytes[pos + 6], bytes[pos + 7]]) as usize,
+                8,
+            )
+        };
+        pos = pos.saturating_add(header).saturating_add(len);
+    }
+    let group_length = (pos - 132) as u32;
+    let mut out = Vec::with_capacity(bytes.len() + 12);
+    out.extend_from_slice(&bytes[..132]);
+    out.extend_from_slice(&[2, 0, 0, 0, b'U', b'L', 4, 0]);
+    out.extend_from_slice(&group_length.to_le_bytes());
+    out.extend_from_slice(&bytes[132..]);
+    out
 }
 
 /// Parses a Part 10 file from its bytes (preamble, meta group, data set), up to Pixel Data

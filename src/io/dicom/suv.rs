@@ -32,6 +32,8 @@ use super::{DicomError, DicomErrorKind, Stage};
 
 const GE_CREATOR: &str = "GEMS_PETD_01";
 const PHILIPS_CREATOR: &str = "Philips PET Private Group";
+const PHILIPS_FALLBACK: &str = "Philips scale factors read from (7053,1000)/(7053,1009): \
+    no private creator (7053,0010) reserves that block; taken as Philips PET Private Group's";
 /// Doses below this are in MBq.
 const MBQ_THRESHOLD: f64 = 1e5;
 
@@ -48,6 +50,13 @@ pub struct SuvTags {
     pub acquisition_date: Option<String>,
     pub acquisition_time: Option<String>,
     pub actual_frame_duration_ms: Option<f64>,
+    /// FrameReferenceTime (0054,1300), ms: the frame's average-count time after the scan start.
+    pub frame_reference_time_ms: Option<f64>,
+    /// SUVType (0054,1006) for Units GML and CM2ML (BW when absent).
+    pub suv_type: Option<String>,
+    /// PatientSex (0010,0040) and PatientSize (0010,1020, m): only for SUV types other than BW.
+    pub patient_sex: Option<String>,
+    pub patient_size_m: Result<Option<f64>, String>,
     pub radiopharmaceutical_start_datetime: Option<String>,
     pub radiopharmaceutical_start_time: Option<String>,
     pub radionuclide_total_dose: Result<Option<f64>, String>,
@@ -55,6 +64,9 @@ pub struct SuvTags {
     pub ge_post_injection_datetime: Option<String>,
     pub philips_suv_scale: Option<f64>,
     pub philips_activity_scale: Option<f64>,
+    /// The Philips factors were read from block (7053,10xx) although no private creator
+    /// (7053,0010) reserves it.
+    pub philips_without_creator: bool,
 }
 
 impl SuvTags {
@@ -106,6 +118,8 @@ impl SuvTags {
             bad,
         };
         let upper = |tag| t::string(obj, tag).map(|s| s.to_ascii_uppercase());
+        let philips_without_creator = t::lacks_private_creator(obj, 0x7053)
+            && t::string(obj, dicom_core::Tag(0x7053, 0x1000)).is_some();
         SuvTags {
             units: upper(tags::UNITS),
             decay_correction: upper(tags::DECAY_CORRECTION),
@@ -138,6 +152,13 @@ impl SuvTags {
                 tags::ACTUAL_FRAME_DURATION,
                 ("ActualFrameDuration", "(0018,1242)"),
             ),
+            frame_reference_time_ms: s.number(
+                tags::FRAME_REFERENCE_TIME,
+                ("FrameReferenceTime", "(0054,1300)"),
+            ),
+            suv_type: upper(tags::SUV_TYPE),
+            patient_sex: upper(tags::PATIENT_SEX),
+            patient_size_m: s.result(tags::PATIENT_SIZE, ("PatientSize", "(0010,1020)")),
             radiopharmaceutical_start_datetime: rp_tags.start_datetime,
             radiopharmaceutical_start_time: rp_tags.start_time,
             radionuclide_total_dose: rp_tags.dose,
@@ -151,6 +172,7 @@ impl SuvTags {
                 (0x7053, PHILIPS_CREATOR, 0x09),
                 ("ActivityConcentrationScaleFactor", "(7053,1009)"),
             ),
+            philips_without_creator,
         }
     }
 }
@@ -263,16 +285,21 @@ fn compute_inner(slices: &[&SuvTags]) -> Result<SuvConversion, DicomErrorKind> {
     };
 
     let factors: Vec<f64> = match units.as_str() {
-        "GML" => {
-            record.method = "gml".into();
-            notes.push("Units GML: the stored values (after rescale) are SUVbw already".into());
-            vec![1.0; slices.len()]
+        "GML" | "CM2ML" => {
+            let (factor, how) = suv_type_factor(first, &units)?;
+            record.method = units.to_ascii_lowercase();
+            notes.push(how);
+            vec![factor; slices.len()]
         }
         "BQML" => {
             record.method = "bqml".into();
             bqml_factors(slices, &mut record, &mut notes)?
         }
         "CNTS" => {
+            if first.philips_without_creator {
+                notes.push(PHILIPS_FALLBACK.into());
+                tracing::warn!("{PHILIPS_FALLBACK}");
+            }
             if let Some(s) = first.philips_suv_scale {
                 record.method = "philips_cnts_suv_scale".into();
                 record.philips_scale_factor = Some(sourced(
@@ -302,7 +329,7 @@ fn compute_inner(slices: &[&SuvTags]) -> Result<SuvConversion, DicomErrorKind> {
         }
         _ => return Err(DicomErrorKind::UnsupportedUnits(units)),
     };
-    if units != "GML" && decay.as_deref() != Some("NONE") && !has("DECY") {
+    if units != "GML" && units != "CM2ML" && decay.as_deref() != Some("NONE") && !has("DECY") {
         return Err(DicomErrorKind::NotCorrected(
             corrected_text,
             "DecayCorrection says corrected but CorrectedImage lacks DECY",
@@ -342,6 +369,129 @@ fn required(
             why: "not a number".into(),
         }),
     }
+}
+
+/// The factor from an image already normalised (Units GML or CM2ML) to SUVbw, by its SUVType
+/// (0054,1006): SUVbw = SUVx × W / X, with X the body weight (BW: 1), lean body mass (James
+/// with 128, or Janmahasatian) or body surface area (Du Bois, in cm², for CM2ML). Ideal body
+/// weight has no standard formula and is refused naming the tag.
+const TO_BW: &str = "needed to convert this SUVType (0054,1006) to SUVbw";
+
+fn suv_type_factor(first: &SuvTags, units: &str) -> Result<(f64, String), DicomErrorKind> {
+    let suv_type = first.suv_type.clone().unwrap_or_else(|| match units {
+        "CM2ML" => "BSA".into(),
+        _ => "BW".into(),
+    });
+    let refuse = |why: &str| DicomErrorKind::BadValue {
+        name: "SUVType",
+        tag: "(0054,1006)",
+        value: suv_type.clone(),
+        why: why.into(),
+    };
+    match (units, suv_type.as_str()) {
+        ("GML", "BW") => {
+            return Ok((
+                1.0,
+                "Units GML, SUVType BW: the values are SUVbw already".into(),
+            ));
+        }
+        ("GML", "LBM" | "LBMJAMES128" | "LBMJANMA") | ("CM2ML", "BSA") => {}
+        ("GML", "BSA") | ("CM2ML", _) => {
+            return Err(refuse(&format!("does not go with Units {units}")));
+        }
+        _ => {
+            return Err(refuse(
+                "tracerd converts SUVType BW, LBM/LBMJAMES128, LBMJANMA (Units GML) and BSA                  (Units CM2ML) to SUVbw; other normalisations have no standard formula",
+            ));
+        }
+    }
+    let w = required(&first.patient_weight, "PatientWeight", "(0010,1030)", TO_BW)?;
+    let w = if w > 1000.0 { w / 1000.0 } else { w };
+    let h = required(&first.patient_size_m, "PatientSize", "(0010,1020)", TO_BW)?;
+    let h = if h > 3.0 { h / 100.0 } else { h };
+    let male = match first.patient_sex.as_deref() {
+        Some("M") => Some(true),
+        Some("F") => Some(false),
+        _ => None,
+    };
+    let sex_needed = || DicomErrorKind::BadValue {
+        name: "PatientSex",
+        tag: "(0010,0040)",
+        value: first.patient_sex.clone().unwrap_or_default(),
+        why: format!("SUVType {suv_type} needs M or F"),
+    };
+    let (x, formula) = match suv_type.as_str() {
+        "BSA" => (
+            0.007184 * w.powf(0.425) * (h * 100.0).powf(0.725) * 1e4 / 1000.0,
+            "BSA (Du Bois) = 0.007184 W^0.425 H^0.725 m², as cm² per g of weight",
+        ),
+        "LBMJANMA" => {
+            let bmi = w / (h * h);
+            let lbm = match male.ok_or_else(sex_needed)? {
+                true => 9270.0 * w / (6680.0 + 216.0 * bmi),
+                false => 9270.0 * w / (8780.0 + 244.0 * bmi),
+            };
+            (
+                lbm,
+                "LBM (Janmahasatian) = 9270 W / (6680 + 216 BMI) male, / (8780 + 244 BMI) female",
+            )
+        }
+        _ => {
+            let r = (w / (h * 100.0)).powi(2);
+            let lbm = match male.ok_or_else(sex_needed)? {
+                true => 1.10 * w - 128.0 * r,
+                false => 1.07 * w - 148.0 * r,
+            };
+            (
+                lbm,
+                "LBM (James, 128) = 1.10 W − 128 (W/H)² male, 1.07 W − 148 (W/H)² female",
+            )
+        }
+    };
+    if !(x.is_finite() && x > 0.0) {
+        return Err(refuse(&format!(
+            "{formula} gives {x} for W {w} kg, H {h} m"
+        )));
+    }
+    Ok((
+        w / x,
+        format!(
+            "Units {units}, SUVType {suv_type}: SUVbw = value × W / X, {formula}; W {w} kg, H {h} \
+             m, X {x:.4}"
+        ),
+    ))
+}
+
+/// QIBA's scan start when SeriesTime is after the acquisition: the earliest frame's
+/// AcquisitionDate/Time, minus its FrameReferenceTime (the time from the scan start to the
+/// frame's average count rate), plus the average-count time within the frame,
+/// 1/λ · ln(λT / (1 − e^(−λT))) for a frame of ActualFrameDuration T. `None` without those tags.
+fn back_computed_start(
+    slices: &[&SuvTags],
+    acq_times: &[Option<f64>],
+    series_date: Option<&str>,
+    half_life: f64,
+) -> Option<(f64, Sourced<String>)> {
+    let (k, acquired) = acq_times
+        .iter()
+        .enumerate()
+        .filter_map(|(k, a)| a.map(|a| (k, a)))
+        .min_by(|x, y| x.1.total_cmp(&y.1))?;
+    let s = slices[k];
+    let reference = s.frame_reference_time_ms.filter(|v| *v > 0.0)? / 1000.0;
+    let duration = s.actual_frame_duration_ms.filter(|v| *v > 0.0)? / 1000.0;
+    let lambda = std::f64::consts::LN_2 / half_life;
+    let x = lambda * duration;
+    let average = (x / (1.0 - (-x).exp())).ln() / lambda;
+    let text = format!(
+        "{} {} − {reference} s + {average:.3} s",
+        s.acquisition_date.as_deref().or(series_date).unwrap_or(""),
+        s.acquisition_time.as_deref().unwrap_or("")
+    );
+    let source = "earliest AcquisitionDate/Time (0008,0022)/(0008,0032) − FrameReferenceTime \
+                  (0054,1300) + average-count time within ActualFrameDuration (0018,1242) \
+                  (QIBA); SeriesTime is after the acquisition";
+    Some((acquired - reference + average, sourced(text, source)))
 }
 
 /// Factors W / D(t) for Bq/ml images.
@@ -571,6 +721,10 @@ fn bqml_factors(
                          SeriesTime is after AcquisitionTime",
                     ),
                 )
+            } else if series.is_some()
+                && let Some(back) = back_computed_start(slices, &acq_times, series_date, half_life)
+            {
+                back
             } else {
                 let (e, text) = earliest.clone().ok_or_else(|| {
                     missing(
@@ -708,6 +862,10 @@ mod tests {
             acquisition_date: Some("20240102".into()),
             acquisition_time: Some("100500".into()),
             actual_frame_duration_ms: Some(120_000.0),
+            frame_reference_time_ms: None,
+            suv_type: None,
+            patient_sex: None,
+            patient_size_m: Ok(None),
             radiopharmaceutical_start_datetime: None,
             radiopharmaceutical_start_time: Some("090000".into()),
             radionuclide_total_dose: Ok(Some(370e6)),
@@ -715,6 +873,7 @@ mod tests {
             ge_post_injection_datetime: None,
             philips_suv_scale: None,
             philips_activity_scale: None,
+            philips_without_creator: false,
         }
     }
 

@@ -67,21 +67,33 @@ pub(crate) fn first_item(obj: &InMemDicomObject, tag: Tag) -> Option<&InMemDicom
     obj.element_opt(tag).ok()??.items()?.first()
 }
 
+/// No element of `group` reserves a private block: (gggg,0010) to (gggg,00FF) are all absent.
+pub(crate) fn lacks_private_creator(obj: &InMemDicomObject, group: u16) -> bool {
+    (0x10u16..=0xFF).all(|b| obj.element_opt(Tag(group, b)).ok().flatten().is_none())
+}
+
 /// The text of private element (group, xx) reserved by `creator`, whatever its VR (implicit-VR
-/// files carry private elements as UN bytes).
+/// files carry private elements as UN bytes). When no creator at all reserves a block of the
+/// group, the conventional first block (gggg,10xx) is read (writers that drop the creator
+/// element keep the block; the caller records that it fell back).
 pub(crate) fn private_text(
     obj: &InMemDicomObject,
     group: u16,
     creator: &str,
     element: u8,
 ) -> Option<String> {
-    let block = (0x10u16..=0xFF).find(|&b| {
+    let reserved = (0x10u16..=0xFF).find(|&b| {
         obj.element_opt(Tag(group, b))
             .ok()
             .flatten()
             .and_then(|e| e.to_bytes().ok().map(|b| ascii_trim(&b)))
             .is_some_and(|s| s.eq_ignore_ascii_case(creator))
-    })?;
+    });
+    let block = match reserved {
+        Some(b) => b,
+        None if lacks_private_creator(obj, group) => 0x10,
+        None => return None,
+    };
     let e = obj
         .element_opt(Tag(group, (block << 8) | element as u16))
         .ok()??;
