@@ -29,6 +29,7 @@ pub mod assemble;
 pub mod complete;
 pub mod convert;
 pub mod geometry;
+mod part10;
 pub mod pixels;
 pub mod scan;
 pub mod seg;

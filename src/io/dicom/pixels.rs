@@ -11,7 +11,8 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use rayon::prelude::*;
 
 use super::assemble::SeriesStack;
-use super::scan::{HEAD_BYTES, Instance, parse_part10, preflight_lengths, read_part10};
+use super::part10::{parse_part10, read_part10};
+use super::scan::{HEAD_BYTES, Instance, preflight_lengths};
 use super::{DicomError, DicomErrorKind, Stage};
 use crate::volume::Volume;
 

@@ -1,17 +1,15 @@
 //! Walking a drop folder: every regular file in any nesting, parsed up to (not including) its
-//! pixel data. Files without the `DICM` marker are *ignored* (listed, kept with the study);
-//! files with it that do not parse are *unreadable* (listed with the reason; the series they
+//! pixel data. Files that are neither Part 10 nor a bare data set ([`super::part10`]) are
+//! *ignored* (listed, kept with the study); DICOM files that do not parse are *unreadable* (listed with the reason; the series they
 //! belonged to then usually fails its completeness or spacing check).
 
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
-use dicom_object::file::ReadPreamble;
-use dicom_object::{InMemDicomObject, OpenFileOptions};
+use dicom_object::InMemDicomObject;
 use rayon::prelude::*;
 
+use super::part10::{parse_part10, read_part10};
 use super::strict::{BadTag, Strict};
 use super::suv::SuvTags;
 use super::tags_ext as t;
@@ -220,80 +218,6 @@ fn transfer_syntax_is_little_endian(bytes: &[u8]) -> bool {
 
 /// How much of a file the header scan reads: far more than any DICOM header.
 pub(crate) const HEAD_BYTES: usize = 16 << 20;
-
-/// A DICOM Part 10 file read once, from one handle: `None` when it lacks the `DICM` marker
-/// (not DICOM; only its first 132 bytes were read), else its first `max` bytes and its length.
-/// The preflight and the parser both work on these bytes.
-pub(crate) fn read_part10(path: &Path, max: usize) -> std::io::Result<Option<(Vec<u8>, usize)>> {
-    let f = File::open(path)?;
-    let len = f.metadata()?.len() as usize;
-    let mut bytes = Vec::with_capacity(132);
-    (&f).take(132).read_to_end(&mut bytes)?;
-    if bytes.len() < 132 || &bytes[128..132] != b"DICM" {
-        return Ok(None);
-    }
-    bytes.reserve(len.min(max).saturating_sub(132));
-    (&f).take(max.saturating_sub(132) as u64)
-        .read_to_end(&mut bytes)?;
-    let read = bytes.len();
-    let bytes = with_meta_group_length(bytes);
-    let added = bytes.len() - read;
-    Ok(Some((bytes, len + added)))
-}
-
-/// Explicit-VR value representations with a 4-byte length (PS3.5 7.1.2).
-const LONG_VRS: [&[u8; 2]; 13] = [
-    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV",
-];
-
-/// A file meta group without its group length (0002,0000) gets one computed from its elements,
-/// in memory: pydicom, dcm2niix and DCMTK read such files (a public SUV reference set is written
-/// this way), the DICOM parser tracerd uses does not. The meta group is always explicit VR
-/// little endian (PS3.10 7.1). Other files are returned as they are.
-pub(crate) fn with_meta_group_length(bytes: Vec<u8>) -> Vec<u8> {
-    let at = |p: usize| bytes.get(p..p + 2).map(|b| [b[0], b[1]]);
-    if at(132) != Some([2, 0]) || at(134) == Some([0, 0]) {
-        return bytes;
-    }
-    let mut pos = 132;
-    while at(pos) == Some([2, 0]) && pos + 8 <= bytes.len() {
-        let vr = [bytes[pos + 4], bytes[pos + 5]];
-        let (len, header) = if LONG_VRS.contains(&&vr) {
-            match bytes.get(pos + 8..pos + 12) {
-                Some(b) => (u32::from_le_bytes(b.try_into().unwrap()) as usize, 12),
-                None => return bytes,
-            }
-        } else {
-            (
-                u16::from_le_bytes([bytes[pos + 6], bytes[pos + 7]]) as usize,
-                8,
-            )
-        };
-        pos = pos.saturating_add(header).saturating_add(len);
-    }
-    let group_length = (pos - 132) as u32;
-    let mut out = Vec::with_capacity(bytes.len() + 12);
-    out.extend_from_slice(&bytes[..132]);
-    out.extend_from_slice(&[2, 0, 0, 0, b'U', b'L', 4, 0]);
-    out.extend_from_slice(&group_length.to_le_bytes());
-    out.extend_from_slice(&bytes[132..]);
-    out
-}
-
-/// Parses a Part 10 file from its bytes (preamble, meta group, data set), up to Pixel Data
-/// when `headers_only`.
-pub(crate) fn parse_part10(
-    bytes: &[u8],
-    headers_only: bool,
-) -> Result<dicom_object::DefaultDicomObject, String> {
-    let options = OpenFileOptions::new().read_preamble(ReadPreamble::Always);
-    let options = if headers_only {
-        options.read_until(tags::PIXEL_DATA)
-    } else {
-        options
-    };
-    options.from_reader(bytes).map_err(|e| e.to_string())
-}
 
 enum One {
     Instance(Box<Instance>),
