@@ -1,9 +1,10 @@
-//! Real PET DICOM that nobody here wrote (tests/data/real, NOTICE.md there): the IBSI digital
+//! Real PET DICOM that nobody here wrote (tests/data/real, NOTICE.md there). The IBSI digital
 //! reference objects for SUV computation. Every object converts, or is refused naming the tag,
 //! as pydicom's QIBA implementation (tests/oracle/qiba_suv_oracle.py) says; the SUV volume
 //! matches that oracle to 1e-4 relative and the objects' published SUV levels (0.2, 1, 4;
 //! `ibsi_suv_dro_list.csv`) to within the quantisation of their stored values. The Ga-68 object
-//! converts (SUV is defined for it) but is out of scope for the models.
+//! converts (SUV is defined for it) but is out of scope for the models. Three GE PET series of a
+//! public collection convert with dcm2niix's geometry and voxels and pydicom's SUV.
 
 use crate::common;
 
@@ -141,4 +142,54 @@ fn the_ga68_reference_object_is_out_of_scope_for_the_models() {
     .unwrap_err();
     assert_eq!(e.stage, tracerd::study::Stage::Scope, "{e}");
     assert!(e.error.contains("68Ga"), "{e}");
+}
+
+/// Three PET series of a GE scanner from the public soft-tissue-sarcoma collection (as
+/// re-exported in SUV by the MIRP project; every slice says ImageIndex 1): geometry and voxels
+/// as dcm2niix reads them, SUV as pydicom's QIBA implementation computes it.
+#[test]
+fn ge_series_match_dcm2niix_and_pydicom() {
+    let dir = tempfile::tempdir().unwrap();
+    let drops = dir.path().join("drops");
+    std::fs::create_dir_all(&drops).unwrap();
+    let archive = common::repo_root().join("tests/data/real/sts_ge_pet.tar.xz");
+    let status = Command::new("tar")
+        .arg("-xJf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&drops)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let expected = dir.path().join("expected");
+    std::fs::create_dir_all(&expected).unwrap();
+    for case in ["STS_001", "STS_002", "STS_003"] {
+        let input = drops.join(case);
+        let out = dir.path().join("out").join(case);
+        let r = dicom::convert(&input, &out, &Default::default()).unwrap();
+        let report = r[0]
+            .result
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let d2n = dir.path().join("d2n").join(case);
+        std::fs::create_dir_all(&d2n).unwrap();
+        let o = Command::new("dcm2niix")
+            .args(["-b", "n", "-z", "n", "-f", "%s", "-o"])
+            .arg(&d2n)
+            .arg(&input)
+            .output()
+            .expect("dcm2niix (Debian package; `bash .ci/run` installs it)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        let factor = format!("{:.17e}", report.suv.suv_factor);
+        let pet = out.join("pet_suv.nii.gz");
+        let args: [&Path; 4] = [&d2n, &pet, Path::new("-"), Path::new(&factor)];
+        run_oracle("dicom_dcm2niix_oracle.py", &args);
+        run_oracle(
+            "qiba_suv_oracle.py",
+            &[Path::new("expect"), &expected, &input],
+        );
+        let suv = tracerd::io::nifti::read_f32(&pet).unwrap();
+        let want = read_f32_file(&expected.join(format!("{case}.f32")));
+        compare_with_oracle(case, suv.data(), &want);
+    }
 }

@@ -8,6 +8,7 @@ mod common;
 
 mod dicom_assembly;
 mod dicom_bad;
+mod dicom_compressed;
 mod dicom_dcm2niix;
 mod dicom_real;
 mod dicom_roundtrip;

@@ -4,7 +4,7 @@
   dicom_dcm2niix_oracle.py D2N_DIR PET_SUV CT FACTOR
 
 D2N_DIR holds dcm2niix's output for a synthetic study (series number 1 = CT → 1.nii,
-2 = PET → 2.nii); PET_SUV and CT are tracerd's pet_suv.nii.gz and ct.nii.gz; FACTOR is the SUV
+2 = PET → 2.nii), or for a PET series alone (CT given as "-"; the one .nii there); PET_SUV and CT are tracerd's pet_suv.nii.gz and ct.nii.gz; FACTOR is the SUV
 factor from conversion.json. Both images are brought to the closest canonical (RAS) voxel order
 so that dcm2niix's row flip does not matter, then:
   * affines must agree to 1e-3 mm (every element);
@@ -13,6 +13,7 @@ so that dcm2niix's row flip does not matter, then:
     equal it to 1e-5 of the slice's maximum (float32 rounding on both sides).
 Exits non-zero with a message on any difference.
 """
+import glob
 import sys
 
 import nibabel as nib
@@ -27,7 +28,13 @@ def load(path):
 def main():
     d2n, pet_path, ct_path, factor = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
     problems = []
-    for name, ours, theirs in [("CT", ct_path, f"{d2n}/1.nii"), ("PET", pet_path, f"{d2n}/2.nii")]:
+    pairs = [("CT", ct_path, f"{d2n}/1.nii"), ("PET", pet_path, f"{d2n}/2.nii")]
+    if ct_path == "-":
+        alone = glob.glob(f"{d2n}/*.nii")
+        if len(alone) != 1:
+            sys.exit(f"dcm2niix wrote {alone}, one PET expected")
+        pairs = [("PET", pet_path, alone[0])]
+    for name, ours, theirs in pairs:
         a_ours, v_ours = load(ours)
         a_theirs, v_theirs = load(theirs)
         d = np.abs(a_ours - a_theirs).max()
