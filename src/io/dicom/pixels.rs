@@ -1,5 +1,6 @@
-//! Pixel data of a sorted series into a `Volume<f32>`: each slice decoded with dicom-pixeldata
-//! (native and the codecs its default features carry: JPEG baseline/lossless, RLE, deflate),
+//! Pixel data of a sorted series into a `Volume<f32>`: native 16-bit slices read straight from
+//! their bytes, every other slice decoded with dicom-pixeldata (native, and the codecs it
+//! carries here: JPEG baseline/lossless, RLE, deflate, JPEG 2000),
 //! rescaled with that slice's own RescaleSlope/Intercept and multiplied by that slice's factor
 //! (the SUV factor for PET, 1 for CT), in f64 before the one rounding to f32.
 
@@ -70,6 +71,10 @@ fn load_slice(i: &Instance, factor: f64, out: &mut [f32]) -> Result<(), DicomErr
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(file_error(i, DicomErrorKind::MissingPixelData));
     }
+    let transform = |v: f64| ((v * i.rescale_slope + i.rescale_intercept) * factor) as f32;
+    if let Some(layout) = Native16::of(&obj, i) {
+        return layout.decode(&obj, i, out, transform);
+    }
     let decoded = obj
         .decode_pixel_data()
         .map_err(|e| file_error(i, DicomErrorKind::PixelDecode(e.to_string())))?;
@@ -110,11 +115,75 @@ fn load_slice(i: &Instance, factor: f64, out: &mut [f32]) -> Result<(), DicomErr
             )),
         ));
     }
-    let (slope, intercept) = (i.rescale_slope, i.rescale_intercept);
     for (o, v) in out.iter_mut().zip(raw) {
-        *o = ((v * slope + intercept) * factor) as f32;
+        *o = transform(v);
     }
     Ok(())
+}
+
+/// Uncompressed little-endian single-sample 16-bit pixel data (how PET and CT scanners write):
+/// read straight from the element's bytes, without dicom-pixeldata's generic decode into a
+/// vector of f64. Anything else takes the generic path.
+struct Native16 {
+    signed: bool,
+    /// BitsStored: the bits above it are masked off (and the sign taken from its top bit).
+    bits: u32,
+}
+
+impl Native16 {
+    fn of(obj: &DefaultDicomObject, i: &Instance) -> Option<Native16> {
+        const NATIVE_LE: [&str; 2] = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"];
+        let int = |tag| obj.element_opt(tag).ok().flatten()?.to_int::<u32>().ok();
+        let bits = int(tags::BITS_STORED)?;
+        let usable = NATIVE_LE.contains(&i.transfer_syntax.as_str())
+            && int(tags::BITS_ALLOCATED)? == 16
+            && int(tags::SAMPLES_PER_PIXEL).unwrap_or(1) == 1
+            && (1..=16).contains(&bits)
+            && int(tags::HIGH_BIT)? == bits - 1;
+        let signed = int(tags::PIXEL_REPRESENTATION)? == 1;
+        usable.then_some(Native16 { signed, bits })
+    }
+
+    fn decode(
+        &self,
+        obj: &DefaultDicomObject,
+        i: &Instance,
+        out: &mut [f32],
+        transform: impl Fn(f64) -> f32,
+    ) -> Result<(), DicomError> {
+        let element = obj
+            .element(tags::PIXEL_DATA)
+            .map_err(|e| file_error(i, DicomErrorKind::PixelDecode(e.to_string())))?;
+        let bytes = element
+            .to_bytes()
+            .map_err(|e| file_error(i, DicomErrorKind::PixelDecode(e.to_string())))?;
+        if bytes.len() < out.len() * 2 {
+            return Err(file_error(
+                i,
+                DicomErrorKind::PixelDecode(format!(
+                    "{} values stored, {} expected (pixel data truncated?)",
+                    bytes.len() / 2,
+                    out.len()
+                )),
+            ));
+        }
+        for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            *o = transform(self.value(u16::from_le_bytes([b[0], b[1]])));
+        }
+        Ok(())
+    }
+
+    /// The stored value of one 16-bit word: bits above BitsStored dropped, sign-extended from
+    /// its top bit when signed.
+    fn value(&self, word: u16) -> f64 {
+        let shift = 16 - self.bits;
+        let high = word << shift;
+        if self.signed {
+            ((high as i16) >> shift) as f64
+        } else {
+            (high >> shift) as f64
+        }
+    }
 }
 
 /// Loads every slice of `series`; `factors[k]` multiplies slice k (None: 1).
@@ -136,4 +205,34 @@ pub fn load_volume(
             DicomErrorKind::Geometry(e.to_string()),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Native16;
+
+    #[test]
+    fn stored_bits_are_masked_and_sign_extended() {
+        let ct = Native16 {
+            signed: true,
+            bits: 12,
+        };
+        assert_eq!(ct.value(0xF800), -2048.0); // overlay bits above 12 ignored
+        assert_eq!(ct.value(0x07FF), 2047.0);
+        let full = Native16 {
+            signed: true,
+            bits: 16,
+        };
+        assert_eq!(full.value(0xFFFF), -1.0);
+        let unsigned = Native16 {
+            signed: false,
+            bits: 16,
+        };
+        assert_eq!(unsigned.value(0xFFFF), 65535.0);
+        let u12 = Native16 {
+            signed: false,
+            bits: 12,
+        };
+        assert_eq!(u12.value(0xF123), 0x123 as f64);
+    }
 }
