@@ -20,7 +20,10 @@ $PY data.py --splits test --n 100
 #    phase 2 in three rounds at two threads (0.93 s/iteration), each continuing from the last:
 #    1. 1200 iterations, 60 % of patches on lesions, 15 % on hot voxels (SUV > 3) outside them;
 #    2. and 3. hard negatives: the false positives (p > 0.5, 2+ voxels from any lesion) of the
-#       previous round's weights on 30 and 40 training studies get 30 % of the patches.
+#       previous round's weights get 30 % of the patches: round 2 mines 30 of its 60 training
+#       studies; round 3 trains on 100 and mines the 40 (seeds 60-99) round 2 never saw (on its
+#       own studies round 2 finds 1 false voxel: it has memorised them).
+#    compare_seg3d.py then compares rounds 2 and 3 on 20 validation studies: ship the better.
 #    Best checkpoint by validation (seeds 700..) with the card's inference on the model grid.
 L2=( --n-train1 160 --n-train2 60 --batch2 4 --hot-suv 2.0 --val-every2 1200 --threads 2 )
 (
@@ -32,8 +35,11 @@ L2=( --n-train1 160 --n-train2 60 --batch2 4 --hot-suv 2.0 --val-every2 1200 --t
   && $PY train_l2snet.py --skip-phase1 "${L2[@]}" --iters2 2400 --lr2 1e-3 --fg-fraction 0.4 \
     --hot-fraction 0.15 --hard-fraction 0.3 --n-hard 30 --init-seg3d runs/l2snet/seg3d_r1.pt --n-val 8 \
   && cp runs/l2snet/seg3d.pt runs/l2snet/seg3d_r2.pt \
-  && $PY train_l2snet.py --skip-phase1 "${L2[@]}" --iters2 2400 --lr2 7e-4 --fg-fraction 0.4 \
-    --hot-fraction 0.15 --hard-fraction 0.3 --n-hard 40 --init-seg3d runs/l2snet/seg3d_r2.pt --n-val 12 \
+  && $PY train_l2snet.py --skip-phase1 "${L2[@]}" --n-train2 100 --iters2 2400 --lr2 7e-4 \
+    --fg-fraction 0.4 --hot-fraction 0.15 --hard-fraction 0.3 --n-hard 40 --hard-start 60 \
+    --init-seg3d runs/l2snet/seg3d_r2.pt --n-val 12 \
+  && cp runs/l2snet/seg3d.pt runs/l2snet/seg3d_r3.pt \
+  && $PY compare_seg3d.py runs/l2snet/seg3d_r2.pt runs/l2snet/seg3d_r3.pt --n-val 20 \
 ) > runs/l2snet_stdout.log 2>&1 &
 p1=$!
 ( $PY train_two_be_three.py --n-train 200 --n-val 60 --pre-iters 200 --epochs 6 --threads 1 \
