@@ -29,8 +29,9 @@ fn level_tolerance(case: &str) -> f64 {
     }
 }
 
-fn unpack(dir: &Path) -> Vec<String> {
-    let archive = common::repo_root().join("tests/data/real/ibsi_suv_dro.tar.xz");
+/// Unpacks `tests/data/real/<name>` into `dir`; the folders it made, sorted.
+fn unpack(name: &str, dir: &Path) -> Vec<String> {
+    let archive = common::repo_root().join("tests/data/real").join(name);
     let status = Command::new("tar")
         .arg("-xJf")
         .arg(&archive)
@@ -42,7 +43,6 @@ fn unpack(dir: &Path) -> Vec<String> {
     let mut cases: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with("DRO_"))
         .collect();
     cases.sort();
     cases
@@ -55,7 +55,7 @@ fn ibsi_suv_reference_objects_match_pydicom_qiba_and_their_published_levels() {
     let expected = dir.path().join("expected");
     std::fs::create_dir_all(&drops).unwrap();
     std::fs::create_dir_all(&expected).unwrap();
-    let cases = unpack(&drops);
+    let cases = unpack("ibsi_suv_dro.tar.xz", &drops);
     assert_eq!(cases.len(), 17, "{cases:?}");
     let folders: Vec<_> = cases.iter().map(|c| drops.join(c)).collect();
     let mut args: Vec<&Path> = vec![Path::new("expect"), &expected];
@@ -132,7 +132,7 @@ fn check_levels(case: &str, suv: &[f32], levels: [f64; 3]) {
 #[test]
 fn the_ga68_reference_object_is_out_of_scope_for_the_models() {
     let dir = tempfile::tempdir().unwrap();
-    unpack(dir.path());
+    unpack("ibsi_suv_dro.tar.xz", dir.path());
     let e = tracerd::study::load(
         &dir.path().join("DRO_5_0"),
         "k",
@@ -152,18 +152,11 @@ fn ge_series_match_dcm2niix_and_pydicom() {
     let dir = tempfile::tempdir().unwrap();
     let drops = dir.path().join("drops");
     std::fs::create_dir_all(&drops).unwrap();
-    let archive = common::repo_root().join("tests/data/real/sts_ge_pet.tar.xz");
-    let status = Command::new("tar")
-        .arg("-xJf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&drops)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let cases = unpack("sts_ge_pet.tar.xz", &drops);
+    assert_eq!(cases, ["STS_001", "STS_002", "STS_003"]);
     let expected = dir.path().join("expected");
     std::fs::create_dir_all(&expected).unwrap();
-    for case in ["STS_001", "STS_002", "STS_003"] {
+    for case in &cases {
         let input = drops.join(case);
         let out = dir.path().join("out").join(case);
         let r = dicom::convert(&input, &out, &Default::default()).unwrap();
