@@ -158,7 +158,9 @@ impl SuvTags {
             ),
             suv_type: upper(tags::SUV_TYPE),
             patient_sex: upper(tags::PATIENT_SEX),
-            patient_size_m: s.result(tags::PATIENT_SIZE, ("PatientSize", "(0010,1020)")),
+            // Used only for SUVType other than BW, where `required` names it when unusable:
+            // a stray text here must not fail the usual body-weight conversion.
+            patient_size_m: t::number(obj, tags::PATIENT_SIZE),
             radiopharmaceutical_start_datetime: rp_tags.start_datetime,
             radiopharmaceutical_start_time: rp_tags.start_time,
             radionuclide_total_dose: rp_tags.dose,
