@@ -43,8 +43,8 @@ pub const JITTER_MIN_MM: f64 = 0.02;
 /// Checks sorted slice positions `d` (mm along the normal) against a uniform grid: a step over
 /// 1.5× the median is missing slices; a slice further than the jitter tolerance from the grid
 /// through the end positions is non-uniform spacing. Jitter within it is a warning naming the
-/// largest deviation.
-fn check_spacing(d: &[f64], subject: &str, warnings: &mut Vec<String>) -> Result<(), DicomError> {
+/// largest deviation. Returns the grid's spacing.
+fn check_spacing(d: &[f64], subject: &str, warnings: &mut Vec<String>) -> Result<f64, DicomError> {
     let steps: Vec<f64> = d.windows(2).map(|w| w[1] - w[0]).collect();
     let mut sorted = steps.clone();
     sorted.sort_by(f64::total_cmp);
@@ -90,7 +90,7 @@ fn check_spacing(d: &[f64], subject: &str, warnings: &mut Vec<String>) -> Result
             dev.abs()
         ));
     }
-    Ok(())
+    Ok(spacing)
 }
 
 /// Builds the grid of `slices` (one series). `subject` names the series in errors.
@@ -209,7 +209,7 @@ pub fn stack(slices: &[&Instance], subject: &str) -> Result<Stack, DicomError> {
         ));
     }
     let d: Vec<f64> = order.iter().map(|&i| normal.dot(&pos(i))).collect();
-    check_spacing(&d, subject, &mut warnings)?;
+    let spacing_k = check_spacing(&d, subject, &mut warnings)?;
     // Gantry tilt: positions must advance along the normal only.
     let span = pos(*order.last().unwrap()) - pos(order[0]);
     let along = span.dot(&normal);
@@ -224,7 +224,6 @@ pub fn stack(slices: &[&Instance], subject: &str) -> Result<Stack, DicomError> {
             ),
         ));
     }
-    let spacing_k = (d[d.len() - 1] - d[0]) / (d.len() - 1) as f64;
     let geometry = Geometry {
         shape: [first.columns as usize, first.rows as usize, order.len()],
         spacing: Vector3::new(ps[1], ps[0], spacing_k),
