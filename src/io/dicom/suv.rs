@@ -503,39 +503,8 @@ fn bqml_factors(
     notes: &mut Vec<String>,
 ) -> Result<Vec<f64>, DicomErrorKind> {
     let first = slices[0];
-    let weight = required(
-        &first.patient_weight,
-        "PatientWeight",
-        "(0010,1030)",
-        "cannot compute SUVbw",
-    )?;
-    let weight_g = if weight > 1000.0 {
-        notes.push(format!(
-            "PatientWeight {weight} > 1000: taken as grams already"
-        ));
-        weight
-    } else {
-        weight * 1000.0
-    };
-    record.weight_g = Some(sourced(weight_g, "PatientWeight (0010,1030), kg × 1000"));
-    let dose_raw = required(
-        &first.radionuclide_total_dose,
-        "RadionuclideTotalDose",
-        "(0018,1074)",
-        "cannot compute SUVbw",
-    )?;
-    let dose = if dose_raw < MBQ_THRESHOLD {
-        notes.push(format!(
-            "RadionuclideTotalDose {dose_raw} < {MBQ_THRESHOLD:e}: taken as MBq"
-        ));
-        dose_raw * 1e6
-    } else {
-        dose_raw
-    };
-    record.injected_dose_bq = Some(sourced(
-        dose,
-        "RadionuclideTotalDose (0018,1074) in RadiopharmaceuticalInformationSequence (0054,0016)",
-    ));
+    let weight_g = body_weight_g(first, record, notes)?;
+    let dose = injected_dose_bq(first, record, notes)?;
     let decay = first.decay_correction.clone().ok_or_else(|| {
         missing(
             "DecayCorrection",
@@ -566,48 +535,127 @@ fn bqml_factors(
         half_life,
         "RadionuclideHalfLife (0018,1075) in RadiopharmaceuticalInformationSequence (0054,0016)",
     ));
+    let times = SeriesTimes::read(slices)?;
+    if decay == "NONE" {
+        let per_frame = frame_decay_factors(&times, half_life, record, notes)?;
+        return Ok(per_frame.into_iter().map(|f| weight_g / dose * f).collect());
+    }
+    let decayed = dose_at_start(&times, dose, half_life, record)?;
+    Ok(vec![weight_g / decayed; slices.len()])
+}
 
-    // Earliest acquisition over the series.
-    let series_date = first.series_date.as_deref();
-    let mut earliest: Option<(f64, String)> = None;
-    let mut acq_times = Vec::with_capacity(slices.len());
-    for s in slices {
-        let date = s.acquisition_date.as_deref().or(series_date);
-        let time = s.acquisition_time.as_deref();
-        let at = match (date, time) {
-            (Some(d), Some(tm)) => {
-                Some(date_time(d, tm).ok_or_else(|| DicomErrorKind::BadValue {
-                    name: "AcquisitionTime",
-                    tag: "(0008,0032)",
-                    value: format!("{d} {tm}"),
-                    why: "not a DICOM DA/TM".into(),
-                })?)
+/// PatientWeight in grams (a value over 1000 is taken as grams already, with a note).
+fn body_weight_g(
+    first: &SuvTags,
+    record: &mut SuvRecord,
+    notes: &mut Vec<String>,
+) -> Result<f64, DicomErrorKind> {
+    let weight = required(
+        &first.patient_weight,
+        "PatientWeight",
+        "(0010,1030)",
+        "cannot compute SUVbw",
+    )?;
+    let weight_g = if weight > 1000.0 {
+        notes.push(format!(
+            "PatientWeight {weight} > 1000: taken as grams already"
+        ));
+        weight
+    } else {
+        weight * 1000.0
+    };
+    record.weight_g = Some(sourced(weight_g, "PatientWeight (0010,1030), kg × 1000"));
+    Ok(weight_g)
+}
+
+/// RadionuclideTotalDose in Bq (a value under [`MBQ_THRESHOLD`] is taken as MBq, with a note).
+fn injected_dose_bq(
+    first: &SuvTags,
+    record: &mut SuvRecord,
+    notes: &mut Vec<String>,
+) -> Result<f64, DicomErrorKind> {
+    let dose_raw = required(
+        &first.radionuclide_total_dose,
+        "RadionuclideTotalDose",
+        "(0018,1074)",
+        "cannot compute SUVbw",
+    )?;
+    let dose = if dose_raw < MBQ_THRESHOLD {
+        notes.push(format!(
+            "RadionuclideTotalDose {dose_raw} < {MBQ_THRESHOLD:e}: taken as MBq"
+        ));
+        dose_raw * 1e6
+    } else {
+        dose_raw
+    };
+    record.injected_dose_bq = Some(sourced(
+        dose,
+        "RadionuclideTotalDose (0018,1074) in RadiopharmaceuticalInformationSequence (0054,0016)",
+    ));
+    Ok(dose)
+}
+
+/// The times of a series that decay correction needs, in seconds since 1970.
+struct SeriesTimes<'a> {
+    slices: &'a [&'a SuvTags],
+    series_date: Option<&'a str>,
+    /// Each slice's AcquisitionDate/Time (the SeriesDate when it has no date of its own).
+    acquisitions: Vec<Option<f64>>,
+    /// The earliest of them and its text.
+    earliest: Option<(f64, String)>,
+    /// SeriesDate + SeriesTime.
+    series: Option<f64>,
+}
+
+impl<'a> SeriesTimes<'a> {
+    fn read(slices: &'a [&'a SuvTags]) -> Result<Self, DicomErrorKind> {
+        let first = slices[0];
+        let series_date = first.series_date.as_deref();
+        let mut earliest: Option<(f64, String)> = None;
+        let mut acquisitions = Vec::with_capacity(slices.len());
+        for s in slices {
+            let date = s.acquisition_date.as_deref().or(series_date);
+            let time = s.acquisition_time.as_deref();
+            let at = match (date, time) {
+                (Some(d), Some(tm)) => {
+                    Some(date_time(d, tm).ok_or_else(|| DicomErrorKind::BadValue {
+                        name: "AcquisitionTime",
+                        tag: "(0008,0032)",
+                        value: format!("{d} {tm}"),
+                        why: "not a DICOM DA/TM".into(),
+                    })?)
+                }
+                _ => None,
+            };
+            if let Some(a) = at
+                && earliest.as_ref().is_none_or(|(e, _)| a < *e)
+            {
+                earliest = Some((a, format!("{} {}", date.unwrap_or(""), time.unwrap_or(""))));
             }
+            acquisitions.push(at);
+        }
+        let series = match (series_date, first.series_time.as_deref()) {
+            (Some(d), Some(tm)) => date_time(d, tm),
             _ => None,
         };
-        if let Some(a) = at
-            && earliest.as_ref().is_none_or(|(e, _)| a < *e)
-        {
-            earliest = Some((a, format!("{} {}", date.unwrap_or(""), time.unwrap_or(""))));
-        }
-        acq_times.push(at);
+        Ok(SeriesTimes {
+            slices,
+            series_date,
+            acquisitions,
+            earliest,
+            series,
+        })
     }
 
-    let series = match (series_date, first.series_time.as_deref()) {
-        (Some(d), Some(tm)) => date_time(d, tm),
-        _ => None,
-    };
-    let injection = |reference: f64| -> Result<(f64, Sourced<String>), DicomErrorKind> {
+    /// The injection: RadiopharmaceuticalStartDateTime, else StartTime on the SeriesDate (the
+    /// day before when that would be after `reference`).
+    fn injection(&self, reference: f64) -> Result<(f64, Sourced<String>), DicomErrorKind> {
+        let first = self.slices[0];
         if let Some(dt) = first.radiopharmaceutical_start_datetime.as_deref()
             && let Some(v) = parse_dt(dt)
         {
-            return Ok((
-                v,
-                sourced(
-                    dt.to_string(),
-                    "RadiopharmaceuticalStartDateTime (0018,1078)",
-                ),
-            ));
+            let source = "RadiopharmaceuticalStartDateTime (0018,1078)";
+            return Ok((v, sourced(dt.to_string(), source)));
         }
         let tm = first
             .radiopharmaceutical_start_time
@@ -619,7 +667,7 @@ fn bqml_factors(
                     "cannot decay-correct the dose without the injection time",
                 )
             })?;
-        let date = series_date.ok_or_else(|| {
+        let date = self.series_date.ok_or_else(|| {
             missing(
                 "SeriesDate",
                 "(0008,0021)",
@@ -632,120 +680,73 @@ fn bqml_factors(
             value: tm.to_string(),
             why: "not a DICOM TM".into(),
         })?;
-        if v > reference {
-            Ok((
-                v - 86_400.0,
-                sourced(
-                    format!("{tm} on the day before SeriesDate {date}"),
-                    "RadiopharmaceuticalStartTime (0018,1072), injected before midnight",
-                ),
-            ))
+        Ok(if v > reference {
+            let source = "RadiopharmaceuticalStartTime (0018,1072), injected before midnight";
+            let text = format!("{tm} on the day before SeriesDate {date}");
+            (v - 86_400.0, sourced(text, source))
         } else {
-            Ok((
-                v,
-                sourced(
-                    format!("{tm} on SeriesDate {date}"),
-                    "RadiopharmaceuticalStartTime (0018,1072) + SeriesDate (0008,0021)",
-                ),
-            ))
-        }
-    };
-    let lambda = std::f64::consts::LN_2 / half_life;
-
-    if decay == "NONE" {
-        // Each slice from its own frame: the value is the mean activity over the frame that
-        // began at AcquisitionTime; correct it to the frame start, then compare with the dose
-        // decayed to the frame start.
-        let reference = earliest
-            .as_ref()
-            .map(|e| e.0)
-            .ok_or_else(|| missing("AcquisitionTime", "(0008,0032)", "DecayCorrection NONE"))?;
-        let (t_inj, inj_src) = injection(reference)?;
-        record.injection_time = Some(inj_src);
-        notes.push(
-            "DecayCorrection NONE: each slice decay-corrected from its AcquisitionTime and \
-             ActualFrameDuration"
-                .into(),
-        );
-        let mut out = Vec::with_capacity(slices.len());
-        for (s, at) in slices.iter().zip(&acq_times) {
-            let t0 = at
-                .ok_or_else(|| missing("AcquisitionTime", "(0008,0032)", "DecayCorrection NONE"))?;
-            let duration = s
-                .actual_frame_duration_ms
-                .filter(|d| *d > 0.0)
-                .ok_or_else(|| {
-                    missing(
-                        "ActualFrameDuration",
-                        "(0018,1242)",
-                        "DecayCorrection NONE needs each frame's duration",
-                    )
-                })?
-                / 1000.0;
-            let dt = t0 - t_inj;
-            if dt < 0.0 {
-                return Err(DicomErrorKind::Timing(
-                    "acquisition starts before the injection".into(),
-                ));
-            }
-            let x = lambda * duration;
-            let in_frame = x / (1.0 - (-x).exp());
-            out.push(weight_g / (dose * (-lambda * dt).exp()) * in_frame);
-        }
-        return Ok(out);
+            let source = "RadiopharmaceuticalStartTime (0018,1072) + SeriesDate (0008,0021)";
+            (v, sourced(format!("{tm} on SeriesDate {date}"), source))
+        })
     }
 
-    // START: one reference time for the series.
-    let (reference, ref_src) = match (series, &earliest) {
-        // The series time, unless it is after the earliest acquisition (some scanners rewrite it
-        // on reconstruction or export).
-        (Some(s), earliest) if earliest.as_ref().is_none_or(|(e, _)| s <= *e) => (
-            s,
-            sourced(
-                format!(
-                    "{} {}",
-                    series_date.unwrap_or(""),
-                    first.series_time.as_deref().unwrap_or("")
-                ),
-                "SeriesDate (0008,0021) + SeriesTime (0008,0031)",
-            ),
-        ),
-        (_, earliest) => {
-            if let Some(ge) = first.ge_post_injection_datetime.as_deref()
-                && let Some(v) = parse_dt(ge)
-                && series.is_some()
-            {
-                (
-                    v,
-                    sourced(
-                        ge.to_string(),
-                        "GE private post-injection date-time (0009,100D) [GEMS_PETD_01]; \
-                         SeriesTime is after AcquisitionTime",
-                    ),
-                )
-            } else if series.is_some()
-                && let Some(back) = back_computed_start(slices, &acq_times, series_date, half_life)
-            {
-                back
-            } else {
-                let (e, text) = earliest.clone().ok_or_else(|| {
-                    missing(
-                        "SeriesTime",
-                        "(0008,0031)",
-                        "no series or acquisition time to decay-correct the dose to",
-                    )
-                })?;
-                let why = if series.is_some() {
-                    "earliest AcquisitionDate/Time (0008,0022)/(0008,0032); SeriesTime is \
-                     after it"
-                } else {
-                    "earliest AcquisitionDate/Time (0008,0022)/(0008,0032); no SeriesTime"
-                };
-                (e, sourced(text, why))
-            }
+    /// DecayCorrection START's reference time: SeriesDate/Time unless it is after the earliest
+    /// acquisition (some scanners rewrite it on reconstruction or export); then GE's private
+    /// post-injection time, QIBA's back-computed scan start, or the earliest acquisition.
+    fn start_reference(&self, half_life: f64) -> Result<(f64, Sourced<String>), DicomErrorKind> {
+        let first = self.slices[0];
+        if let Some(s) = self.series
+            && self.earliest.as_ref().is_none_or(|(e, _)| s <= *e)
+        {
+            let text = format!(
+                "{} {}",
+                self.series_date.unwrap_or(""),
+                first.series_time.as_deref().unwrap_or("")
+            );
+            return Ok((
+                s,
+                sourced(text, "SeriesDate (0008,0021) + SeriesTime (0008,0031)"),
+            ));
         }
-    };
-    let (t_inj, inj_src) = injection(reference)?;
+        if let Some(ge) = first.ge_post_injection_datetime.as_deref()
+            && let Some(v) = parse_dt(ge)
+            && self.series.is_some()
+        {
+            let source = "GE private post-injection date-time (0009,100D) [GEMS_PETD_01]; \
+                          SeriesTime is after AcquisitionTime";
+            return Ok((v, sourced(ge.to_string(), source)));
+        }
+        if self.series.is_some()
+            && let Some(back) =
+                back_computed_start(self.slices, &self.acquisitions, self.series_date, half_life)
+        {
+            return Ok(back);
+        }
+        let (e, text) = self.earliest.clone().ok_or_else(|| {
+            missing(
+                "SeriesTime",
+                "(0008,0031)",
+                "no series or acquisition time to decay-correct the dose to",
+            )
+        })?;
+        let why = if self.series.is_some() {
+            "earliest AcquisitionDate/Time (0008,0022)/(0008,0032); SeriesTime is after it"
+        } else {
+            "earliest AcquisitionDate/Time (0008,0022)/(0008,0032); no SeriesTime"
+        };
+        Ok((e, sourced(text, why)))
+    }
+}
+
+/// DecayCorrection START: the dose decayed to the series' reference time, recorded.
+fn dose_at_start(
+    times: &SeriesTimes,
+    dose: f64,
+    half_life: f64,
+    record: &mut SuvRecord,
+) -> Result<f64, DicomErrorKind> {
+    let (reference, ref_src) = times.start_reference(half_life)?;
+    let (t_inj, inj_src) = times.injection(reference)?;
     let dt = reference - t_inj;
     if dt < 0.0 {
         return Err(DicomErrorKind::Timing(format!(
@@ -758,7 +759,52 @@ fn bqml_factors(
     record.decay_time_s = Some(dt);
     let decayed = dose * 2f64.powf(-dt / half_life);
     record.decayed_dose_bq = Some(decayed);
-    Ok(vec![weight_g / decayed; slices.len()])
+    Ok(decayed)
+}
+
+/// DecayCorrection NONE: per slice, 1 / (the dose's decay from injection to the frame start)
+/// × the in-frame correction λT / (1 − e^(−λT)) (the value is the mean activity over the frame
+/// that began at AcquisitionTime, ActualFrameDuration T long).
+fn frame_decay_factors(
+    times: &SeriesTimes,
+    half_life: f64,
+    record: &mut SuvRecord,
+    notes: &mut Vec<String>,
+) -> Result<Vec<f64>, DicomErrorKind> {
+    let no_time = || missing("AcquisitionTime", "(0008,0032)", "DecayCorrection NONE");
+    let reference = times.earliest.as_ref().map(|e| e.0).ok_or_else(no_time)?;
+    let (t_inj, inj_src) = times.injection(reference)?;
+    record.injection_time = Some(inj_src);
+    notes.push(
+        "DecayCorrection NONE: each slice decay-corrected from its AcquisitionTime and \
+         ActualFrameDuration"
+            .into(),
+    );
+    let lambda = std::f64::consts::LN_2 / half_life;
+    let mut out = Vec::with_capacity(times.slices.len());
+    for (s, at) in times.slices.iter().zip(&times.acquisitions) {
+        let t0 = at.ok_or_else(no_time)?;
+        let duration = s
+            .actual_frame_duration_ms
+            .filter(|d| *d > 0.0)
+            .ok_or_else(|| {
+                missing(
+                    "ActualFrameDuration",
+                    "(0018,1242)",
+                    "DecayCorrection NONE needs each frame's duration",
+                )
+            })?
+            / 1000.0;
+        let dt = t0 - t_inj;
+        if dt < 0.0 {
+            return Err(DicomErrorKind::Timing(
+                "acquisition starts before the injection".into(),
+            ));
+        }
+        let x = lambda * duration;
+        out.push(x / (1.0 - (-x).exp()) / (-lambda * dt).exp());
+    }
+    Ok(out)
 }
 
 // ------------------------------------------------------------------------------------------------
