@@ -16,7 +16,8 @@
 //!
 //! Reference time: SeriesDate/Time unless it is after the earliest AcquisitionDate/Time (some
 //! scanners rewrite the series time on reconstruction), then GE's private post-injection
-//! date-time (0009,100D), else the earliest AcquisitionDate/Time. Injection: the
+//! date-time (0009,100D) (an error when present but unreadable), else QIBA's scan start
+//! back-computed from FrameReferenceTime, else the earliest AcquisitionDate/Time. Injection: the
 //! RadiopharmaceuticalStartDateTime, else StartTime on the series date, moved one day back when
 //! that lands after the reference time (injection before midnight, scan after). A dose below
 //! 1e5 is taken as MBq (no FDG dose is under 100 kBq; MBq values are around 4e2). Missing
@@ -709,9 +710,15 @@ impl<'a> SeriesTimes<'a> {
             ));
         }
         if let Some(ge) = first.ge_post_injection_datetime.as_deref()
-            && let Some(v) = parse_dt(ge)
             && self.series.is_some()
         {
+            // Needed here, so unreadable is an error, not a silent fall-back to another time.
+            let v = parse_dt(ge).ok_or_else(|| DicomErrorKind::BadValue {
+                name: "GE post-injection date-time",
+                tag: "(0009,100D)",
+                value: ge.to_string(),
+                why: "not a DICOM DT".into(),
+            })?;
             let source = "GE private post-injection date-time (0009,100D) [GEMS_PETD_01]; \
                           SeriesTime is after AcquisitionTime";
             return Ok((v, sourced(ge.to_string(), source)));
@@ -947,6 +954,18 @@ mod tests {
         let want = 80_000.0 / (370e6 * 2f64.powf(-3600.0 / 6586.2));
         assert!((c.factors[0] / want - 1.0).abs() < 1e-12);
         assert_eq!(c.record.decay_time_s, Some(3600.0));
+    }
+
+    #[test]
+    fn series_time_after_the_scan_takes_ge_post_injection_time_and_refuses_it_unreadable() {
+        let mut s = base();
+        s.series_time = Some("110000".into());
+        s.ge_post_injection_datetime = Some("20240102100000".into());
+        let c = compute(&[&s], "t").unwrap();
+        assert_eq!(c.record.decay_time_s, Some(3600.0));
+        s.ge_post_injection_datetime = Some("2024-01-02 10h".into());
+        let e = compute(&[&s], "t").unwrap_err().to_string();
+        assert!(e.contains("(0009,100D)"), "{e}");
     }
 
     #[test]
