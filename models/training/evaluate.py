@@ -10,6 +10,7 @@ and the baselines; INT8 vs fp32 score differences. Writes runs/eval.json.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 
@@ -220,6 +221,8 @@ def main():
         t = time.time()
         res["l2snet"] = eval_l2snet(seeds, args.threads, log)
         res["l2snet"]["eval_s"] = time.time() - t
+        # which weights these figures belong to (make_cards.py checks it)
+        res["l2snet"]["seg3d_sha256"] = hashlib.sha256((MODELS / "l2snet" / "seg3d.fp32.onnx").read_bytes()).hexdigest()
     if "two_be_three" in args.only:
         res["two_be_three"] = eval_two_be_three(studies, args.threads, log)
     path.write_text(json.dumps(res, indent=2))

@@ -376,6 +376,10 @@ def main():
         prev = json.loads((RUNS / "train.json").read_text())
         info["phase2_s"] += prev.get("phase2_s", 0)
         info["phase2_rounds"] = prev.get("phase2_rounds", [prev.get("args", {}).get("iters2")]) + [args.iters2]
+        # each round's arguments and kept checkpoint, for the card
+        info["phase2_round_args"] = prev.get("phase2_round_args", [prev.get("args")]) + [vars(args)]
+        info["phase2_best_its"] = prev.get("phase2_best_its", [prev.get("phase2", {}).get("best_it")]) + \
+            [info["phase2"].get("best_it")]
     torch.save(seg.state_dict(), RUNS / "seg3d.pt")
     info["total_s"] = time.time() - t_all
     (RUNS / "train.json").write_text(json.dumps(info, indent=2))
