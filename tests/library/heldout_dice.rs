@@ -1,11 +1,12 @@
 //! `tracerd process`'s code on held-out clinical-geometry synthetic studies (seeds from 100000,
 //! never trained on: adults on the grids real scanners write).
 //!
-//! - Three of the first with lesions reach the Dice the L2SNet card claims for those very studies
+//! - Two of the first with lesions reach the Dice the L2SNet card claims for those very studies
 //!   (`[metrics.per_study_fp32] dice_adaptive`, measured by `models/training/evaluate.py` with
-//!   onnxruntime): each within 1e-4 (the card rounds to 6 decimals). Two are checked in
-//!   `heldout_clinical_studies_reach_the_cards_dice`, the third ([`GRID_SEED`], drawn on a 2 mm
-//!   grid) in the grid test. Three studies are too few to hold to the card's 100-study mean.
+//!   onnxruntime): each within 1e-4 (the card rounds to 6 decimals). The first (a GE grid, 3.6 mm)
+//!   is checked in `heldout_clinical_study_reaches_the_cards_dice`, the second ([`GRID_SEED`],
+//!   drawn on a 2 mm grid) in the grid test. One clinical study costs about a minute here, so
+//!   two are what CI can afford; the card holds the held-out means.
 //! - [`GRID_SEED`] rendered at 2.0 mm and at 4.0 mm voxels finds the same lesions: Dice ≥ 0.75 at
 //!   both, found volumes (in all, and per lesion of 5 ml or more) within 10 % of each other, and
 //!   no voxel along the volume's faces (the small-phantom models drew lines of false voxels there).
@@ -67,54 +68,35 @@ fn card_claims() -> (f64, f64) {
 const GRID_SEED: u64 = 100001;
 
 #[test]
-fn heldout_clinical_studies_reach_the_cards_dice() {
+fn heldout_clinical_study_reaches_the_cards_dice() {
     let (card_seeds, card_dice) = card_per_study();
     let (claimed, claimed_pooled) = card_claims();
-    let mut processor = ort_processor();
-    let dir = tempfile::tempdir().unwrap();
-    let (mut dices, mut both, mut total) = (Vec::new(), 0usize, 0usize);
-    let seeds = card_seeds
+    let (slot, &seed) = card_seeds
         .iter()
         .enumerate()
-        .filter(|(_, s)| **s != GRID_SEED);
-    for (slot, &seed) in seeds.take(2) {
-        let study = synth::generate(&SynthOptions {
-            seed,
-            size: Size::Clinical,
-        });
-        let input = dir.path().join(format!("s{seed}"));
-        synth::write_nifti(&study, &input).unwrap();
-        let published = processor
-            .process(&input, &format!("s{seed}"), &dir.path().join("outbox"))
-            .unwrap();
-        let mask = nifti::read_u8(&published.dir.join("lesions.nii.gz")).unwrap();
-        let truth = nifti::read_u8(&input.join("SEG.nii.gz")).unwrap();
-        let d = common::dice(mask.data(), truth.data());
-        both += mask
-            .data()
-            .iter()
-            .zip(truth.data())
-            .filter(|(a, b)| **a != 0 && **b != 0)
-            .count();
-        total += mask
-            .data()
-            .iter()
-            .chain(truth.data())
-            .filter(|v| **v != 0)
-            .count();
-        let expected = card_dice[slot];
-        eprintln!("seed {seed}: Dice {d:.6}, card {expected:.6}");
-        assert!(
-            (d - expected).abs() <= 1e-4,
-            "seed {seed}: Dice {d:.6}, the card claims {expected:.6}"
-        );
-        dices.push(d);
-    }
-    let mean = dices.iter().sum::<f64>() / dices.len() as f64;
-    let pooled = 2.0 * both as f64 / total as f64;
+        .find(|(_, s)| **s != GRID_SEED)
+        .expect("the card lists a held-out study with lesions");
+    let study = synth::generate(&SynthOptions {
+        seed,
+        size: Size::Clinical,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join(format!("s{seed}"));
+    synth::write_nifti(&study, &input).unwrap();
+    let published = ort_processor()
+        .process(&input, &format!("s{seed}"), &dir.path().join("outbox"))
+        .unwrap();
+    let mask = nifti::read_u8(&published.dir.join("lesions.nii.gz")).unwrap();
+    let truth = nifti::read_u8(&input.join("SEG.nii.gz")).unwrap();
+    let d = common::dice(mask.data(), truth.data());
+    let expected = card_dice[slot];
     eprintln!(
-        "2 held-out studies: mean Dice {mean:.3}, pooled {pooled:.3}; the card claims mean \
-         {claimed:.3}, pooled {claimed_pooled:.3} over the whole held-out set"
+        "seed {seed}: Dice {d:.6}, card {expected:.6}; the card's held-out mean {claimed:.3}, \
+         pooled {claimed_pooled:.3}"
+    );
+    assert!(
+        (d - expected).abs() <= 1e-4,
+        "seed {seed}: Dice {d:.6}, the card claims {expected:.6}"
     );
 }
 
