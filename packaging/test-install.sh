@@ -143,8 +143,9 @@ check "models: two cards and 7 ONNX files under /usr/share/tracerd/models" bash 
 check "no training code or test vectors packaged" bash -c '! dpkg -L tracerd | grep -E "training|golden|\.py$"'
 check "sysusers.d and tmpfiles.d snippets installed" \
     test -f /usr/lib/sysusers.d/tracerd.conf -a -f /usr/lib/tmpfiles.d/tracerd.conf
-check "docs: README.md and result.schema.json" \
-    test -f /usr/share/doc/tracerd/README.md -a -f /usr/share/doc/tracerd/result.schema.json
+check "docs: README.md, docs/operations.md and result.schema.json" \
+    test -f /usr/share/doc/tracerd/README.md -a -f /usr/share/doc/tracerd/docs/operations.md \
+    -a -f /usr/share/doc/tracerd/result.schema.json
 UNIT=$(dpkg -L tracerd | grep "/systemd/system/$UNIT_NAME\$" | head -1)
 check "unit installed ($UNIT)" test -f "$UNIT"
 check "systemd-analyze verify $UNIT: rc 0 and no output" bash -c \

@@ -3,8 +3,8 @@
 //! Unknown keys are an error (a misspelt key silently ignored is how a console ends up watching
 //! the wrong folder). [`Config::validate`] reports every semantic problem at once. Relative paths
 //! in a config file are resolved against the directory that holds the file, so a config can be
-//! moved together with its folders. The README's configuration reference is generated from the
-//! doc comments below; keep them in step.
+//! moved together with its folders. The configuration reference in `docs/operations.md` is written
+//! from the doc comments below; keep the two in step.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -22,6 +22,29 @@ pub struct Config {
     pub limits: Limits,
     pub outbox: Outbox,
     pub scope: Scope,
+    pub metrics: Metrics,
+}
+
+/// The Prometheus endpoint of `tracerd run` (`GET /metrics`, OpenMetrics text; the metrics are
+/// listed in `docs/operations.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// Serve the endpoint. Default: true.
+    pub enabled: bool,
+    /// Address and port to listen on. Default: `127.0.0.1:9417`, loopback only; a port of 0
+    /// takes a free one (logged). Expose it beyond the machine only behind the site's firewall:
+    /// the endpoint has no authentication.
+    pub listen: String,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            enabled: true,
+            listen: "127.0.0.1:9417".into(),
+        }
+    }
 }
 
 /// What the models were made for: 18F-FDG PET. A DICOM study of another radionuclide, or a
@@ -217,7 +240,7 @@ pub struct Inference {
     /// library directory and a pip-installed `onnxruntime`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ort_library: Option<PathBuf>,
-    /// Fraction of each L2SNet sliding window shared with its neighbour, in `[0, 1)`; absent:
+    /// Fraction of each L2SNet sliding window shared with its neighbour, in `[0, 0.9]`; absent:
     /// the model card's value (0.5). Lower is faster and slightly less smooth at window seams.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub overlap: Option<f64>,
@@ -419,6 +442,12 @@ impl Config {
             && lib.as_os_str().is_empty()
         {
             problems.push("inference.ort_library is empty; remove the key to search".into());
+        }
+        if self.metrics.enabled && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "metrics.listen is {:?}; it must be an address and port such as \"127.0.0.1:9417\"",
+                self.metrics.listen
+            ));
         }
         if problems.is_empty() {
             Ok(())

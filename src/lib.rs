@@ -1,8 +1,8 @@
 //! tracerd: a scanner-side PET/CT inference daemon.
 //!
 //! The binary (`src/main.rs`) only parses the command line; everything it does lives in this
-//! library so that it can be tested without spawning processes. Module map: see the README's
-//! architecture section.
+//! library so that it can be tested without spawning processes. Module map:
+//! `docs/architecture.md`.
 
 pub mod check;
 pub mod config;
@@ -13,6 +13,7 @@ pub mod io;
 pub mod models;
 pub mod outbox;
 pub mod process;
+pub mod report;
 pub mod study;
 pub mod synth;
 pub mod volume;

@@ -31,7 +31,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// small: a half-scale body on PET 64×64×96, for quick tests; clinical: an adult drawn
-        /// per seed on one scanner family's PET and CT grids (see README, Synthetic studies).
+        /// per seed on one scanner family's PET and CT grids (see docs/synthetic-studies.md).
         #[arg(long, value_enum, default_value_t = SizeArg::Small)]
         size: SizeArg,
         /// nifti: SUV/CT/SEG .nii.gz; dicom: PET (BQML) and CT series under DICOM/ in a
@@ -52,8 +52,9 @@ enum Command {
         /// Folder of DICOM files, any nesting; non-DICOM files are ignored.
         input: PathBuf,
     },
-    /// Run one study through the models and publish OUTBOX/<key>/ (result.json, lesions.nii.gz,
-    /// lesions.seg.dcm for DICOM input) in one rename. INPUT is only read. Exit 0 when
+    /// Run one study through the models and publish OUTBOX/<key>/ (result.json, overview.png,
+    /// lesions.nii.gz; for DICOM input also lesions.seg.dcm, lesions.sr.dcm, overview.sc.dcm)
+    /// in one rename. INPUT is only read. Exit 0 when
     /// published; otherwise a one-line reason and nothing written.
     Process {
         /// Config file (TOML): engines, models folder, overlap. Default: embedded defaults.
@@ -96,7 +97,8 @@ Folders (paths.* in the config; packaged default /var/lib/tracerd/):
             with a .complete file in it, or (DICOM) when the PET's ImageIndex values are all there
             and a CT covers the PET's extent.
   work/     claimed studies, queued or in progress; re-queued at every start.
-  outbox/   <key>/result.json, lesions.nii.gz, lesions.seg.dcm; each appears in one rename.
+  outbox/   <key>/result.json, overview.png, lesions.nii.gz (+ .seg.dcm, .sr.dcm, overview.sc.dcm
+            for DICOM input); each folder appears in one rename.
   archive/  the inputs of published studies ([daemon] inputs_after_publish = \"delete\" to drop them).
   failed/   <name>/ = the untouched inputs + error.json {stage, error, hint}; fix the cause and
             move the folder back into the inbox to retry.
@@ -107,7 +109,7 @@ Under systemd:
   systemctl reload tracerd      SIGHUP: re-read the config and reload the models
   tracerd check --config FILE   validate before (re)starting
 
-Documentation: /usr/share/doc/tracerd/README.md (Operations, The daemon, Configuration).";
+Documentation: /usr/share/doc/tracerd/docs/operations.md (install, configuration, the daemon).";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum FormatArg {
@@ -244,6 +246,10 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     Some(published) => {
                         println!("{}", published_line(published));
                         println!("{}", demo_truth_line(published, truth));
+                        println!(
+                            "the picture: {}",
+                            published.dir.join(tracerd::outbox::OVERVIEW_FILE).display()
+                        );
                     }
                     None => {
                         return Err("the demo study was not published; see the log above".into());

@@ -28,6 +28,9 @@ pub const JSON_SCHEMA: &str = include_str!("../schemas/result.schema.json");
 pub const RESULT_FILE: &str = "result.json";
 pub const MASK_FILE: &str = "lesions.nii.gz";
 pub const SEG_FILE: &str = "lesions.seg.dcm";
+pub const SR_FILE: &str = "lesions.sr.dcm";
+pub const OVERVIEW_FILE: &str = "overview.png";
+pub const OVERVIEW_SC_FILE: &str = "overview.sc.dcm";
 
 /// A value, or the reason it is absent.
 #[derive(Debug, Clone, Serialize)]

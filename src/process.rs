@@ -14,17 +14,28 @@ use crate::models::l2snet::LesionSummary;
 use crate::models::two_be_three::Scores;
 use crate::models::{ModelUse, Models, Timings};
 use crate::outbox::{self, Backend, OrAbsent, ResultDoc, ScoresOut};
+use crate::report;
 use crate::study::{self, Source, Stage, Study, StudyError};
-use crate::volume::{Interpolation, Volume};
+use crate::volume::{FromF64, Geometry, Interpolation, Volume};
 
 /// What the models found in one study, on the study's own PET grid.
 #[derive(Debug)]
 pub struct Findings {
     pub scores: Scores,
     /// `None` without a CT (the 3D model needs both channels).
-    pub lesions: Option<(Volume<u8>, LesionSummary)>,
+    pub lesions: Option<FoundLesions>,
     pub timings: Timings,
     pub warnings: Vec<String>,
+}
+
+/// The lesions L2SNet found, on the study's own PET grid.
+#[derive(Debug)]
+pub struct FoundLesions {
+    /// 0/1.
+    pub mask: Volume<u8>,
+    /// 0 background, *n* the voxels of `summary.items[n - 1]`.
+    pub ids: Volume<u32>,
+    pub summary: LesionSummary,
 }
 
 /// A published study.
@@ -158,15 +169,13 @@ impl Processor {
                     .segment(&pet, ct, &mut timings)
                     .map_err(failed)?;
                 let t = Instant::now();
-                let mask = if seg.mask.geometry() == study.pet.geometry() {
-                    seg.mask
-                } else {
-                    // Same voxel centres, other order: nearest neighbour is an exact re-index.
-                    seg.mask
-                        .resample(study.pet.geometry(), Interpolation::Nearest, 0)
+                let found = FoundLesions {
+                    mask: on_grid(seg.mask, study.pet.geometry()),
+                    ids: on_grid(seg.ids, study.pet.geometry()),
+                    summary: seg.lesions,
                 };
                 timings.add("layout", t);
-                Some((mask, seg.lesions))
+                Some(found)
             }
             None => {
                 warnings.push(
@@ -220,6 +229,19 @@ impl Processor {
     }
 }
 
+/// `v` on `grid`, which holds the same voxel centres in another order: nearest neighbour is an
+/// exact re-index.
+fn on_grid<T: Copy + Send + Sync + Into<f64> + FromF64 + Default>(
+    v: Volume<T>,
+    grid: &Geometry,
+) -> Volume<T> {
+    if v.geometry() == grid {
+        v
+    } else {
+        v.resample(grid, Interpolation::Nearest, T::default())
+    }
+}
+
 /// Publishes `outbox/<key>/` for a study and what the models found in it: `result.json`,
 /// the mask, and a DICOM SEG for DICOM input. A full, read-only or missing outbox is a transient
 /// error ([`is_outbox_problem`]).
@@ -253,31 +275,54 @@ fn write_outbox(
     outbox_dir: &Path,
     ingest_ms: f64,
 ) -> Result<Published, std::io::Error> {
+    let mut result = result_doc(study, &findings, models);
+    let t = Instant::now();
+    let dir = outbox::publish(outbox_dir, &study.key, |dir| -> std::io::Result<()> {
+        fsio::injected_full_disk()?;
+        write_files(dir, study, &findings, models, &result.outputs)?;
+        let mut ms = result.timings_ms.clone();
+        ms.insert("ingest", ingest_ms);
+        ms.insert("write", t.elapsed().as_secs_f64() * 1e3);
+        result.timings_ms = ms;
+        let mut json = serde_json::to_vec_pretty(&result).map_err(std::io::Error::other)?;
+        json.push(b'\n');
+        std::fs::write(dir.join(outbox::RESULT_FILE), json)
+    })?;
+    Ok(Published {
+        key: study.key.clone(),
+        dir,
+        result,
+    })
+}
+
+/// `result.json` before publication: which files will be written, and why others are not.
+fn result_doc(study: &Study, findings: &Findings, models: &ModelInfo) -> ResultDoc {
     let mut warnings = study.warnings.clone();
     warnings.extend(findings.warnings.iter().cloned());
-    let mut outputs = vec![outbox::RESULT_FILE.to_string()];
+    let dicom = matches!(study.source, Source::Dicom { .. });
+    let mut outputs = vec![
+        outbox::RESULT_FILE.to_string(),
+        outbox::OVERVIEW_FILE.into(),
+    ];
     let lesions = match &findings.lesions {
-        Some((_, summary)) => {
+        Some(found) => {
             outputs.push(outbox::MASK_FILE.into());
-            OrAbsent::Present(summary.clone())
+            if dicom && found.summary.count > 0 {
+                outputs.push(outbox::SEG_FILE.into());
+                outputs.push(outbox::SR_FILE.into());
+            } else if dicom {
+                warnings.push("no lesions, so no DICOM SEG or SR was written".into());
+            }
+            OrAbsent::Present(found.summary.clone())
         }
         None => OrAbsent::Absent {
             reason: "no CT in the study; the lesion model needs PET and CT".into(),
         },
     };
-    let dicom_seg = match (&study.source, &findings.lesions) {
-        (Source::Dicom { pet_series, .. }, Some((_, summary))) => {
-            if summary.count > 0 {
-                outputs.push(outbox::SEG_FILE.into());
-                Some(pet_series)
-            } else {
-                warnings.push("no lesions, so no DICOM SEG was written".into());
-                None
-            }
-        }
-        _ => None,
-    };
-    let mut result = ResultDoc {
+    if dicom {
+        outputs.push(outbox::OVERVIEW_SC_FILE.into());
+    }
+    ResultDoc {
         schema: outbox::SCHEMA,
         key: study.key.clone(),
         tracerd_version: env!("CARGO_PKG_VERSION"),
@@ -293,30 +338,45 @@ fn write_outbox(
         timings_ms: findings.timings.clone(),
         model_status: models.statuses.clone(),
         warnings,
+    }
+}
+
+/// Writes every file `outputs` names except `result.json` into the temporary folder `dir`.
+fn write_files(
+    dir: &Path,
+    study: &Study,
+    findings: &Findings,
+    models: &ModelInfo,
+    outputs: &[String],
+) -> std::io::Result<()> {
+    let wants = |name: &str| outputs.iter().any(|o| o == name);
+    if let Some(found) = &findings.lesions {
+        nifti::write_u8(&dir.join(outbox::MASK_FILE), &found.mask).map_err(fsio::keep_kind)?;
+    }
+    let picture = report::render(&report::Overview {
+        key: &study.key,
+        pet: &study.pet,
+        lesions: findings.lesions.as_ref().map(|f| (&f.ids, &f.summary)),
+        scores: Some(&findings.scores),
+        models: &models.uses,
+        statuses: &models.statuses,
+    });
+    std::fs::write(dir.join(outbox::OVERVIEW_FILE), picture.png())?;
+    let Source::Dicom { pet_series, .. } = &study.source else {
+        return Ok(());
     };
-    let t = Instant::now();
-    let dir = outbox::publish(outbox_dir, &study.key, |dir| -> std::io::Result<()> {
-        fsio::injected_full_disk()?;
-        if let Some((mask, _)) = &findings.lesions {
-            nifti::write_u8(&dir.join(outbox::MASK_FILE), mask).map_err(fsio::keep_kind)?;
-            if let Some(pet_series) = dicom_seg {
-                dicom::seg::write_seg(pet_series, mask, &dir.join(outbox::SEG_FILE))
-                    .map_err(fsio::keep_kind)?;
-            }
-        }
-        let mut ms = result.timings_ms.clone();
-        ms.insert("ingest", ingest_ms);
-        ms.insert("write", t.elapsed().as_secs_f64() * 1e3);
-        result.timings_ms = ms;
-        let mut json = serde_json::to_vec_pretty(&result).map_err(std::io::Error::other)?;
-        json.push(b'\n');
-        std::fs::write(dir.join(outbox::RESULT_FILE), json)
-    })?;
-    Ok(Published {
-        key: study.key.clone(),
-        dir,
-        result,
-    })
+    if let (true, Some(found)) = (wants(outbox::SEG_FILE), &findings.lesions) {
+        dicom::seg::write_seg(pet_series, &found.ids, &dir.join(outbox::SEG_FILE))
+            .map_err(fsio::keep_kind)?;
+        dicom::sr::write_sr(pet_series, &found.summary, &dir.join(outbox::SR_FILE))
+            .map_err(fsio::keep_kind)?;
+    }
+    dicom::sc::write_sc(
+        pet_series,
+        &picture.image,
+        &dir.join(outbox::OVERVIEW_SC_FILE),
+    )
+    .map_err(fsio::keep_kind)
 }
 
 /// The study key `tracerd process` derives from an input folder's name ([`key_from_name`]).

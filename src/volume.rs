@@ -454,6 +454,13 @@ impl FromF64 for u8 {
     }
 }
 
+impl FromF64 for u32 {
+    /// Rounds and saturates (label volumes are resampled with nearest neighbour).
+    fn from_f64(v: f64) -> Self {
+        v.round().clamp(0.0, u32::MAX as f64) as u32
+    }
+}
+
 impl FromF64 for i16 {
     fn from_f64(v: f64) -> Self {
         v.round().clamp(i16::MIN as f64, i16::MAX as f64) as i16

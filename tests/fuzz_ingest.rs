@@ -3,7 +3,7 @@
 //! every mutant goes through `study::load` as the daemon calls it. Never a panic, and never an
 //! allocation beyond the configured limits: this binary's global allocator records the peak of
 //! live heap bytes. CI runs a short run (150 mutants); a long one is the same test with
-//! `TRACERD_FUZZ_ITERS=20000` (see README, Benchmarks); `TRACERD_FUZZ_DICOM=<folder>` mutates
+//! `TRACERD_FUZZ_ITERS=20000` (see docs/benchmarks.md); `TRACERD_FUZZ_DICOM=<folder>` mutates
 //! real scanner files instead of tracerd's own DICOM export. A failure prints the seed and iteration
 //! that reproduce it; each one found becomes a regression test.
 
@@ -222,7 +222,7 @@ fn an_overlong_extension_size_allocates_nothing() {
 
 /// The DICOM study the mutants start from: the synthetic study exported by tracerd, or the
 /// folder `TRACERD_FUZZ_DICOM` names (real scanner files: one series small enough for `LIMITS`,
-/// e.g. 60 consecutive slices; the README's Benchmarks say which were used).
+/// e.g. 60 consecutive slices; docs/benchmarks.md says which were used).
 fn dicom_corpus(study: &synth::SyntheticStudy, root: &Path) -> std::path::PathBuf {
     if let Some(dir) = std::env::var_os("TRACERD_FUZZ_DICOM") {
         let dir = std::path::PathBuf::from(dir);

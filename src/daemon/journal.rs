@@ -385,8 +385,13 @@ impl Journal {
 
     /// Free space, in MiB, on the filesystem of `work/` (all study folders share it).
     pub fn free_mib(&self) -> io::Result<u64> {
+        Ok(self.free_bytes()? / (1024 * 1024))
+    }
+
+    /// Bytes free to unprivileged users on the filesystem of `paths.work`.
+    pub fn free_bytes(&self) -> io::Result<u64> {
         let stat = rustix::fs::statvfs(&self.paths.work)?;
-        Ok(stat.f_bavail.saturating_mul(stat.f_frsize) / (1024 * 1024))
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
     /// Makes the journal consistent after a crash; see the module documentation.

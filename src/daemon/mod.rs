@@ -28,6 +28,7 @@
 
 mod guard;
 pub mod journal;
+pub mod metrics;
 mod reload;
 mod scanner;
 pub mod service;
@@ -47,6 +48,7 @@ use crate::config::{Config, ConfigError};
 use crate::process::{Processor, Published};
 use crate::study::StudyError;
 use journal::{Claimed, Journal};
+use metrics::{Endpoint, Metrics};
 use scanner::Scanner;
 use service::{Notifier, Signal};
 use stages::{Job, Loaded, Outcome, infer, ingest, publish};
@@ -160,6 +162,7 @@ struct Shared {
     /// Jobs handed to ingest and not yet back (published, failed or returned for a retry).
     in_flight: AtomicUsize,
     counters: Mutex<Counters>,
+    metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -232,9 +235,40 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
     let recovery = recover(&journal)?;
     let processor = Processor::new(&config).map_err(FatalError::Models)?;
     let shared = Arc::new(Shared::new(journal, config, &recovery, &processor));
+    let endpoint = start_metrics(&shared);
     let mut stages = Stages::spawn(&shared, processor, recovery.requeued)?;
-    supervise(&shared, &mut stages, &options, &signals, &mut notifier)?;
-    Ok(shut_down(&shared, stages, &mut notifier))
+    let supervised = supervise(&shared, &mut stages, &options, &signals, &mut notifier);
+    let summary = supervised.map(|()| shut_down(&shared, stages, &mut notifier));
+    if let Some(endpoint) = endpoint {
+        endpoint.stop();
+    }
+    summary
+}
+
+/// Starts the metrics endpoint when `[metrics] enabled`. A port that cannot be bound is logged
+/// and the daemon goes on without metrics: monitoring must not stop the studies.
+fn start_metrics(shared: &Arc<Shared>) -> Option<Endpoint> {
+    let m = shared.settings(|c| c.metrics.clone());
+    if !m.enabled {
+        return None;
+    }
+    let s = shared.clone();
+    let refresh = move |metrics: &Metrics| {
+        metrics.set_queued(lock(&s.counters).queued);
+        if let Ok(bytes) = s.journal.free_bytes() {
+            metrics.set_free_bytes(bytes);
+        }
+    };
+    match metrics::serve(&m.listen, shared.metrics.clone(), refresh) {
+        Ok(endpoint) => {
+            tracing::info!(address = %endpoint.address, "metrics endpoint listening (GET /metrics)");
+            Some(endpoint)
+        }
+        Err(error) => {
+            tracing::error!(listen = %m.listen, %error, "cannot serve metrics; running without them");
+            None
+        }
+    }
 }
 
 /// Start-up recovery of the study folders ([`Journal::recover`]), logged.
@@ -268,6 +302,11 @@ impl Shared {
         processor: &Processor,
     ) -> Shared {
         let backend = processor.model_info().backend();
+        let metrics = Arc::new(Metrics::new());
+        metrics.set_models(&processor.model_info().uses);
+        for _ in &recovery.gave_up {
+            metrics.study(metrics::StudyOutcome::Failed);
+        }
         Shared {
             journal,
             config: RwLock::new(config),
@@ -281,6 +320,7 @@ impl Shared {
                 engine: format!("{} on {}", backend.engine, backend.device),
                 ..Counters::default()
             }),
+            metrics,
         }
     }
 }

@@ -46,6 +46,10 @@ pub(super) fn reload(
                 new.daemon.queue_length = current.daemon.queue_length;
                 new.daemon.inputs_after_publish = current.daemon.inputs_after_publish;
             }
+            if new.metrics != current.metrics {
+                tracing::warn!("SIGHUP: [metrics] changes take effect at the next restart");
+                new.metrics = current.metrics.clone();
+            }
             *current = new.clone();
             drop(current);
             let _ = control.send(Box::new(new));

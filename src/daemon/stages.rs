@@ -7,6 +7,7 @@ use crossbeam_channel::{Receiver, Sender, never, select};
 
 use super::guard::{fault, guarded};
 use super::journal::Claimed;
+use super::metrics::{StageName, StudyOutcome};
 use super::{Shared, StageClock, lock};
 use crate::config::Config;
 use crate::outbox::OrAbsent;
@@ -91,6 +92,8 @@ pub(super) fn ingest(
         };
         let sent = match study {
             Ok((study, ingest_ms)) => {
+                let took = Duration::from_secs_f64(ingest_ms / 1e3);
+                shared.metrics.stage(StageName::Ingest, took);
                 tracing::info!(entry = %job.study.entry, key = %process::key_for_log(&study.key), ms = ingest_ms.round(), "ingested");
                 loaded
                     .send(Loaded {
@@ -121,6 +124,7 @@ pub(super) fn infer(
     let reload = |processor: &mut Processor, config: &Config| match Processor::new(config) {
         Ok(p) => {
             *processor = p;
+            shared.metrics.set_models(&processor.model_info().uses);
             let b = processor.model_info().backend();
             lock(&shared.counters).engine = format!("{} on {}", b.engine, b.device);
             tracing::info!(engine = %b.engine, device = %b.device, "models reloaded");
@@ -142,7 +146,10 @@ pub(super) fn infer(
                 let Ok(Loaded { job, study, ingest_ms }) = msg else { return };
                 let outcome = {
                     let _busy = clock.busy(&job.study.entry);
-                    match guarded(Stage::Inference, &job.study.name, || processor.analyse(&study)) {
+                    let t = Instant::now();
+                    let analysed = guarded(Stage::Inference, &job.study.name, || processor.analyse(&study));
+                    shared.metrics.stage(StageName::Inference, t.elapsed());
+                    match analysed {
                         Ok(findings) => Outcome::Analysed {
                             job,
                             study: Box::new(study),
@@ -179,7 +186,8 @@ pub(super) fn publish(
                 models,
             } => {
                 let _busy = clock.busy(&job.study.entry);
-                let lesions = findings.lesions.as_ref().map(|(_, s)| s.count);
+                let t = Instant::now();
+                let lesions = findings.lesions.as_ref().map(|f| f.summary.count);
                 let published = guarded(Stage::Publish, &job.study.name, || {
                     process::publish(&study, *findings, &models, &outbox, ingest_ms)
                 });
@@ -203,6 +211,9 @@ pub(super) fn publish(
                                 "published"
                             );
                             shared.forget(&job.study.name);
+                            shared.metrics.stage(StageName::Publish, t.elapsed());
+                            shared.metrics.stage(StageName::Total, latency);
+                            shared.metrics.study(StudyOutcome::Published);
                             let mut c = lock(&shared.counters);
                             if c.outbox_problem.take().is_some() {
                                 tracing::info!("results can be written again; claiming studies");
@@ -239,6 +250,7 @@ pub(super) fn publish(
             }
             let _ = shared.journal.cancel_attempt(&job.study);
             tracing::warn!(entry = %job.study.entry, %error, retry_in_s = backoff(job.retries).as_secs(), "transient error; the study will be tried again");
+            shared.metrics.study(StudyOutcome::Retried);
             let _ = retries.send(job.retry_later());
             continue;
         }
@@ -246,6 +258,7 @@ pub(super) fn publish(
             Ok(_) => {
                 shared.forget(&job.study.name);
                 tracing::warn!(entry = %job.study.entry, stage = %error.stage, error = %error.error, "study failed; inputs and error.json are in failed/");
+                shared.metrics.study(StudyOutcome::Failed);
                 let mut c = lock(&shared.counters);
                 c.failed += 1;
                 c.queued = c.queued.saturating_sub(1);

@@ -12,7 +12,7 @@
 //! 4. Cue and probability go back onto the native PET grid (trilinear), where the adaptive
 //!    threshold (paper §3.4) applies: a voxel the cue calls lesion (cue > 0.5) is kept from a
 //!    probability of 0.1 up, any other from the card's `raised_threshold` (0.5 as shipped; the
-//!    paper's "and vice versa" would be 0.9, README "Architecture").
+//!    paper's "and vice versa" would be 0.9, `docs/models.md`).
 //! 5. Connected components (18-connectivity) and their statistics, on the native grid.
 //!
 //! Everything runs in the models' layout (`Volume::to_canonical_lps`): the data vector, i
@@ -268,6 +268,8 @@ pub struct Segmentation {
     pub probability: Volume<f32>,
     /// 0/1, adaptive threshold.
     pub mask: Volume<u8>,
+    /// The mask's lesions numbered by [`lesion_ids`].
+    pub ids: Volume<u32>,
     pub lesions: LesionSummary,
 }
 
@@ -336,12 +338,14 @@ impl L2sNet {
         let probability = grid.to_native(&on_model(probability));
         let mask = adaptive_threshold(probability.data(), cue.data(), &self.params);
         let mask = Volume::new(pet.geometry().clone(), mask).expect("same shape as the PET");
-        let lesions = lesion_summary(&mask, pet);
+        let ids = lesion_ids(&mask);
+        let lesions = lesion_summary(&ids, pet);
         timings.add("l2snet_postprocess", t);
         Ok(Segmentation {
             cue,
             probability,
             mask,
+            ids,
             lesions,
         })
     }
@@ -535,12 +539,37 @@ pub fn label_components(mask: &Volume<u8>) -> (Vec<u32>, usize) {
     (labels, count as usize)
 }
 
-/// Per-lesion and study-level figures of a mask over a PET (SUV) on the same grid.
-pub fn lesion_summary(mask: &Volume<u8>, pet: &Volume<f32>) -> LesionSummary {
-    let geometry: &Geometry = mask.geometry();
+/// The lesions of a 0/1 mask as a label volume on the same grid: 0 background, *n* the voxels
+/// of lesion *n* of [`lesion_summary`] (18-connected components, largest first, ties in scan
+/// order). The SEG's segments, the overview's outlines and the SR's groups all number lesions
+/// by it.
+pub fn lesion_ids(mask: &Volume<u8>) -> Volume<u32> {
+    let (labels, count) = label_components(mask);
+    let mut sizes = vec![0usize; count];
+    for &l in labels.iter().filter(|&&l| l != 0) {
+        sizes[l as usize - 1] += 1;
+    }
+    let mut order: Vec<usize> = (0..count).collect();
+    // Stable: equal sizes keep the order their first voxel appears in.
+    order.sort_by_key(|&c| std::cmp::Reverse(sizes[c]));
+    let mut rank = vec![0u32; count];
+    for (r, &c) in order.iter().enumerate() {
+        rank[c] = r as u32 + 1;
+    }
+    let ids = labels
+        .iter()
+        .map(|&l| if l == 0 { 0 } else { rank[l as usize - 1] })
+        .collect();
+    Volume::new(mask.geometry().clone(), ids).expect("same grid as the mask")
+}
+
+/// Per-lesion and study-level figures of lesions ([`lesion_ids`]) over a PET (SUV) on the same
+/// grid.
+pub fn lesion_summary(ids: &Volume<u32>, pet: &Volume<f32>) -> LesionSummary {
+    let geometry: &Geometry = ids.geometry();
     let [nx, ny, _] = geometry.shape;
     let voxel_ml = geometry.voxel_volume_ml();
-    let (labels, count) = label_components(mask);
+    let count = ids.data().iter().copied().max().unwrap_or(0) as usize;
     #[derive(Clone, Default)]
     struct Acc {
         voxels: usize,
@@ -555,11 +584,11 @@ pub fn lesion_summary(mask: &Volume<u8>, pet: &Volume<f32>) -> LesionSummary {
         };
         count
     ];
-    for (v, (&label, &suv)) in labels.iter().zip(pet.data()).enumerate() {
-        if label == 0 {
+    for (v, (&id, &suv)) in ids.data().iter().zip(pet.data()).enumerate() {
+        if id == 0 {
             continue;
         }
-        let a = &mut acc[label as usize - 1];
+        let a = &mut acc[id as usize - 1];
         let suv = f64::from(suv);
         a.voxels += 1;
         a.suv_sum += suv;
@@ -569,31 +598,33 @@ pub fn lesion_summary(mask: &Volume<u8>, pet: &Volume<f32>) -> LesionSummary {
             *s += i as f64;
         }
     }
-    let mut items: Vec<Lesion> = acc
+    let items: Vec<Lesion> = acc
         .into_iter()
-        .map(|a| {
-            let n = a.voxels as f64;
+        .enumerate()
+        .map(|(n, a)| {
+            let voxels = a.voxels as f64;
             let centre =
-                geometry.index_to_world(nalgebra::Vector3::from(a.index_sum.map(|s| s / n)));
+                geometry.index_to_world(nalgebra::Vector3::from(a.index_sum.map(|s| s / voxels)));
             Lesion {
-                id: 0,
+                id: n + 1,
                 voxels: a.voxels,
-                volume_ml: n * voxel_ml,
+                volume_ml: voxels * voxel_ml,
                 suv_max: a.suv_max,
-                suv_mean: a.suv_sum / n,
+                suv_mean: a.suv_sum / voxels,
                 tlg: a.suv_sum * voxel_ml,
                 centroid_mm: [centre.x, centre.y, centre.z],
             }
         })
         .collect();
-    // Largest first; ties keep the scan order (stable sort), so ids are deterministic.
-    items.sort_by_key(|l| std::cmp::Reverse(l.voxels));
-    // Totals from the exact values, then everything rounded for result.json.
+    summarise(items)
+}
+
+/// Totals from the exact values, then everything rounded for `result.json`.
+fn summarise(mut items: Vec<Lesion>) -> LesionSummary {
     let mtv_ml = round(items.iter().map(|l| l.volume_ml).sum(), 4);
     let tlg = round(items.iter().map(|l| l.tlg).sum(), 4);
     let suv_max = round(items.iter().map(|l| l.suv_max).fold(0.0, f64::max), 4);
-    for (n, l) in items.iter_mut().enumerate() {
-        l.id = n + 1;
+    for l in &mut items {
         l.volume_ml = round(l.volume_ml, 4);
         l.suv_max = round(l.suv_max, 4);
         l.suv_mean = round(l.suv_mean, 4);
@@ -736,7 +767,7 @@ mod tests {
         pet.data_mut()[at(1, 1, 1)] = 4.0;
         pet.data_mut()[at(2, 1, 1)] = 6.0;
         pet.data_mut()[at(4, 4, 4)] = 9.0;
-        let s = lesion_summary(&mask, &pet);
+        let s = lesion_summary(&lesion_ids(&mask), &pet);
         let ml = 2.0 * 2.0 * 4.0 / 1000.0;
         assert_eq!(s.count, 2);
         assert!((s.mtv_ml - 3.0 * ml).abs() < 1e-12);
@@ -750,7 +781,7 @@ mod tests {
         // Centre of (1,1,1) and (2,1,1): i = 1.5 → x = -10 + 1.5·2.
         assert_eq!(big.centroid_mm, [-7.0, 2.0, 104.0]);
         assert_eq!(s.items[1].centroid_mm, [-2.0, 8.0, 116.0]);
-        let empty = lesion_summary(&mask_of([6, 6, 6], &[]), &pet);
+        let empty = lesion_summary(&lesion_ids(&mask_of([6, 6, 6], &[])), &pet);
         assert_eq!((empty.count, empty.mtv_ml, empty.suv_max), (0, 0.0, 0.0));
     }
 }

@@ -74,7 +74,7 @@ impl Spool {
              archive = \"archive\"\n\n[watch]\nsettle_seconds = {}\nrescan_seconds = {}\n\
              min_free_mib = {}\n\n[daemon]\ningest_workers = {}\nqueue_length = {}\n\
              stop_timeout_seconds = {}\nstall_seconds = {}\nmax_attempts = {}\n\n\
-             [inference]\nengines = {}\n",
+             [inference]\nengines = {}\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
             s.settle_seconds,
             s.rescan_seconds,
             s.min_free_mib,
@@ -165,6 +165,35 @@ impl Spool {
             cmd.env(k, v);
         }
         cmd
+    }
+
+    /// The metrics endpoint's address, from the log line that announces it (a free port).
+    pub fn metrics_address(&self) -> Option<String> {
+        let log = self.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("metrics endpoint listening"))?;
+        let at = line.find("address=")? + "address=".len();
+        Some(line[at..].split_whitespace().next()?.to_string())
+    }
+
+    /// `GET /metrics` from the running daemon: the response body.
+    pub fn scrape(&self) -> String {
+        use std::io::Write;
+        let address = self
+            .metrics_address()
+            .expect("the daemon announced its metrics endpoint");
+        let mut s = std::net::TcpStream::connect(&address).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        body.to_string()
     }
 
     pub fn spawn(&self, env: &[(&str, &Path)]) -> Child {

@@ -132,11 +132,34 @@ pub fn rewrite_dicom(path: &Path, edit: impl FnOnce(&mut dicom_object::InMemDico
     edit(&mut obj);
     let class = meta.media_storage_sop_class_uid().to_string();
     let inst = meta.media_storage_sop_instance_uid().to_string();
-    tracerd::io::dicom::synth_export::write_part10(path, obj, &class, &inst).unwrap();
+    tracerd::io::dicom::write::write_part10(path, obj, &class, &inst).unwrap();
 }
 
 /// Dice coefficient of two 0/1 masks of the same size (the library's, with a length check).
 pub fn dice(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len(), "masks of different sizes");
     tracerd::models::l2snet::dice(a, b)
+}
+
+/// `dciodvfy`'s report on a DICOM file (Debian dicom3tools), printed for the test log, and its
+/// lines starting with `Error` or `Warning`.
+pub fn dciodvfy_problems(path: &Path) -> (String, Vec<String>) {
+    let o = Command::new("dciodvfy")
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run dciodvfy ({e}); install dicom3tools or run `bash .ci/run`")
+        });
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    println!("dciodvfy {}:\n{report}", path.display());
+    let problems = report
+        .lines()
+        .filter(|l| l.starts_with("Error") || l.starts_with("Warning"))
+        .map(str::to_string)
+        .collect();
+    (report, problems)
 }

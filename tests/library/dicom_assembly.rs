@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{InMemDicomObject, open_file};
-use tracerd::io::dicom::synth_export::{self, write_part10};
 use tracerd::io::dicom::{self, Stage};
+use tracerd::io::dicom::{synth_export, write::write_part10};
 use tracerd::synth::{self, Size, SynthOptions};
 
 /// The image files (named IM…) of a synthetic DICOM drop.

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::open_file;
-use tracerd::io::dicom::synth_export::{self, write_part10};
 use tracerd::io::dicom::{self, Stage};
+use tracerd::io::dicom::{synth_export, write::write_part10};
 use tracerd::synth::{self, Size, SynthOptions};
 
 /// A drop with two synthetic studies; returns (drop, PET files of the first study, sorted).
@@ -210,7 +210,7 @@ fn duplicate_slice_keeps_the_higher_acquisition_number() {
     obj.put(DataElement::new(
         tags::RESCALE_SLOPE,
         VR::DS,
-        PrimitiveValue::from(synth_export::ds(slope * 2.0)),
+        PrimitiveValue::from(dicom::write::ds(slope * 2.0)),
     ));
     write_part10(
         &drop.join("s21/dup.dcm"),

@@ -46,7 +46,7 @@ fn rotate_all(dir: &Path, r: &Matrix3<f64>) {
         let row = r * Vector3::new(iop[0], iop[1], iop[2]);
         let col = r * Vector3::new(iop[3], iop[4], iop[5]);
         let pos = r * Vector3::new(ipp[0], ipp[1], ipp[2]);
-        let ds = dicom::synth_export::ds;
+        let ds = dicom::write::ds;
         let text = |x: &[f64]| x.iter().map(|&a| ds(a)).collect::<Vec<_>>().join("\\");
         for (tag, value) in [
             (
@@ -57,7 +57,7 @@ fn rotate_all(dir: &Path, r: &Matrix3<f64>) {
         ] {
             obj.put(DataElement::new(tag, VR::DS, PrimitiveValue::from(value)));
         }
-        dicom::synth_export::write_part10(&p, obj, &class, &inst).unwrap();
+        dicom::write::write_part10(&p, obj, &class, &inst).unwrap();
     }
 }
 

@@ -1,24 +1,25 @@
-//! DICOM SEG (`lesions.seg.dcm`): written for the synthetic ground-truth mask on a DICOM PET,
-//! validated by `dciodvfy` (Debian dicom3tools: no error and no warning), and read back by pydicom
-//! (tests/oracle/dicom_seg_oracle.py) into a mask identical to the one written, with each frame
-//! on the slice it references. An empty mask writes no file.
+//! DICOM SEG (`lesions.seg.dcm`): written for the lesions (one segment each) of the synthetic
+//! ground-truth mask on a DICOM PET, validated by `dciodvfy` (Debian dicom3tools: no error and no
+//! warning), and read back into a label map identical to the one written by two independent
+//! readers: pydicom frame by frame (tests/oracle/dicom_seg_oracle.py, which also checks each
+//! frame's slice, position and segment) and highdicom by source instance with its spatial checks
+//! on (tests/oracle/dicom_seg_highdicom.py). An empty mask writes no file.
 
 use crate::common;
-
-use std::process::Command;
 
 use common::run_oracle;
 use tracerd::Volume;
 use tracerd::io::dicom::{self, assemble::assemble, scan::scan_folder, seg::write_seg};
+use tracerd::models::l2snet::lesion_ids;
 use tracerd::synth::{self, Size, SynthOptions};
 
 #[test]
 fn seg_is_valid_and_reads_back_as_the_mask() {
     let dir = tempfile::tempdir().unwrap();
     let drop = dir.path().join("drop");
-    // Seed 7 has lesions (checked below).
+    // Seed 4 has three lesions (checked below).
     let study = synth::generate(&SynthOptions {
-        seed: 7,
+        seed: 4,
         size: Size::Small,
     });
     assert!(study.seg.data().contains(&1));
@@ -27,25 +28,16 @@ fn seg_is_valid_and_reads_back_as_the_mask() {
         .remove(0)
         .result
         .unwrap();
-    let path = dir.path().join("lesions.seg.dcm");
-    assert!(write_seg(&assembled.pet, &study.seg, &path).unwrap());
-
-    let o = Command::new("dciodvfy")
-        .arg(&path)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run dciodvfy ({e}); install dicom3tools or run `bash .ci/run`")
-        });
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+    let ids = lesion_ids(&study.seg);
+    let lesions = *ids.data().iter().max().unwrap();
+    assert!(
+        lesions >= 2,
+        "seed 4 should have several lesions, has {lesions}"
     );
-    println!("dciodvfy:\n{report}");
-    let problems: Vec<&str> = report
-        .lines()
-        .filter(|l| l.starts_with("Error") || l.starts_with("Warning"))
-        .collect();
+    let path = dir.path().join("lesions.seg.dcm");
+    assert!(write_seg(&assembled.pet, &ids, &path).unwrap());
+
+    let (report, problems) = common::dciodvfy_problems(&path);
     assert!(
         problems.is_empty(),
         "dciodvfy errors or warnings:\n{report}"
@@ -55,27 +47,36 @@ fn seg_is_valid_and_reads_back_as_the_mask() {
         "dciodvfy did not recognise a SEG:\n{report}"
     );
 
-    let out = dir.path().join("mask.u8");
-    run_oracle("dicom_seg_oracle.py", &[&path, &drop, &out]);
-    let back = std::fs::read(&out).unwrap();
-    assert_eq!(back.len(), study.seg.data().len());
-    assert!(
-        back == study.seg.data(),
-        "pydicom's mask differs from the one written"
-    );
-    // Frames only for slices with lesions.
+    for oracle in ["dicom_seg_oracle.py", "dicom_seg_highdicom.py"] {
+        let out = dir.path().join("labels.u32");
+        run_oracle(oracle, &[&path, &drop, &out]);
+        let back: Vec<u32> = std::fs::read(&out)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(back.len(), ids.data().len(), "{oracle}");
+        assert!(
+            back == ids.data(),
+            "{oracle}: the label map differs from the one written"
+        );
+    }
+    // One frame per (segment, slice holding it).
     let obj = dicom_object::open_file(&path).unwrap();
     let frames: usize = obj
         .element(dicom_dictionary_std::tags::NUMBER_OF_FRAMES)
         .unwrap()
         .to_int()
         .unwrap();
-    let [nx, ny, nz] = study.seg.shape();
-    let with_lesions = (0..nz)
-        .filter(|k| study.seg.data()[k * nx * ny..(k + 1) * nx * ny].contains(&1))
-        .count();
-    assert_eq!(frames, with_lesions);
-    assert!(frames < nz);
+    let [nx, ny, nz] = ids.shape();
+    let expected: usize = (1..=lesions)
+        .map(|n| {
+            (0..nz)
+                .filter(|k| ids.data()[k * nx * ny..(k + 1) * nx * ny].contains(&n))
+                .count()
+        })
+        .sum();
+    assert_eq!(frames, expected);
 }
 
 #[test]
@@ -91,7 +92,7 @@ fn empty_mask_writes_no_seg() {
         .remove(0)
         .result
         .unwrap();
-    let empty = Volume::filled(study.seg.geometry().clone(), 0u8).unwrap();
+    let empty = Volume::filled(study.seg.geometry().clone(), 0u32).unwrap();
     let path = dir.path().join("lesions.seg.dcm");
     assert!(!write_seg(&assembled.pet, &empty, &path).unwrap());
     assert!(!path.exists());

@@ -16,7 +16,7 @@ use dicom_object::InMemDicomObject;
 use serde_json::Value;
 use tracerd::io::dicom::scan::scan_folder;
 use tracerd::io::dicom::suv::{self, SuvTags};
-use tracerd::io::dicom::synth_export::write_part10;
+use tracerd::io::dicom::write::write_part10;
 
 const TOL: f64 = 1e-5;
 

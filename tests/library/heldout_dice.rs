@@ -179,7 +179,12 @@ fn segment(processor: &mut Processor, study: &synth::SyntheticStudy) -> (Volume<
     synth::write_nifti(study, dir.path()).unwrap();
     let loaded =
         tracerd::study::load(dir.path(), "k", &Limits::default(), &Scope::default()).unwrap();
-    let (mask, _) = processor.analyse(&loaded).unwrap().lesions.expect("a CT");
+    let mask = processor
+        .analyse(&loaded)
+        .unwrap()
+        .lesions
+        .expect("a CT")
+        .mask;
     assert_eq!(mask.geometry(), study.seg.geometry());
     (mask, study.seg.clone())
 }

@@ -11,6 +11,7 @@ mod dicom_bad;
 mod dicom_compressed;
 mod dicom_dcm2niix;
 mod dicom_real;
+mod dicom_results;
 mod dicom_roundtrip;
 mod dicom_seg;
 mod dicom_suv_oracle;

@@ -6,10 +6,13 @@
 PET_DIR holds the source PET series (any nesting; other files are skipped). The PET slices are
 sorted by position along their normal; every SEG frame is placed on the slice its
 DerivationImageSequence references, and the frame's PlanePositionSequence must equal that slice's
-ImagePositionPatient (1e-3 mm) and its DimensionIndexValues must hold that slice's index. Also
-checked: SOP class, BINARY type, one segment coded SCT 108369006 (Neoplasm) in category SCT
-49755003, ReferencedSeriesSequence naming the PET series. OUT gets the mask as uint8, x fastest,
-then y, then z (tracerd's volume order). Exits non-zero with a message on any problem.
+ImagePositionPatient (1e-3 mm), its DimensionIndexValues must be (its segment, that slice's
+index) and its source reference must say SpatialLocationsPreserved YES. Also checked: SOP class,
+BINARY type, segments numbered 1..N, each labelled "Lesion n" and coded SCT 108369006 (Neoplasm)
+in category SCT 49755003, no two frames for one (segment, slice), no segment on a voxel another
+segment holds, ReferencedSeriesSequence naming the PET series. OUT gets the label map (0, or the
+segment number) as uint32, x fastest, then y, then z (tracerd's volume order). Exits non-zero
+with a message on any problem.
 """
 import os
 import sys
@@ -26,15 +29,15 @@ def main():
         problems.append(f"SOP class {seg.SOPClassUID}")
     if seg.SegmentationType != "BINARY":
         problems.append(f"SegmentationType {seg.SegmentationType}")
-    segment = seg.SegmentSequence[0]
-    if len(seg.SegmentSequence) != 1 or segment.SegmentNumber != 1:
-        problems.append("expected exactly segment 1")
-    t = segment.SegmentedPropertyTypeCodeSequence[0]
-    c = segment.SegmentedPropertyCategoryCodeSequence[0]
-    if (t.CodeValue, t.CodingSchemeDesignator) != ("108369006", "SCT"):
-        problems.append(f"type code {t.CodeValue} {t.CodingSchemeDesignator}")
-    if (c.CodeValue, c.CodingSchemeDesignator) != ("49755003", "SCT"):
-        problems.append(f"category code {c.CodeValue} {c.CodingSchemeDesignator}")
+    for n, segment in enumerate(seg.SegmentSequence, start=1):
+        if segment.SegmentNumber != n or segment.SegmentLabel != f"Lesion {n}":
+            problems.append(f"segment {n}: number {segment.SegmentNumber}, label {segment.SegmentLabel}")
+        t = segment.SegmentedPropertyTypeCodeSequence[0]
+        c = segment.SegmentedPropertyCategoryCodeSequence[0]
+        if (t.CodeValue, t.CodingSchemeDesignator) != ("108369006", "SCT"):
+            problems.append(f"segment {n}: type code {t.CodeValue} {t.CodingSchemeDesignator}")
+        if (c.CodeValue, c.CodingSchemeDesignator) != ("49755003", "SCT"):
+            problems.append(f"segment {n}: category code {c.CodeValue} {c.CodingSchemeDesignator}")
 
     pet = {}
     for root, _, files in os.walk(pet_dir):
@@ -56,28 +59,35 @@ def main():
     if (seg.Rows, seg.Columns) != (rows, cols):
         problems.append(f"SEG {seg.Rows}x{seg.Columns}, PET {rows}x{cols}")
     frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), rows, cols)
-    mask = np.zeros((len(order), rows, cols), dtype=np.uint8)
+    labels = np.zeros((len(order), rows, cols), dtype=np.uint32)
+    seen = set()
     for f, fg in enumerate(seg.PerFrameFunctionalGroupsSequence):
-        ref = fg.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        source = fg.DerivationImageSequence[0].SourceImageSequence[0]
+        ref = source.ReferencedSOPInstanceUID
         if ref not in index:
             problems.append(f"frame {f}: references an unknown instance")
             continue
+        if getattr(source, "SpatialLocationsPreserved", "") != "YES":
+            problems.append(f"frame {f}: SpatialLocationsPreserved is not YES")
         k = index[ref]
+        n = int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         pos = np.array(fg.PlanePositionSequence[0].ImagePositionPatient, dtype=float)
         if np.abs(pos - np.array(pet[ref].ImagePositionPatient, dtype=float)).max() > 1e-3:
             problems.append(f"frame {f}: position {pos} is not that of the referenced slice")
-        if list(fg.FrameContentSequence[0].DimensionIndexValues) != [1, k + 1]:
+        if list(fg.FrameContentSequence[0].DimensionIndexValues) != [n, k + 1]:
             problems.append(f"frame {f}: DimensionIndexValues {fg.FrameContentSequence[0].DimensionIndexValues}")
-        if fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber != 1:
-            problems.append(f"frame {f}: segment number")
-        if mask[k].any():
-            problems.append(f"frame {f}: a second frame for slice {k}")
-        mask[k] = frames[f]
-        if not frames[f].any():
+        if (n, k) in seen:
+            problems.append(f"frame {f}: a second frame for segment {n} on slice {k}")
+        seen.add((n, k))
+        on = frames[f] != 0
+        if not on.any():
             problems.append(f"frame {f}: empty frame")
+        if (labels[k][on] != 0).any():
+            problems.append(f"frame {f}: segment {n} overlaps another segment")
+        labels[k][on] = n
     if problems:
         sys.exit("\n".join(problems))
-    mask.astype(np.uint8).tofile(out)
+    labels.tofile(out)
 
 
 if __name__ == "__main__":

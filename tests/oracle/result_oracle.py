@@ -1,5 +1,6 @@
 """Checks a published outbox folder with independent tools: result.json against the committed
-JSON Schema (jsonschema, draft 2020-12), lesions.nii.gz with nibabel against the input PET.
+JSON Schema (jsonschema, draft 2020-12), its "outputs" against the folder's files, overview.png
+with Pillow (a PNG, RGB, of a plausible size), lesions.nii.gz with nibabel against the input PET.
 
 usage: result_oracle.py OUTBOX_STUDY_DIR SCHEMA PET_NIFTI
 Exits non-zero with the reason on any mismatch; prints a JSON summary on success.
@@ -11,6 +12,7 @@ from pathlib import Path
 import jsonschema
 import nibabel as nib
 import numpy as np
+from PIL import Image
 
 
 def main(folder: Path, schema_path: Path, pet_path: Path) -> None:
@@ -19,6 +21,13 @@ def main(folder: Path, schema_path: Path, pet_path: Path) -> None:
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.Draft202012Validator(schema).validate(result)
     summary = {"schema_valid": True}
+    files = sorted(p.name for p in folder.iterdir())
+    if files != sorted(result["outputs"]):
+        sys.exit(f"outputs {result['outputs']} but the folder holds {files}")
+    with Image.open(folder / "overview.png") as picture:
+        if picture.format != "PNG" or picture.mode != "RGB" or min(picture.size) < 400:
+            sys.exit(f"overview.png is {picture.format} {picture.mode} {picture.size}")
+        summary["overview_size"] = list(picture.size)
     mask_path = folder / "lesions.nii.gz"
     if mask_path.exists():
         mask = nib.load(mask_path)

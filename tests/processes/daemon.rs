@@ -653,3 +653,111 @@ fn a_study_that_vanishes_from_work_is_logged_once_and_forgotten() {
     signal(&child, "TERM");
     assert_eq!(wait_exit(&mut child, MINUTE), Some(0));
 }
+
+/// `promtool check metrics` (Debian `prometheus`) on a scrape: its findings, empty when clean.
+fn promtool(scrape: &str) -> String {
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run promtool ({e}); install prometheus or run `bash .ci/run`")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        findings.trim().to_string()
+    } else {
+        format!("exit {}: {findings}", out.status)
+    }
+}
+
+/// The value of the series `name` (its full text before the value, labels included).
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_are_scraped_while_a_study_is_processed_and_count_what_happened() {
+    let _serial = serial();
+    let spool = Spool::new(&Settings::default());
+    let notify = NotifySocket::new();
+    let mut child = spool.spawn(&[("NOTIFY_SOCKET", &notify.path)]);
+    notify.wait_for("READY=1", MINUTE);
+    let idle = spool.scrape();
+    assert_eq!(promtool(&idle), "", "promtool on the idle scrape:\n{idle}");
+    assert_eq!(sample(&idle, "tracerd_studies_queued"), Some(0.0), "{idle}");
+    let staged = spool.dir(".m1");
+    write_study(&staged, 41);
+    fs::write(staged.join(".complete"), "").unwrap();
+    // A broken study beside it: a failure to count.
+    let broken = spool.dir(".m2");
+    fs::create_dir_all(&broken).unwrap();
+    fs::write(broken.join("SUV.nii.gz"), b"not a nifti").unwrap();
+    fs::write(broken.join(".complete"), "").unwrap();
+    fs::rename(&staged, spool.dir("inbox").join("m1")).unwrap();
+    let mut during = String::new();
+    wait_until(&spool, MINUTE, "a scrape with the study in work/", || {
+        during = spool.scrape();
+        sample(&during, "tracerd_studies_queued") == Some(1.0)
+    });
+    assert_eq!(
+        promtool(&during),
+        "",
+        "promtool on a scrape during processing:\n{during}"
+    );
+    fs::rename(&broken, spool.dir("inbox").join("m2")).unwrap();
+    wait_until(&spool, 3 * MINUTE, "m1 published, m2 failed", || {
+        published(&spool, "m1") && spool.studies("failed") == ["m2"]
+    });
+    let after = spool.scrape();
+    assert_eq!(promtool(&after), "", "promtool after processing:\n{after}");
+    let counted = |outcome: &str| {
+        sample(
+            &after,
+            &format!("tracerd_studies_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(counted("published"), Some(1.0), "{after}");
+    assert_eq!(counted("failed"), Some(1.0), "{after}");
+    assert_eq!(counted("retried"), Some(0.0), "{after}");
+    assert_eq!(
+        sample(&after, "tracerd_studies_queued"),
+        Some(0.0),
+        "{after}"
+    );
+    for stage in ["ingest", "inference", "publish", "total"] {
+        let count = format!("tracerd_stage_duration_seconds_count{{stage=\"{stage}\"}}");
+        assert!(
+            sample(&after, &count).unwrap_or(0.0) >= 1.0,
+            "{stage}: {after}"
+        );
+    }
+    assert!(sample(&after, "tracerd_last_success_timestamp_seconds").unwrap() > 1.7e9);
+    assert!(sample(&after, "tracerd_free_bytes").unwrap() > 0.0);
+    assert_eq!(
+        after
+            .lines()
+            .filter(|l| l.starts_with("tracerd_model_info{"))
+            .count(),
+        3,
+        "one series per network: {after}"
+    );
+    assert!(after.contains("engine=\"ort-cpu\""), "{after}");
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child, MINUTE), Some(0));
+}

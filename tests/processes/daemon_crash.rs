@@ -219,7 +219,7 @@ fn a_crash_between_publishing_and_archiving_reruns_and_replaces() {
 /// `max_attempts` times), and every input byte is where it should be.
 ///
 /// About 5 minutes on a 2-core machine, so it runs on demand rather than in CI:
-/// `cargo test --test processes burst -- --ignored --nocapture` (README, Benchmarks).
+/// `cargo test --test processes burst -- --ignored --nocapture` (docs/benchmarks.md).
 #[test]
 #[ignore = "a 5-minute robustness run; cargo test --test processes burst -- --ignored"]
 fn a_burst_of_30_with_five_kills_and_a_poison_study_fails_only_the_poison() {

@@ -80,7 +80,10 @@ fn publishes_a_valid_result_and_a_mask_on_the_pet_grid_and_reruns_replace() {
         assert_eq!(entries(&outbox), ["study-100001"]);
     }
     let published = outbox.join("study-100001");
-    assert_eq!(entries(&published), ["lesions.nii.gz", "result.json"]);
+    assert_eq!(
+        entries(&published),
+        ["lesions.nii.gz", "overview.png", "result.json"]
+    );
     check_with_oracle(&published, &input.join("SUV.nii.gz"));
     let r = common::read_json(&published.join("result.json"));
     assert_eq!(r["schema"], "tracerd.result/1");
@@ -118,7 +121,7 @@ fn a_bogus_ort_library_falls_back_to_tract_and_result_json_says_so() {
     let o = process(Some(&config), &input, &outbox);
     assert!(o.status.success(), "{}", stderr(&o));
     let published = outbox.join("pet-only");
-    assert_eq!(entries(&published), ["result.json"]);
+    assert_eq!(entries(&published), ["overview.png", "result.json"]);
     check_with_oracle(&published, &input.join("SUV.nii.gz"));
     let r = common::read_json(&published.join("result.json"));
     assert_eq!(r["backend"]["engine"], "tract");
@@ -144,7 +147,7 @@ fn a_bogus_ort_library_falls_back_to_tract_and_result_json_says_so() {
 }
 
 #[test]
-fn dicom_input_is_keyed_by_uids_and_gets_a_seg() {
+fn dicom_input_is_keyed_by_uids_and_gets_a_seg_an_sr_and_a_secondary_capture() {
     let dir = tempfile::tempdir().unwrap();
     let study = synth::generate(&SynthOptions {
         seed: 100001,
@@ -165,7 +168,14 @@ fn dicom_input_is_keyed_by_uids_and_gets_a_seg() {
     let published = outbox.join(key);
     assert_eq!(
         entries(&published),
-        ["lesions.nii.gz", "lesions.seg.dcm", "result.json"]
+        [
+            "lesions.nii.gz",
+            "lesions.seg.dcm",
+            "lesions.sr.dcm",
+            "overview.png",
+            "overview.sc.dcm",
+            "result.json"
+        ]
     );
     // The PET the mask must sit on: tracerd convert's SUV volume of the same drop.
     let converted = dir.path().join("converted");

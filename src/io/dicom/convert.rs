@@ -15,7 +15,7 @@ use super::{DicomError, DicomErrorKind, Stage};
 use crate::config::Limits;
 use crate::fsio;
 use crate::io::nifti;
-use crate::volume::{Geometry, Interpolation, Volume};
+use crate::volume::Volume;
 
 /// Value of `conversion.json`'s `"schema"`.
 pub const SCHEMA: &str = "tracerd.conversion/1";
@@ -121,12 +121,6 @@ pub fn load_study(study: &AssembledStudy, ignored: &[PathBuf]) -> Result<LoadedS
         ct,
         report,
     })
-}
-
-/// The CT resampled onto the PET grid (trilinear; air, −1024 HU, outside the CT), as the
-/// models take it.
-pub fn ct_on_pet_grid(ct: &Volume<f32>, pet: &Geometry) -> Volume<f32> {
-    ct.resample(pet, Interpolation::Linear, -1024.0)
 }
 
 /// Writes `pet_suv.nii.gz`, `ct.nii.gz` (when there is a CT) and `conversion.json` into `dir`.

@@ -14,15 +14,17 @@
 //! 5. [`convert`] ties them together for `tracerd convert` and writes `pet_suv.nii.gz`,
 //!    `ct.nii.gz` and `conversion.json`.
 //!
-//! Writers: [`synth_export`] (the synthetic study as DICOM files) and [`seg`] (the lesion mask
-//! as a DICOM Segmentation). [`complete`] holds the DICOM completeness rule for the watcher.
+//! Writers, all built on [`write`] (UIDs, the shared modules, Part-10 output): [`seg`] (the
+//! lesions as a DICOM Segmentation, one segment each), [`sr`] (their measurements as a TID 1500
+//! report), [`sc`] (the overview picture as a Secondary Capture) and [`synth_export`] (the
+//! synthetic study as DICOM files). [`complete`] holds the DICOM completeness rule for the watcher.
 //!
 //! # Patient identifiers
 //!
 //! No code in this module reads the values of PatientName, PatientID or PatientBirthDate, so
 //! they cannot reach a log line, an error, a file name or `conversion.json` (the SEG writer
-//! copies the Patient module's elements into the SEG unseen, as the SEG must file under the same
-//! patient). Errors name files by their path relative to the drop folder and series by a
+//! and the SC and SR writers copy the Patient module's elements unseen ([`write::Derived`]), as
+//! the results must file under the same patient). Errors name files by their path relative to the drop folder and series by a
 //! shortened UID.
 
 pub mod assemble;
@@ -31,13 +33,16 @@ pub mod convert;
 pub mod geometry;
 mod part10;
 pub mod pixels;
+pub mod sc;
 pub mod scan;
 pub mod seg;
+pub mod sr;
 pub mod strict;
 pub mod suv;
 pub mod synth_export;
 mod tags_ext;
 pub mod tracer;
+pub mod write;
 
 use std::fmt;
 use std::path::PathBuf;

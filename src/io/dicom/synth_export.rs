@@ -21,20 +21,15 @@ use std::path::{Path, PathBuf};
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
-use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use dicom_object::InMemDicomObject;
 use rayon::prelude::*;
 
 use super::assemble::{CT_IMAGE_STORAGE, PET_IMAGE_STORAGE};
+use super::write::{ds, write_part10};
 use super::{DicomError, DicomErrorKind, Stage};
 use crate::fsio;
 use crate::synth::SyntheticStudy;
 use crate::volume::Volume;
-
-/// Explicit VR Little Endian.
-pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
-/// tracerd's implementation class UID (a 2.25 UUID-derived root).
-pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.90183226271406385402735102934137640221";
-const IMPLEMENTATION_VERSION: &str = "TRACERD_0_1";
 
 /// F-18 half-life (s) as scanners write it.
 pub const F18_HALF_LIFE_S: f64 = 6586.2;
@@ -91,49 +86,12 @@ pub fn synth_uid(seed: u64, role: u64, index: u64) -> String {
     format!("2.25.{}", ((hi as u128) << 64 | lo as u128) >> 1)
 }
 
-/// A DS string of at most 16 characters holding `v` to ~10 significant digits.
-pub fn ds(v: f64) -> String {
-    let plain = format!("{v}");
-    if plain.len() <= 16 {
-        return plain;
-    }
-    for digits in (1..=10).rev() {
-        let s = format!("{v:.digits$E}");
-        if s.len() <= 16 {
-            return s;
-        }
-    }
-    format!("{v:.0}")
-}
-
 fn put(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: impl Into<PrimitiveValue>) {
     obj.put(DataElement::new(tag, vr, value.into()));
 }
 
 fn put_str(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: &str) {
     put(obj, tag, vr, value);
-}
-
-/// Writes `obj` with a file meta group, atomically.
-pub fn write_part10(
-    path: &Path,
-    obj: InMemDicomObject,
-    sop_class: &str,
-    sop_instance: &str,
-) -> io::Result<()> {
-    let meta = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(sop_class)
-        .media_storage_sop_instance_uid(sop_instance)
-        .transfer_syntax(EXPLICIT_VR_LE)
-        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-        .implementation_version_name(IMPLEMENTATION_VERSION)
-        .build()
-        .map_err(io::Error::other)?;
-    let file = obj.with_exact_meta(meta);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    fsio::write_atomic(path, |tmp| file.write_to_file(tmp).map_err(fsio::keep_kind))
 }
 
 /// Study-level elements shared by every file of the study.
