@@ -35,7 +35,7 @@ fn main() {
     let drop = dir.join("drop");
     let t = Instant::now();
     let study = synth::generate(&SynthOptions { seed: 1, size });
-    let summary = dicom::synth_export::write_dicom(&study, &drop).expect("write DICOM");
+    let summary = tracerd::synth::dicom::write_dicom(&study, &drop).expect("write DICOM");
     drop_study(study);
     println!(
         "dicom_convert benchmark, size {size}, {} CPU(s): {} PET + {} CT files written in {:.1} s",

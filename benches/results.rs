@@ -35,7 +35,7 @@ fn main() {
     };
     let dir = std::env::temp_dir().join(format!("tracerd-bench-results-{}", std::process::id()));
     let study = synth::generate(&SynthOptions { seed, size });
-    dicom::synth_export::write_dicom(&study, &dir.join("drop")).expect("write the DICOM study");
+    tracerd::synth::dicom::write_dicom(&study, &dir.join("drop")).expect("write the DICOM study");
     let pet = dicom::assemble(dicom::scan_folder(&dir.join("drop")).expect("scan"))
         .remove(0)
         .result

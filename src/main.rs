@@ -161,7 +161,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             match format {
                 FormatArg::Nifti => synth::write_nifti(&study, &out).map_err(|e| e.to_string())?,
                 FormatArg::Dicom => {
-                    dicom::synth_export::write_dicom(&study, &out).map_err(|e| e.to_string())?;
+                    tracerd::synth::dicom::write_dicom(&study, &out).map_err(|e| e.to_string())?;
                 }
             }
             let o = &study.labels.outcomes;

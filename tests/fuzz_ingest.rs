@@ -233,7 +233,7 @@ fn dicom_corpus(study: &synth::SyntheticStudy, root: &Path) -> std::path::PathBu
         return dir;
     }
     let dicom = root.join("dicom");
-    tracerd::io::dicom::synth_export::write_dicom(study, &dicom).unwrap();
+    tracerd::synth::dicom::write_dicom(study, &dicom).unwrap();
     dicom
 }
 

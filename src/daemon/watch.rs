@@ -368,7 +368,7 @@ mod tests {
             size: crate::synth::Size::Small,
         });
         let drop = dir.path().join("drop");
-        crate::io::dicom::synth_export::write_dicom(&study, &drop).unwrap();
+        crate::synth::dicom::write_dicom(&study, &drop).unwrap();
         (dir, drop)
     }
 

@@ -621,8 +621,9 @@ pub fn lesion_summary(ids: &Volume<u32>, pet: &Volume<f32>) -> LesionSummary {
 
 /// Totals from the exact values, then everything rounded for `result.json`.
 fn summarise(mut items: Vec<Lesion>) -> LesionSummary {
-    let mtv_ml = round(items.iter().map(|l| l.volume_ml).sum(), 4);
-    let tlg = round(items.iter().map(|l| l.tlg).sum(), 4);
+    // Folded from +0.0: an empty f64 `sum()` is -0.0, which would print as "-0.00".
+    let mtv_ml = round(items.iter().fold(0.0, |a, l| a + l.volume_ml), 4);
+    let tlg = round(items.iter().fold(0.0, |a, l| a + l.tlg), 4);
     let suv_max = round(items.iter().map(|l| l.suv_max).fold(0.0, f64::max), 4);
     for l in &mut items {
         l.volume_ml = round(l.volume_ml, 4);

@@ -22,6 +22,8 @@
 //!    a lesion (at least the voxel holding the centre).
 //! 4. **Outcome labels** are deterministic functions of the lesion list plus a little seeded
 //!    label noise; `labels.json` states the rules.
+//! 5. **DICOM** ([`dicom`], `--format dicom`): the study as the files a scanner exports, written
+//!    with the shared DICOM writing helpers of `io::dicom::write`.
 //!
 //! # Clinical acquisitions
 //!
@@ -65,6 +67,7 @@ const NOTE: &str = "synthetic phantom, not patient data";
 
 mod acquisition;
 mod anatomy;
+pub mod dicom;
 mod images;
 mod labels;
 mod lesions;

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{InMemDicomObject, open_file};
+use tracerd::io::dicom::write::write_part10;
 use tracerd::io::dicom::{self, Stage};
-use tracerd::io::dicom::{synth_export, write::write_part10};
+use tracerd::synth::dicom as synth_dicom;
 use tracerd::synth::{self, Size, SynthOptions};
 
 /// The image files (named IM…) of a synthetic DICOM drop.
@@ -62,7 +63,7 @@ fn drop_with_study(dir: &Path) -> (PathBuf, Vec<PathBuf>, synth::SyntheticStudy)
         seed: 9,
         size: Size::Small,
     });
-    synth_export::write_dicom(&study, &drop).unwrap();
+    synth_dicom::write_dicom(&study, &drop).unwrap();
     let f = files(&drop);
     (drop, f, study)
 }

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::open_file;
+use tracerd::io::dicom::write::write_part10;
 use tracerd::io::dicom::{self, Stage};
-use tracerd::io::dicom::{synth_export, write::write_part10};
+use tracerd::synth::dicom as synth_dicom;
 use tracerd::synth::{self, Size, SynthOptions};
 
 /// A drop with two synthetic studies; returns (drop, PET files of the first study, sorted).
@@ -23,7 +24,7 @@ fn make_drop(dir: &Path) -> (PathBuf, Vec<PathBuf>) {
             seed,
             size: Size::Small,
         });
-        synth_export::write_dicom(&study, &drop.join(format!("s{seed}"))).unwrap();
+        synth_dicom::write_dicom(&study, &drop.join(format!("s{seed}"))).unwrap();
     }
     let pet = common::pet_files(&drop.join("s21"));
     (drop, pet)

@@ -9,8 +9,9 @@ use crate::common;
 use std::path::Path;
 
 use common::run_oracle;
-use tracerd::io::dicom::{self, synth_export};
+use tracerd::io::dicom;
 use tracerd::io::nifti;
+use tracerd::synth::dicom as synth_dicom;
 use tracerd::synth::{self, Size, SynthOptions};
 
 #[test]
@@ -21,7 +22,7 @@ fn jpeg2000_lossless_decodes_to_the_uncompressed_voxels() {
         seed: 12,
         size: Size::Small,
     });
-    synth_export::write_dicom(&study, &plain).unwrap();
+    synth_dicom::write_dicom(&study, &plain).unwrap();
     let j2k = dir.path().join("j2k");
     run_oracle(
         "dicom_compress_oracle.py",

@@ -68,7 +68,7 @@ fn compare_with_dcm2niix(rotation: Option<Matrix3<f64>>) {
         seed: 5,
         size: Size::Small,
     });
-    dicom::synth_export::write_dicom(&study, &drop).unwrap();
+    tracerd::synth::dicom::write_dicom(&study, &drop).unwrap();
     if let Some(r) = rotation {
         rotate_all(&drop.join("DICOM"), &r);
     }

@@ -36,7 +36,7 @@ fn written() -> Written {
         seed: 4,
         size: Size::Small,
     });
-    dicom::synth_export::write_dicom(&study, &drop).unwrap();
+    tracerd::synth::dicom::write_dicom(&study, &drop).unwrap();
     let pet = assemble(scan_folder(&drop).unwrap())
         .remove(0)
         .result

@@ -120,7 +120,7 @@ fn synth_dicom_converts_back_to_the_nifti_study() {
             .unwrap()
             .contains("(0010,1030)")
     );
-    let tags = tracerd::io::dicom::synth_export::SynthPetTags::for_seed(seed);
+    let tags = tracerd::synth::dicom::SynthPetTags::for_seed(seed);
     let f = json["suv"]["suv_factor"].as_f64().unwrap();
     assert!((f / tags.suv_factor() - 1.0).abs() < 1e-12, "{f}");
     assert_eq!(json["pet"]["slices"], 96);
@@ -144,7 +144,7 @@ fn two_studies_in_one_drop_give_two_keys_and_same_bytes_twice() {
             seed,
             size: Size::Small,
         });
-        dicom::synth_export::write_dicom(&study, &drop.join(format!("s{seed}"))).unwrap();
+        tracerd::synth::dicom::write_dicom(&study, &drop.join(format!("s{seed}"))).unwrap();
     }
     let out = dir.path().join("out");
     let results = dicom::convert(&drop, &out, &Default::default()).unwrap();

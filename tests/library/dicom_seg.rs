@@ -9,7 +9,7 @@ use crate::common;
 
 use common::run_oracle;
 use tracerd::Volume;
-use tracerd::io::dicom::{self, assemble::assemble, scan::scan_folder, seg::write_seg};
+use tracerd::io::dicom::{assemble::assemble, scan::scan_folder, seg::write_seg};
 use tracerd::models::l2snet::lesion_ids;
 use tracerd::synth::{self, Size, SynthOptions};
 
@@ -23,7 +23,7 @@ fn seg_is_valid_and_reads_back_as_the_mask() {
         size: Size::Small,
     });
     assert!(study.seg.data().contains(&1));
-    dicom::synth_export::write_dicom(&study, &drop).unwrap();
+    tracerd::synth::dicom::write_dicom(&study, &drop).unwrap();
     let assembled = assemble(scan_folder(&drop).unwrap())
         .remove(0)
         .result
@@ -87,7 +87,7 @@ fn empty_mask_writes_no_seg() {
         seed: 7,
         size: Size::Small,
     });
-    dicom::synth_export::write_dicom(&study, &drop).unwrap();
+    tracerd::synth::dicom::write_dicom(&study, &drop).unwrap();
     let assembled = assemble(scan_folder(&drop).unwrap())
         .remove(0)
         .result

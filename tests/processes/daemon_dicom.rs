@@ -16,7 +16,7 @@ use common::daemon::{
 };
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
-use tracerd::io::dicom::synth_export;
+use tracerd::synth::dicom as synth_dicom;
 use tracerd::synth::{self, Size, SynthOptions};
 
 fn write_drop(dir: &Path, seed: u64) {
@@ -24,7 +24,7 @@ fn write_drop(dir: &Path, seed: u64) {
         seed,
         size: Size::Small,
     });
-    synth_export::write_dicom(&study, dir).unwrap();
+    synth_dicom::write_dicom(&study, dir).unwrap();
 }
 
 #[test]

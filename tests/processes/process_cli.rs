@@ -8,7 +8,7 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use tracerd::io::dicom::synth_export;
+use tracerd::synth::dicom as synth_dicom;
 use tracerd::synth::{self, Size, SynthOptions};
 use tracerd::volume::{Geometry, Volume};
 
@@ -154,7 +154,7 @@ fn dicom_input_is_keyed_by_uids_and_gets_a_seg_an_sr_and_a_secondary_capture() {
         size: Size::Small,
     });
     let input = dir.path().join("Doe^Jane-export");
-    synth_export::write_dicom(&study, &input).unwrap();
+    synth_dicom::write_dicom(&study, &input).unwrap();
     let outbox = dir.path().join("outbox");
     let o = process(None, &input, &outbox);
     assert!(o.status.success(), "{}", stderr(&o));

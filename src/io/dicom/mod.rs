@@ -16,8 +16,8 @@
 //!
 //! Writers, all built on [`write`] (UIDs, the shared modules, Part-10 output): [`seg`] (the
 //! lesions as a DICOM Segmentation, one segment each), [`sr`] (their measurements as a TID 1500
-//! report), [`sc`] (the overview picture as a Secondary Capture) and [`synth_export`] (the
-//! synthetic study as DICOM files). [`complete`] holds the DICOM completeness rule for the watcher.
+//! report), [`sc`] (the overview picture as a Secondary Capture); [`crate::synth::dicom`] writes the
+//! synthetic study as DICOM files with the same helpers. [`complete`] holds the DICOM completeness rule for the watcher.
 //!
 //! # Patient identifiers
 //!
@@ -39,7 +39,6 @@ pub mod seg;
 pub mod sr;
 pub mod strict;
 pub mod suv;
-pub mod synth_export;
 mod tags_ext;
 pub mod tracer;
 pub mod write;

@@ -1,6 +1,6 @@
 //! Building and writing DICOM data sets, shared by every writer: the lesion SEG ([`super::seg`]),
 //! the overview Secondary Capture ([`super::sc`]), the measurement report ([`super::sr`]) and the
-//! synthetic exporter ([`super::synth_export`]).
+//! synthetic exporter ([`crate::synth::dicom`]).
 //!
 //! * element helpers ([`text`], [`us`], [`seq`], [`item`], [`code`]) and the DS formatter [`ds`];
 //! * UIDs derived from the source series and a role ([`derived_uid`]), so a re-run of the same

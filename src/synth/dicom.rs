@@ -24,11 +24,11 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use rayon::prelude::*;
 
-use super::assemble::{CT_IMAGE_STORAGE, PET_IMAGE_STORAGE};
-use super::write::{ds, write_part10};
-use super::{DicomError, DicomErrorKind, Stage};
+use super::SyntheticStudy;
 use crate::fsio;
-use crate::synth::SyntheticStudy;
+use crate::io::dicom::assemble::{CT_IMAGE_STORAGE, PET_IMAGE_STORAGE};
+use crate::io::dicom::write::{ds, write_part10};
+use crate::io::dicom::{DicomError, DicomErrorKind, Stage};
 use crate::volume::Volume;
 
 /// F-18 half-life (s) as scanners write it.
