@@ -244,6 +244,20 @@ pub struct Inference {
     /// the model card's value (0.5). Lower is faster and slightly less smooth at window seams.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub overlap: Option<f64>,
+    /// Which file of each network runs. `"auto"`: per engine, the file the model card marks
+    /// for it (`auto_engines`), which its generator sets only where the file's measured
+    /// accuracy cost is within the card's acceptance bounds (as shipped: L2SNet's loc2d INT8
+    /// file on ort-cpu), else fp32. `"fp32"`: always fp32.
+    pub precision: Precision,
+}
+
+/// See [`Inference::precision`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Auto,
+    Fp32,
 }
 
 impl Default for Inference {
@@ -252,6 +266,7 @@ impl Default for Inference {
             engines: vec![Engine::OrtCuda, Engine::OrtCpu, Engine::Tract],
             ort_library: None,
             overlap: None,
+            precision: Precision::Auto,
         }
     }
 }

@@ -114,8 +114,20 @@ impl Engines {
 
     /// Loads `model` with the first configured engine that accepts it.
     pub fn load(&self, model: &Path) -> Result<Box<dyn Session>, LoadError> {
+        self.load_each(|_| model.to_path_buf())
+    }
+
+    /// Loads, with the first configured engine that accepts it, the file `model_for` gives for
+    /// that engine (a network can have a file per precision, and each engine its own).
+    pub fn load_each(
+        &self,
+        model_for: impl Fn(Engine) -> std::path::PathBuf,
+    ) -> Result<Box<dyn Session>, LoadError> {
         let mut attempts = Vec::new();
+        let mut model = std::path::PathBuf::new();
         for &engine in &self.order {
+            model = model_for(engine);
+            let model = model.as_path();
             let loaded = match engine {
                 Engine::OrtCuda | Engine::OrtCpu => match &self.ort {
                     Ok(rt) => rt

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::config::{Engine, Precision};
+
 /// The schema this reader understands.
 pub const SCHEMA: &str = "tracerd.model-card/1";
 
@@ -51,6 +53,11 @@ pub struct ModelFile {
     pub output_shape: Vec<Dim>,
     /// Golden reference (JSON) relative to the card's folder.
     pub golden: Option<String>,
+    /// Engines on which `[inference] precision = "auto"` runs this file instead of the fp32
+    /// one; the card's generator lists them only where the file's measured accuracy cost is
+    /// within the card's acceptance bounds.
+    #[serde(default)]
+    pub auto_engines: Vec<String>,
 }
 
 /// A tensor dimension: fixed, or named (free, such as `batch`).
@@ -149,6 +156,25 @@ impl ModelCard {
         self.files
             .iter()
             .find(|f| f.role == role && f.precision == precision)
+    }
+
+    /// The file of `role` that runs on `engine`: with `auto`, the one whose `auto_engines`
+    /// names the engine, if any; otherwise the fp32 file.
+    pub fn file_for(
+        &self,
+        role: &str,
+        engine: Engine,
+        precision: Precision,
+    ) -> Result<&ModelFile, CardError> {
+        let engine = engine.to_string();
+        let auto = (precision == Precision::Auto)
+            .then(|| {
+                self.files
+                    .iter()
+                    .find(|f| f.role == role && f.auto_engines.contains(&engine))
+            })
+            .flatten();
+        auto.map_or_else(|| self.require(role, "fp32"), Ok)
     }
 
     /// A model-specific section (e.g. `preprocessing`), deserialised into the pipeline's own

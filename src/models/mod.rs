@@ -86,8 +86,9 @@ pub struct Models {
 }
 
 impl Models {
-    /// Reads both cards from `models_dir`, verifies every file's sha256, and loads the fp32
-    /// networks with the first engine that accepts each (`tracerd check` reports the same).
+    /// Reads both cards from `models_dir`, verifies every file's sha256, and loads each network
+    /// with the first engine that accepts it, in the file `inference.precision` picks for that
+    /// engine ([`ModelCard::file_for`]; `tracerd check` reports the same).
     pub fn load(
         models_dir: &Path,
         engines: &Engines,
@@ -99,8 +100,17 @@ impl Models {
         tb.verify()?;
         let open =
             |card: &ModelCard, role: &str| -> Result<(ModelFile, Box<dyn Session>), ModelsError> {
-                let file = card.require(role, "fp32")?.clone();
-                let session = engines.load(&card.path_of(&file))?;
+                let precision = inference.precision;
+                card.require(role, "fp32")?;
+                let path_for = |engine| {
+                    let file = card
+                        .file_for(role, engine, precision)
+                        .expect("fp32 is listed");
+                    card.path_of(file)
+                };
+                let session = engines.load_each(path_for)?;
+                let engine = session.provenance().engine;
+                let file = card.file_for(role, engine, precision)?.clone();
                 Ok((file, session))
             };
         let l2snet = l2snet::L2sNet::new(

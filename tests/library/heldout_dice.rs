@@ -14,7 +14,7 @@
 use crate::common;
 
 use tracerd::Volume;
-use tracerd::config::{Config, Engine, Limits, Scope};
+use tracerd::config::{Config, Engine, Limits, Precision, Scope};
 use tracerd::io::nifti;
 use tracerd::models::card::ModelCard;
 use tracerd::models::l2snet::label_components;
@@ -27,6 +27,8 @@ fn ort_processor() -> Processor {
     config.paths.models = common::repo_root().join("models");
     config.inference.engines = vec![Engine::OrtCpu];
     config.inference.ort_library = Some(common::ort_library());
+    // The card's figures are of the fp32 files.
+    config.inference.precision = Precision::Fp32;
     Processor::new(&config).unwrap()
 }
 

@@ -22,3 +22,4 @@ mod model_golden;
 mod nifti_malformed;
 mod nifti_oracle;
 mod pipeline_parity;
+mod precision;

@@ -11,7 +11,7 @@ use crate::common;
 use std::path::Path;
 
 use tracerd::Volume;
-use tracerd::config::{Engine, Inference};
+use tracerd::config::{Engine, Inference, Precision};
 use tracerd::infer::Engines;
 use tracerd::io::nifti;
 use tracerd::models::{Models, Timings};
@@ -29,6 +29,8 @@ fn load_models(engine: Engine) -> Models {
     let inference = Inference {
         engines: vec![engine],
         ort_library: Some(common::ort_library()),
+        // The Python reference runs the fp32 files.
+        precision: Precision::Fp32,
         ..Inference::default()
     };
     let engines = Engines::new(&inference);
