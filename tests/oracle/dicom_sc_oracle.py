@@ -8,29 +8,19 @@ Study with the source PET in PET_DIR (values compared, never printed). OUT_JSON:
   {"sop_class", "pixels_equal", "same_study", "same_patient", "own_series", "references_pet_series"}
 """
 import json
-import os
 import sys
 
 import numpy as np
 import pydicom
 from PIL import Image
 
+from pet_series import pet_headers
+
 
 def main():
     sc_path, pet_dir, png, out = sys.argv[1:5]
     sc = pydicom.dcmread(sc_path)
-    pet = None
-    for root, _, files in os.walk(pet_dir):
-        for f in files:
-            try:
-                ds = pydicom.dcmread(os.path.join(root, f), stop_before_pixels=True)
-            except Exception:
-                continue
-            if getattr(ds, "Modality", "") == "PT":
-                pet = ds
-                break
-        if pet is not None:
-            break
+    pet = next(iter(pet_headers(pet_dir).values()))
     picture = np.asarray(Image.open(png).convert("RGB"))
     pixels = sc.pixel_array
     refs = sc.get("ReferencedSeriesSequence", [])

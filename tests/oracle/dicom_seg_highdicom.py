@@ -9,30 +9,18 @@ highdicom's Segmentation.get_pixels_by_source_instance builds the label map over
 on (the frames must declare SpatialLocationsPreserved). Slices without frames must be empty.
 OUT gets the label map as uint32, x fastest, then y, then z (tracerd's volume order).
 """
-import os
 import sys
 
 import highdicom as hd
 import numpy as np
-import pydicom
+
+from pet_series import pet_headers, slice_order
 
 
 def main():
     seg_path, pet_dir, out = sys.argv[1:4]
     seg = hd.seg.segread(seg_path)
-    pet = {}
-    for root, _, files in os.walk(pet_dir):
-        for f in files:
-            try:
-                ds = pydicom.dcmread(os.path.join(root, f), stop_before_pixels=True)
-            except Exception:
-                continue
-            if getattr(ds, "Modality", "") == "PT":
-                pet[ds.SOPInstanceUID] = ds
-    any_pet = next(iter(pet.values()))
-    iop = np.array(any_pet.ImageOrientationPatient, dtype=float)
-    normal = np.cross(iop[:3], iop[3:])
-    order = sorted(pet, key=lambda u: float(np.dot(normal, np.array(pet[u].ImagePositionPatient, dtype=float))))
+    order = slice_order(pet_headers(pet_dir))
     labels = seg.get_pixels_by_source_instance(
         source_sop_instance_uids=order,
         combine_segments=True,

@@ -14,11 +14,12 @@ segment holds, ReferencedSeriesSequence naming the PET series. OUT gets the labe
 segment number) as uint32, x fastest, then y, then z (tracerd's volume order). Exits non-zero
 with a message on any problem.
 """
-import os
 import sys
 
 import numpy as np
 import pydicom
+
+from pet_series import pet_headers, slice_order
 
 
 def main():
@@ -39,21 +40,11 @@ def main():
         if (c.CodeValue, c.CodingSchemeDesignator) != ("49755003", "SCT"):
             problems.append(f"segment {n}: category code {c.CodeValue} {c.CodingSchemeDesignator}")
 
-    pet = {}
-    for root, _, files in os.walk(pet_dir):
-        for f in files:
-            try:
-                ds = pydicom.dcmread(os.path.join(root, f), stop_before_pixels=True)
-            except Exception:
-                continue
-            if getattr(ds, "Modality", "") == "PT":
-                pet[ds.SOPInstanceUID] = ds
+    pet = pet_headers(pet_dir)
     any_pet = next(iter(pet.values()))
     if seg.ReferencedSeriesSequence[0].SeriesInstanceUID != any_pet.SeriesInstanceUID:
         problems.append("ReferencedSeriesSequence does not name the PET series")
-    iop = np.array(any_pet.ImageOrientationPatient, dtype=float)
-    normal = np.cross(iop[:3], iop[3:])
-    order = sorted(pet, key=lambda u: float(np.dot(normal, np.array(pet[u].ImagePositionPatient, dtype=float))))
+    order = slice_order(pet)
     index = {u: k for k, u in enumerate(order)}
     rows, cols = int(any_pet.Rows), int(any_pet.Columns)
     if (seg.Rows, seg.Columns) != (rows, cols):
