@@ -286,7 +286,7 @@ fn text_lines(o: &Overview, oblique: bool) -> Vec<Line> {
     lines.push(line(""));
     lines.extend(lesion_lines(o.lesions.map(|(_, s)| s)));
     lines.push(line(""));
-    lines.push(line("Models"));
+    lines.push(line("Models loaded"));
     for m in o.models {
         let text = format!(
             "  {} {} {}: {} on {}",
