@@ -104,7 +104,7 @@ fn the_measurement_report_is_valid_and_reads_back_as_the_lesions() {
     let back: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let groups = back["groups"].as_array().unwrap();
     assert_eq!(groups.len(), w.summary.count);
-    let seg_uid = dicom::write::instance_uid(&w.pet.series_uid, 0);
+    let (seg_uid, _) = dicom::seg::seg_uids(&w.pet.series_uid);
     for (g, l) in groups.iter().zip(&w.summary.items) {
         let tracking = dicom::seg::tracking_uid(&w.pet.series_uid, l.id);
         assert_eq!(g["tracking_id"], format!("Lesion {}", l.id));

@@ -35,6 +35,15 @@ const SERIES: SeriesInfo = SeriesInfo {
     frame_of_reference: true,
 };
 
+/// The SOP Instance and Series Instance UIDs of the SEG derived from `pet_series_uid` (the SR
+/// references them).
+pub fn seg_uids(pet_series_uid: &str) -> (String, String) {
+    (
+        super::write::instance_uid(pet_series_uid, SERIES.role),
+        super::write::series_uid(pet_series_uid, SERIES.role),
+    )
+}
+
 /// The segment's TrackingUID: derived from the source series, so the SR can name it too.
 pub fn tracking_uid(pet_series_uid: &str, segment: usize) -> String {
     super::write::derived_uid(pet_series_uid, 0x5E6_0000 + segment as u64)
@@ -161,7 +170,7 @@ fn segment_item(pet: &SeriesStack, n: usize) -> InMemDicomObject {
 }
 
 fn put_dimensions(d: &mut Derived) {
-    let dim_uid = d.uid(0, 3);
+    let dim_uid = d.uid(3);
     d.obj.put(seq(
         tags::DIMENSION_ORGANIZATION_SEQUENCE,
         vec![item(vec![text(

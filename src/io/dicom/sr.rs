@@ -19,11 +19,8 @@ use dicom_object::InMemDicomObject;
 
 use super::DicomError;
 use super::assemble::SeriesStack;
-use super::seg::{SEGMENTATION_STORAGE, tracking_uid};
-use super::write::{
-    Derived, IMPLEMENTATION_CLASS_UID, SeriesInfo, code, ds, instance_uid, item, seq, series_uid,
-    text,
-};
+use super::seg::{SEGMENTATION_STORAGE, seg_uids, tracking_uid};
+use super::write::{Derived, IMPLEMENTATION_CLASS_UID, SeriesInfo, code, ds, item, seq, text};
 use crate::models::l2snet::{Lesion, LesionSummary};
 
 /// Enhanced SR Storage.
@@ -41,7 +38,7 @@ const SERIES: SeriesInfo = SeriesInfo {
 /// Writes the measurement report of `lesions` (numbered as the SEG's segments) to `path`.
 pub fn write_sr(pet: &SeriesStack, lesions: &LesionSummary, path: &Path) -> Result<(), DicomError> {
     let mut d = Derived::start(pet, &SERIES)?;
-    let seg_uid = instance_uid(&pet.series_uid, 0);
+    let (seg_uid, seg_series) = seg_uids(&pet.series_uid);
     for e in [
         text(tags::COMPLETION_FLAG, VR::CS, "COMPLETE"),
         text(tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED"),
@@ -50,7 +47,7 @@ pub fn write_sr(pet: &SeriesStack, lesions: &LesionSummary, path: &Path) -> Resu
     ] {
         d.obj.put(e);
     }
-    d.obj.put(evidence(&d, &seg_uid));
+    d.obj.put(evidence(&d, &seg_uid, &seg_series));
     let groups = lesions
         .items
         .iter()
@@ -64,14 +61,13 @@ pub fn write_sr(pet: &SeriesStack, lesions: &LesionSummary, path: &Path) -> Resu
 }
 
 /// Current Requested Procedure Evidence: the SEG the groups reference and the source PET.
-fn evidence(d: &Derived, seg_uid: &str) -> DataElement<InMemDicomObject> {
+fn evidence(d: &Derived, seg_uid: &str, seg_series: &str) -> DataElement<InMemDicomObject> {
     let sop = |class: &str, instance: &str| {
         item(vec![
             text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, class),
             text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, instance),
         ])
     };
-    let seg_series = series_uid(&d.pet.series_uid, 0);
     let pet_sops = (0..d.pet.slices.len())
         .map(|k| d.pet_reference(k))
         .collect();
@@ -83,7 +79,7 @@ fn evidence(d: &Derived, seg_uid: &str) -> DataElement<InMemDicomObject> {
                 tags::REFERENCED_SERIES_SEQUENCE,
                 vec![
                     item(vec![
-                        text(tags::SERIES_INSTANCE_UID, VR::UI, &seg_series),
+                        text(tags::SERIES_INSTANCE_UID, VR::UI, seg_series),
                         seq(
                             tags::REFERENCED_SOP_SEQUENCE,
                             vec![sop(SEGMENTATION_STORAGE, seg_uid)],

@@ -171,6 +171,8 @@ pub struct Derived<'a> {
     pub date: String,
     /// The source PET's SOP Class UID, for references.
     pub pet_sop_class: String,
+    /// [`SeriesInfo::role`].
+    role: u64,
 }
 
 impl<'a> Derived<'a> {
@@ -225,14 +227,15 @@ impl<'a> Derived<'a> {
             series_uid: series_uid(&pet.series_uid, info.role),
             date,
             pet_sop_class,
+            role: info.role,
         };
         derived.put_series(info);
         Ok(derived)
     }
 
     /// A further UID of this object (dimension organisation, a referenced segment…).
-    pub fn uid(&self, role: u64, n: u64) -> String {
-        derived_uid(&self.pet.series_uid, role * 16 + n)
+    pub fn uid(&self, n: u64) -> String {
+        derived_uid(&self.pet.series_uid, self.role * 16 + n)
     }
 
     fn put_series(&mut self, info: &SeriesInfo) {
