@@ -23,6 +23,146 @@ pub struct Config {
     pub outbox: Outbox,
     pub scope: Scope,
     pub metrics: Metrics,
+    pub dicom_listener: DicomListener,
+    pub delivery: Delivery,
+}
+
+/// The DICOM listener of `tracerd run` (C-STORE SCP, C-ECHO): studies sent over the network
+/// land in the inbox like a drop and go through the same completeness rules
+/// (`docs/operations.md`, "Receiving studies over DICOM").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DicomListener {
+    /// Listen for associations. Default: false.
+    pub enabled: bool,
+    /// Address and port. Default: `0.0.0.0:11112` (11112 is the IANA DICOM port that needs no
+    /// privilege; port 104 would need `CAP_NET_BIND_SERVICE`).
+    pub listen: String,
+    /// This node's AE title; associations calling another title are refused. Default:
+    /// `TRACERD`.
+    pub ae_title: String,
+    /// Calling AE titles allowed to send (the scanners); any other is refused at association.
+    /// `["*"]` accepts any. Must not be empty when the listener is enabled.
+    pub allowed_calling_ae_titles: Vec<String>,
+    /// Transfer syntaxes accepted, by UID. Default: those the reader decodes losslessly:
+    /// Implicit and Explicit VR Little Endian, Deflated Explicit VR Little Endian, RLE
+    /// Lossless, JPEG Lossless (processes 14 and 14 SV1) and JPEG 2000 Lossless.
+    pub transfer_syntaxes: Vec<String>,
+    /// Associations served at once, 1 to 64; a connection beyond it is closed at once.
+    /// Default: 8.
+    pub max_associations: usize,
+}
+
+/// The transfer syntaxes the listener accepts by default (see [`DicomListener`]).
+pub const LISTENER_TRANSFER_SYNTAXES: [&str; 7] = [
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.90",
+];
+
+impl Default for DicomListener {
+    fn default() -> Self {
+        DicomListener {
+            enabled: false,
+            listen: "0.0.0.0:11112".into(),
+            ae_title: "TRACERD".into(),
+            allowed_calling_ae_titles: Vec::new(),
+            transfer_syntaxes: LISTENER_TRANSFER_SYNTAXES.map(String::from).to_vec(),
+            max_associations: 8,
+        }
+    }
+}
+
+/// Delivery of each published study's DICOM results (SEG, SR, Secondary Capture) to PACS or
+/// other nodes, with a durable record in `result.json` (`docs/operations.md`, "Delivering
+/// results").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// Where results go; none by default. Each is tried on its own: one that is down delays
+    /// nothing else.
+    pub destinations: Vec<Destination>,
+    /// First wait after a failed try, in seconds; doubled after each further failure.
+    /// Default: 30.
+    pub retry_initial_seconds: f64,
+    /// Longest wait between tries, in seconds. Default: 1800.
+    pub retry_max_seconds: f64,
+    /// Tries per study and destination before giving up (state `failed` in `result.json`,
+    /// an error in the log), 1 to 1000. Default: 100 (about two days at the defaults).
+    pub max_attempts: u32,
+    /// Seconds to wait for a connection, an association or an answer. Default: 30.
+    pub timeout_seconds: f64,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            destinations: Vec::new(),
+            retry_initial_seconds: 30.0,
+            retry_max_seconds: 1800.0,
+            max_attempts: 100,
+            timeout_seconds: 30.0,
+        }
+    }
+}
+
+/// One place results are sent to: a DICOM node (`protocol = "c-store"`, with `address` and
+/// `ae_title`) or a DICOMweb server (`protocol = "stow-rs"`, with `url`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    /// A short name for logs and `result.json` (1-64 of `A-Z a-z 0-9 - _ .`), unique.
+    pub name: String,
+    pub protocol: Protocol,
+    /// C-STORE: `host:port` of the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// C-STORE: the node's AE title (the called AE title).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ae_title: Option<String>,
+    /// C-STORE: the calling AE title tracerd uses; absent: `dicom_listener.ae_title`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calling_ae_title: Option<String>,
+    /// STOW-RS: the DICOMweb service's base URL (`http://…` or `https://…`); instances are
+    /// POSTed to `<url>/studies`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// STOW-RS: HTTP Basic user name, with `password_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// STOW-RS: a file holding the HTTP Basic password (its first line), readable by the
+    /// service only; the password never appears in the config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Which results to send: any of `seg`, `sr`, `sc`. Default: all three. A study without
+    /// lesions has no SEG; NIfTI studies have no DICOM results and send nothing.
+    #[serde(default = "all_dicom_results")]
+    pub send: Vec<DicomResult>,
+}
+
+fn all_dicom_results() -> Vec<DicomResult> {
+    vec![DicomResult::Seg, DicomResult::Sr, DicomResult::Sc]
+}
+
+/// How a destination is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    CStore,
+    StowRs,
+}
+
+/// One of the DICOM results in a published study.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DicomResult {
+    Seg,
+    Sr,
+    Sc,
 }
 
 /// The Prometheus endpoint of `tracerd run` (`GET /metrics`, OpenMetrics text; the metrics are
@@ -333,6 +473,11 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         config.paths.resolve_relative_to(base);
+        for d in &mut config.delivery.destinations {
+            if let Some(p) = d.password_file.as_mut().filter(|p| p.is_relative()) {
+                *p = base.join(&*p);
+            }
+        }
         Ok(config)
     }
 
@@ -464,10 +609,146 @@ impl Config {
                 self.metrics.listen
             ));
         }
+        self.dicom_listener.validate(&mut problems);
+        self.delivery.validate(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+/// A DICOM AE title: 1-16 characters of the default repertoire, no backslash, not all spaces.
+fn ae_title_problem(key: &str, title: &str) -> Option<String> {
+    let ok = !title.trim().is_empty()
+        && title.len() <= 16
+        && title.chars().all(|c| (' '..='~').contains(&c) && c != '\\');
+    (!ok).then(|| format!("{key} is {title:?}; an AE title is 1-16 printable ASCII characters"))
+}
+
+impl DicomListener {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if !self.enabled {
+            return;
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "dicom_listener.listen is {:?}; it must be an address and port such as \"0.0.0.0:11112\"",
+                self.listen
+            ));
+        }
+        problems.extend(ae_title_problem("dicom_listener.ae_title", &self.ae_title));
+        if self.allowed_calling_ae_titles.is_empty() {
+            problems.push(
+                "dicom_listener.allowed_calling_ae_titles is empty; list the senders' AE titles, or [\"*\"] to accept any".into(),
+            );
+        }
+        for t in self.allowed_calling_ae_titles.iter().filter(|t| *t != "*") {
+            problems.extend(ae_title_problem(
+                "dicom_listener.allowed_calling_ae_titles",
+                t,
+            ));
+        }
+        use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+        let registry = dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+        for ts in &self.transfer_syntaxes {
+            if registry.get(ts).is_none_or(|t| t.is_unsupported()) {
+                problems.push(format!(
+                    "dicom_listener.transfer_syntaxes lists {ts:?}, which tracerd cannot read"
+                ));
+            }
+        }
+        if self.transfer_syntaxes.is_empty() {
+            problems.push("dicom_listener.transfer_syntaxes is empty".into());
+        }
+        if !(1..=64).contains(&self.max_associations) {
+            problems.push(format!(
+                "dicom_listener.max_associations is {}; it must be 1 to 64",
+                self.max_associations
+            ));
+        }
+    }
+}
+
+impl Delivery {
+    fn validate(&self, problems: &mut Vec<String>) {
+        for (name, value) in [
+            ("retry_initial_seconds", self.retry_initial_seconds),
+            ("retry_max_seconds", self.retry_max_seconds),
+            ("timeout_seconds", self.timeout_seconds),
+        ] {
+            if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
+                problems.push(format!(
+                    "delivery.{name} is {value}; it must be > 0 and at most 86400"
+                ));
+            }
+        }
+        if !(1..=1000).contains(&self.max_attempts) {
+            problems.push(format!(
+                "delivery.max_attempts is {}; it must be 1 to 1000",
+                self.max_attempts
+            ));
+        }
+        for (i, d) in self.destinations.iter().enumerate() {
+            let key = format!("delivery.destinations[{i}]");
+            if self.destinations[..i].iter().any(|o| o.name == d.name) {
+                problems.push(format!("{key}: the name {:?} is used twice", d.name));
+            }
+            d.validate(&key, problems);
+        }
+    }
+}
+
+impl Destination {
+    fn validate(&self, key: &str, problems: &mut Vec<String>) {
+        let name_ok = (1..=64).contains(&self.name.len())
+            && !self.name.starts_with('.')
+            && self.name.chars().all(crate::outbox::is_key_char);
+        if !name_ok {
+            problems.push(format!(
+                "{key}.name is {:?}; it must be 1-64 of A-Z a-z 0-9 - _ .",
+                self.name
+            ));
+        }
+        if self.send.is_empty() {
+            problems.push(format!("{key}.send is empty; list seg, sr and/or sc"));
+        }
+        match self.protocol {
+            Protocol::CStore => {
+                let address_ok = self.address.as_deref().is_some_and(|a| {
+                    a.rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                });
+                if !address_ok {
+                    problems.push(format!(
+                        "{key}.address must be host:port for protocol \"c-store\""
+                    ));
+                }
+                match &self.ae_title {
+                    Some(t) => problems.extend(ae_title_problem(&format!("{key}.ae_title"), t)),
+                    None => problems.push(format!(
+                        "{key}.ae_title (the node's AE title) is needed for protocol \"c-store\""
+                    )),
+                }
+                if let Some(t) = &self.calling_ae_title {
+                    problems.extend(ae_title_problem(&format!("{key}.calling_ae_title"), t));
+                }
+            }
+            Protocol::StowRs => {
+                let url_ok = self
+                    .url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("http://") || u.starts_with("https://"));
+                if !url_ok {
+                    problems.push(format!(
+                        "{key}.url must be an http:// or https:// URL for protocol \"stow-rs\""
+                    ));
+                }
+                if self.username.is_some() != self.password_file.is_some() {
+                    problems.push(format!("{key}: username and password_file go together"));
+                }
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod fsio;
 pub mod infer;
 pub mod io;
 pub mod models;
+pub mod net;
 pub mod outbox;
 pub mod process;
 pub mod report;

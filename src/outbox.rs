@@ -64,6 +64,10 @@ pub struct ResultDoc {
     /// The models' status lines: demonstration weights are labelled as such in every result.
     pub model_status: Vec<String>,
     pub warnings: Vec<String>,
+    /// Where the DICOM results are sent and what each destination confirmed (the daemon,
+    /// with `[delivery]` destinations; updated as deliveries happen).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<crate::net::record::Record>,
 }
 
 /// Scores and the model variant that produced them.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use sha2::Digest;
 
-use crate::config::{Config, Limits, NiftiKey, Scope};
+use crate::config::{Config, Destination, Limits, NiftiKey, Scope};
 use crate::fsio;
 use crate::infer::Engines;
 use crate::io::{dicom, nifti};
@@ -218,7 +218,14 @@ impl Processor {
             tracing::warn!(key = %key_for_log(&study.key), warning = %study::printable(w), "study");
         }
         let findings = self.analyse(study)?;
-        let published = publish(study, findings, &self.model_info(), outbox_dir, ingest_ms)?;
+        let published = publish(
+            study,
+            findings,
+            &self.model_info(),
+            outbox_dir,
+            ingest_ms,
+            &[],
+        )?;
         tracing::info!(
             key = %key_for_log(&published.key),
             engine = %published.result.backend.engine,
@@ -251,10 +258,13 @@ pub fn publish(
     models: &ModelInfo,
     outbox_dir: &Path,
     ingest_ms: f64,
+    destinations: &[Destination],
 ) -> Result<Published, StudyError> {
     outbox::check_key(&study.key)
         .map_err(|e| StudyError::new(Stage::Ingest, e, "rename the study folder"))?;
-    write_outbox(study, findings, models, outbox_dir, ingest_ms).map_err(|e| {
+    let mut result = result_doc(study, &findings, models);
+    result.delivery = crate::net::record::initial(destinations, &result.outputs);
+    write_outbox(study, findings, models, outbox_dir, ingest_ms, result).map_err(|e| {
         let error = StudyError::new(
             Stage::Publish,
             format!("cannot write {}: {e}", outbox_dir.display()),
@@ -274,8 +284,8 @@ fn write_outbox(
     models: &ModelInfo,
     outbox_dir: &Path,
     ingest_ms: f64,
+    mut result: ResultDoc,
 ) -> Result<Published, std::io::Error> {
-    let mut result = result_doc(study, &findings, models);
     let t = Instant::now();
     let dir = outbox::publish(outbox_dir, &study.key, |dir| -> std::io::Result<()> {
         fsio::injected_full_disk()?;
@@ -338,6 +348,7 @@ fn result_doc(study: &Study, findings: &Findings, models: &ModelInfo) -> ResultD
         timings_ms: findings.timings.clone(),
         model_status: models.statuses.clone(),
         warnings,
+        delivery: None,
     }
 }
 

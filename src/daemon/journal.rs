@@ -482,7 +482,7 @@ fn candidates(name: &str) -> impl Iterator<Item = String> + '_ {
 }
 
 /// Renames `source` into `dir`, as `name` or the first free `name-N`; never replaces anything.
-fn rename_unique(source: &Path, dir: &Path, name: &str) -> io::Result<String> {
+pub(crate) fn rename_unique(source: &Path, dir: &Path, name: &str) -> io::Result<String> {
     for candidate in candidates(name).take(10_000) {
         let dest = dir.join(&candidate);
         match rustix::fs::renameat_with(

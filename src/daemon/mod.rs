@@ -45,6 +45,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, never, select};
 
 use crate::config::{Config, ConfigError};
+use crate::net::deliver::Deliverer;
+use crate::net::listener::Listener;
 use crate::process::{Processor, Published};
 use crate::study::StudyError;
 use journal::{Claimed, Journal};
@@ -163,6 +165,8 @@ struct Shared {
     in_flight: AtomicUsize,
     counters: Mutex<Counters>,
     metrics: Arc<Metrics>,
+    /// Sends published results to the `[delivery]` destinations (none configured: `None`).
+    deliverer: Option<Deliverer>,
 }
 
 impl Shared {
@@ -209,8 +213,13 @@ impl Shared {
             .last_latency
             .map(|d| format!("; last study {:.1} s", d.as_secs_f64()))
             .unwrap_or_default();
+        let deliveries = self
+            .deliverer
+            .as_ref()
+            .map(|d| format!("; {} deliveries pending", d.pending()))
+            .unwrap_or_default();
         format!(
-            "{state}; {} queued, {} done, {} failed{last}; engine {}",
+            "{state}; {} queued, {} done, {} failed{last}{deliveries}; engine {}",
             c.queued, c.done, c.failed, c.engine
         )
     }
@@ -234,15 +243,78 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
     let _lock = journal.lock().map_err(FatalError::Journal)?;
     let recovery = recover(&journal)?;
     let processor = Processor::new(&config).map_err(FatalError::Models)?;
-    let shared = Arc::new(Shared::new(journal, config, &recovery, &processor));
+    let deliverer = start_deliverer(&config)?;
+    let shared = Arc::new(Shared::new(
+        journal, config, &recovery, &processor, deliverer,
+    ));
     let endpoint = start_metrics(&shared);
     let mut stages = Stages::spawn(&shared, processor, recovery.requeued)?;
+    let listener = match start_listener(&shared) {
+        Ok(listener) => listener,
+        Err(e) => {
+            shut_down(&shared, stages, &mut notifier);
+            return Err(e);
+        }
+    };
     let supervised = supervise(&shared, &mut stages, &options, &signals, &mut notifier);
+    if let Some(listener) = listener {
+        listener.stop();
+    }
     let summary = supervised.map(|()| shut_down(&shared, stages, &mut notifier));
+    if let Some(deliverer) = &shared.deliverer {
+        deliverer.stop();
+    }
     if let Some(endpoint) = endpoint {
         endpoint.stop();
     }
     summary
+}
+
+/// Starts one delivery worker per `[delivery]` destination; they resume what the outbox's
+/// records still have pending.
+fn start_deliverer(config: &Config) -> Result<Option<Deliverer>, FatalError> {
+    let delivery = &config.delivery;
+    if delivery.destinations.is_empty() {
+        return Ok(None);
+    }
+    let deliverer = Deliverer::start(
+        delivery,
+        &config.dicom_listener.ae_title,
+        &config.paths.outbox,
+    )
+    .map_err(FatalError::Start)?;
+    let names: Vec<&str> = delivery
+        .destinations
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect();
+    tracing::info!(destinations = %names.join(", "), pending = deliverer.pending(), "delivering results");
+    Ok(Some(deliverer))
+}
+
+/// Starts the DICOM listener when `[dicom_listener] enabled`. Unlike metrics, a listener that
+/// cannot listen stops the daemon: on a site that sends studies over DICOM it is the input.
+fn start_listener(shared: &Arc<Shared>) -> Result<Option<Listener>, FatalError> {
+    let (config, inbox, min_free) = shared.settings(|c| {
+        (
+            c.dicom_listener.clone(),
+            c.paths.inbox.clone(),
+            c.watch.min_free_mib,
+        )
+    });
+    if !config.enabled {
+        return Ok(None);
+    }
+    let s = shared.clone();
+    let settle = move || s.settings(|c| Duration::from_secs_f64(c.watch.settle_seconds));
+    let listener = Listener::start(&config, &inbox, min_free, settle).map_err(|e| {
+        FatalError::Start(std::io::Error::new(
+            e.kind(),
+            format!("cannot listen for DICOM on {}: {e}", config.listen),
+        ))
+    })?;
+    tracing::info!(address = %listener.address, ae_title = %config.ae_title, "DICOM listener ready (C-STORE, C-ECHO)");
+    Ok(Some(listener))
 }
 
 /// Starts the metrics endpoint when `[metrics] enabled`. A port that cannot be bound is logged
@@ -300,6 +372,7 @@ impl Shared {
         config: Config,
         recovery: &journal::Recovery,
         processor: &Processor,
+        deliverer: Option<Deliverer>,
     ) -> Shared {
         let backend = processor.model_info().backend();
         let metrics = Arc::new(Metrics::new());
@@ -321,6 +394,7 @@ impl Shared {
                 ..Counters::default()
             }),
             metrics,
+            deliverer,
         }
     }
 }

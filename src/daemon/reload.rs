@@ -46,6 +46,14 @@ pub(super) fn reload(
                 new.daemon.queue_length = current.daemon.queue_length;
                 new.daemon.inputs_after_publish = current.daemon.inputs_after_publish;
             }
+            if new.dicom_listener != current.dicom_listener {
+                tracing::warn!("SIGHUP: [dicom_listener] changes take effect at the next restart");
+                new.dicom_listener = current.dicom_listener.clone();
+            }
+            if new.delivery != current.delivery {
+                tracing::warn!("SIGHUP: [delivery] changes take effect at the next restart");
+                new.delivery = current.delivery.clone();
+            }
             if new.metrics != current.metrics {
                 tracing::warn!("SIGHUP: [metrics] changes take effect at the next restart");
                 new.metrics = current.metrics.clone();

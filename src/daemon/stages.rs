@@ -176,6 +176,7 @@ pub(super) fn publish(
 ) {
     fault::maybe_kill_thread("publish");
     let outbox = shared.journal.paths().outbox.clone();
+    let destinations = shared.settings(|c| c.delivery.destinations.clone());
     for outcome in outcomes {
         let (job, error) = match outcome {
             Outcome::Analysed {
@@ -189,7 +190,14 @@ pub(super) fn publish(
                 let t = Instant::now();
                 let lesions = findings.lesions.as_ref().map(|f| f.summary.count);
                 let published = guarded(Stage::Publish, &job.study.name, || {
-                    process::publish(&study, *findings, &models, &outbox, ingest_ms)
+                    process::publish(
+                        &study,
+                        *findings,
+                        &models,
+                        &outbox,
+                        ingest_ms,
+                        &destinations,
+                    )
                 });
                 match published {
                     Ok(published) => match shared.journal.finish(&job.study) {
@@ -211,6 +219,9 @@ pub(super) fn publish(
                                 "published"
                             );
                             shared.forget(&job.study.name);
+                            if let Some(deliverer) = &shared.deliverer {
+                                deliverer.published(&published.key);
+                            }
                             shared.metrics.stage(StageName::Publish, t.elapsed());
                             shared.metrics.stage(StageName::Total, latency);
                             shared.metrics.study(StudyOutcome::Published);

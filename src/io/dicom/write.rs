@@ -26,7 +26,7 @@ use crate::fsio;
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 /// tracerd's implementation class UID (a 2.25 UUID-derived root).
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.90183226271406385402735102934137640221";
-const IMPLEMENTATION_VERSION: &str = "TRACERD_0_1";
+pub const IMPLEMENTATION_VERSION: &str = "TRACERD_0_1";
 
 /// Elements copied from the source PET (Patient, General Study and, for image objects whose IOD
 /// has it, Frame of Reference modules).
