@@ -128,7 +128,44 @@ pub fn check(config: &Config) -> Report {
     }
 
     check_models(config, &mut report);
+    check_network(config, &mut report);
     report
+}
+
+/// The DICOM listener's settings, and whether each delivery destination answers (C-ECHO, or
+/// a DICOMweb query). A destination that does not answer is a warning: the daemon keeps its
+/// results and retries, so it must not keep the daemon from starting.
+fn check_network(config: &Config, report: &mut Report) {
+    let l = &config.dicom_listener;
+    if l.enabled {
+        let callers = l.allowed_calling_ae_titles.join(", ");
+        report.push(
+            Level::Ok,
+            format!(
+                "dicom_listener: AE title {} on {}, accepting from {callers}",
+                l.ae_title, l.listen
+            ),
+        );
+        if l.allowed_calling_ae_titles.iter().any(|c| c == "*") {
+            report.push(
+                Level::Warn,
+                "dicom_listener accepts any calling AE title (\"*\")",
+            );
+        }
+    }
+    let timeout = config.delivery.timeout_seconds.min(10.0);
+    for d in &config.delivery.destinations {
+        match crate::net::deliver::check(d, &l.ae_title, timeout) {
+            Ok(what) => report.push(Level::Ok, format!("delivery to {}: {what}", d.name)),
+            Err(why) => report.push(
+                Level::Warn,
+                format!(
+                    "delivery to {}: {why}; results wait and are retried",
+                    d.name
+                ),
+            ),
+        }
+    }
 }
 
 /// Cards, hashes, and the engine each model file loads on (the configured order, as the daemon

@@ -168,7 +168,12 @@ impl Staging {
                 return false;
             }
         };
-        let probe = |o: &watch::Observed| dicom_study_complete(&self.root.join(&o.name));
+        let probe = |o: &watch::Observed| {
+            let t = Instant::now();
+            let complete = dicom_study_complete(&self.root.join(&o.name));
+            tracing::debug!(entry = %o.name, complete, ms = t.elapsed().as_millis() as u64, "ImageIndex completeness of a received study");
+            complete
+        };
         let mut ok = true;
         for study in tracker.update(Instant::now(), &quiet, probe) {
             match self.promote(&study) {

@@ -10,4 +10,5 @@ mod cli;
 mod daemon;
 mod daemon_crash;
 mod daemon_dicom;
+mod network;
 mod process_cli;
