@@ -878,6 +878,49 @@ mod tests {
     }
 
     #[test]
+    fn network_sections_are_checked_when_used() {
+        let text = r#"
+[dicom_listener]
+enabled = true
+ae_title = "A TITLE LONGER THAN 16"
+transfer_syntaxes = ["1.2.3"]
+
+[[delivery.destinations]]
+name = "pacs"
+protocol = "c-store"
+address = "pacs"
+
+[[delivery.destinations]]
+name = "pacs"
+protocol = "stow-rs"
+username = "u"
+"#;
+        let err = Config::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "dicom_listener.ae_title",
+            "allowed_calling_ae_titles is empty",
+            "lists \"1.2.3\", which tracerd cannot read",
+            "delivery.destinations[0].address must be host:port",
+            "delivery.destinations[0].ae_title (the node's AE title) is needed",
+            "delivery.destinations[1]: the name \"pacs\" is used twice",
+            "delivery.destinations[1].url must be an http",
+            "username and password_file go together",
+        ] {
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
+        let ok = "[dicom_listener]\nenabled = true\nallowed_calling_ae_titles = [\"*\"]\n\
+                  [[delivery.destinations]]\nname = \"web\"\nprotocol = \"stow-rs\"\n\
+                  url = \"https://pacs.example/dicom-web\"\n";
+        let c = Config::from_toml(ok).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.delivery.destinations[0].send.len(), 3);
+    }
+
+    #[test]
     fn relative_paths_follow_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("tracerd.toml");
@@ -912,6 +955,15 @@ mod tests {
         assert_eq!(parsed.inference.overlap, Some(0.5));
         parsed.inference.ort_library = None;
         parsed.inference.overlap = None;
+        // ... and one example destination (the default has none).
+        let example: Vec<&str> = parsed
+            .delivery
+            .destinations
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
+        assert_eq!(example, ["pacs"]);
+        parsed.delivery.destinations.clear();
         assert_eq!(parsed, expected, "{uncommented}");
     }
 
