@@ -12,7 +12,13 @@ work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 seed="${SEED:-100000}"
 "$bin" synth --out "$work/study" --seed "$seed" --size clinical --format dicom >/dev/null
-find "$work/study" -type f ! -name '*.txt' | sort > "$work/files"
+# the DICOM files only (the export also holds labels.json and a README)
+find "$work/study" -type f -print0 | xargs -0 python3 -c '
+import sys
+for p in sys.argv[1:]:
+    with open(p, "rb") as f:
+        if f.read(132)[128:] == b"DICM":
+            print(p)' | sort > "$work/files"
 n=$(wc -l < "$work/files")
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 

@@ -11,6 +11,9 @@
 //! | `tracerd_free_bytes` | gauge | free space on the filesystem of `paths.work` (read at each scrape) |
 //! | `tracerd_last_success_timestamp_seconds` | gauge | Unix time of the last publication (0: none yet) |
 //! | `tracerd_build_info{version}` | gauge (1) | the running tracerd |
+//! | `tracerd_dicom_instances_total{outcome}` | counter | instances the DICOM listener `stored` or `refused` |
+//! | `tracerd_deliveries_total{destination,outcome}` | counter | delivery tries per destination: `delivered`, `retrying` (failed, will retry), `given_up` |
+//! | `tracerd_deliveries_pending` | gauge | study × destination deliveries waiting or being tried |
 //!
 //! The server is tiny_http on its own thread, answering one request at a time: a scrape reads
 //! a few atomics, so it never waits on a study.
@@ -63,6 +66,17 @@ pub struct Metrics {
     free_bytes: IntGauge,
     last_success: Gauge,
     models: IntGaugeVec,
+    instances: IntCounterVec,
+    deliveries: IntCounterVec,
+    pending: IntGauge,
+}
+
+/// What became of a delivery try, as `tracerd_deliveries_total`'s `outcome`.
+#[derive(Debug, Clone, Copy)]
+pub enum DeliveryOutcome {
+    Delivered,
+    Retrying,
+    GivenUp,
 }
 
 impl Default for Metrics {
@@ -113,6 +127,26 @@ impl Metrics {
                 &MODEL_LABELS,
             )
             .expect("a valid name"),
+            instances: IntCounterVec::new(
+                Opts::new(
+                    "tracerd_dicom_instances_total",
+                    "Instances the DICOM listener stored or refused",
+                ),
+                &["outcome"],
+            )
+            .expect("a valid name"),
+            deliveries: IntCounterVec::new(
+                Opts::new(
+                    "tracerd_deliveries_total",
+                    "Delivery tries per destination, by outcome",
+                ),
+                &["destination", "outcome"],
+            )
+            .expect("a valid name"),
+            pending: gauge(
+                "tracerd_deliveries_pending",
+                "Deliveries (study x destination) waiting or being tried",
+            ),
         };
         for outcome in ["published", "failed", "retried"] {
             // Present from the start at 0, so a rate over the first study is defined.
@@ -129,7 +163,10 @@ impl Metrics {
         .expect("a valid name");
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let r = &self.registry;
-        let all: [Box<dyn prometheus::core::Collector>; 7] = [
+        let all: [Box<dyn prometheus::core::Collector>; 10] = [
+            Box::new(self.instances.clone()),
+            Box::new(self.deliveries.clone()),
+            Box::new(self.pending.clone()),
             Box::new(self.studies.clone()),
             Box::new(self.queued.clone()),
             Box::new(self.stages.clone()),
@@ -168,6 +205,28 @@ impl Metrics {
 
     pub fn set_queued(&self, queued: usize) {
         self.queued.set(queued.min(i64::MAX as usize) as i64);
+    }
+
+    /// An instance received by the DICOM listener: stored, or refused.
+    pub fn instance(&self, stored: bool) {
+        let outcome = if stored { "stored" } else { "refused" };
+        self.instances.with_label_values(&[outcome]).inc();
+    }
+
+    /// A delivery try to `destination` ended.
+    pub fn delivery(&self, destination: &str, outcome: DeliveryOutcome) {
+        let outcome = match outcome {
+            DeliveryOutcome::Delivered => "delivered",
+            DeliveryOutcome::Retrying => "retrying",
+            DeliveryOutcome::GivenUp => "given_up",
+        };
+        self.deliveries
+            .with_label_values(&[destination, outcome])
+            .inc();
+    }
+
+    pub fn set_deliveries_pending(&self, pending: usize) {
+        self.pending.set(pending.min(i64::MAX as usize) as i64);
     }
 
     pub fn set_free_bytes(&self, bytes: u64) {
@@ -279,5 +338,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("tracerd_build_info{version="), "{text}");
+        m.instance(true);
+        m.delivery("pacs", DeliveryOutcome::Retrying);
+        m.set_deliveries_pending(2);
+        let text = m.encode();
+        assert!(
+            text.contains("tracerd_dicom_instances_total{outcome=\"stored\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tracerd_deliveries_total{destination=\"pacs\",outcome=\"retrying\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("tracerd_deliveries_pending 2"), "{text}");
     }
 }

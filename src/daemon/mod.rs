@@ -243,9 +243,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
     let _lock = journal.lock().map_err(FatalError::Journal)?;
     let recovery = recover(&journal)?;
     let processor = Processor::new(&config).map_err(FatalError::Models)?;
-    let deliverer = start_deliverer(&config)?;
+    let metrics = Arc::new(Metrics::new());
+    let deliverer = start_deliverer(&config, &metrics)?;
     let shared = Arc::new(Shared::new(
-        journal, config, &recovery, &processor, deliverer,
+        journal, config, &recovery, &processor, metrics, deliverer,
     ));
     let endpoint = start_metrics(&shared);
     let mut stages = Stages::spawn(&shared, processor, recovery.requeued)?;
@@ -272,7 +273,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<Summary, FatalError> {
 
 /// Starts one delivery worker per `[delivery]` destination; they resume what the outbox's
 /// records still have pending.
-fn start_deliverer(config: &Config) -> Result<Option<Deliverer>, FatalError> {
+fn start_deliverer(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Deliverer>, FatalError> {
     let delivery = &config.delivery;
     if delivery.destinations.is_empty() {
         return Ok(None);
@@ -281,6 +285,7 @@ fn start_deliverer(config: &Config) -> Result<Option<Deliverer>, FatalError> {
         delivery,
         &config.dicom_listener.ae_title,
         &config.paths.outbox,
+        metrics.clone(),
     )
     .map_err(FatalError::Start)?;
     let names: Vec<&str> = delivery
@@ -307,7 +312,8 @@ fn start_listener(shared: &Arc<Shared>) -> Result<Option<Listener>, FatalError> 
     }
     let s = shared.clone();
     let settle = move || s.settings(|c| Duration::from_secs_f64(c.watch.settle_seconds));
-    let listener = Listener::start(&config, &inbox, min_free, settle).map_err(|e| {
+    let metrics = shared.metrics.clone();
+    let listener = Listener::start(&config, &inbox, min_free, metrics, settle).map_err(|e| {
         FatalError::Start(std::io::Error::new(
             e.kind(),
             format!("cannot listen for DICOM on {}: {e}", config.listen),
@@ -327,6 +333,9 @@ fn start_metrics(shared: &Arc<Shared>) -> Option<Endpoint> {
     let s = shared.clone();
     let refresh = move |metrics: &Metrics| {
         metrics.set_queued(lock(&s.counters).queued);
+        if let Some(d) = &s.deliverer {
+            metrics.set_deliveries_pending(d.pending());
+        }
         if let Ok(bytes) = s.journal.free_bytes() {
             metrics.set_free_bytes(bytes);
         }
@@ -372,10 +381,10 @@ impl Shared {
         config: Config,
         recovery: &journal::Recovery,
         processor: &Processor,
+        metrics: Arc<Metrics>,
         deliverer: Option<Deliverer>,
     ) -> Shared {
         let backend = processor.model_info().backend();
-        let metrics = Arc::new(Metrics::new());
         metrics.set_models(&processor.model_info().uses);
         for _ in &recovery.gave_up {
             metrics.study(metrics::StudyOutcome::Failed);

@@ -22,6 +22,7 @@ use super::record::{self, DestinationState, State, StudyDir};
 use super::scu::{self, Instance, Peer};
 use super::stow::{self, Service};
 use crate::config::{Delivery, Destination, Protocol};
+use crate::daemon::metrics::{DeliveryOutcome, Metrics};
 use crate::process::key_for_log;
 
 /// The delivery workers.
@@ -34,7 +35,12 @@ pub struct Deliverer {
 impl Deliverer {
     /// Starts one worker per destination; `calling` is the AE title used where a C-STORE
     /// destination names none.
-    pub fn start(config: &Delivery, calling: &str, outbox: &Path) -> std::io::Result<Deliverer> {
+    pub fn start(
+        config: &Delivery,
+        calling: &str,
+        outbox: &Path,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Deliverer> {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let pending = Arc::new(AtomicUsize::new(0));
         let mut workers = Vec::new();
@@ -47,6 +53,7 @@ impl Deliverer {
                 outbox: outbox.to_path_buf(),
                 due: BTreeSet::new(),
                 pending: pending.clone(),
+                metrics: metrics.clone(),
             };
             let stop = stop_rx.clone();
             let handle = std::thread::Builder::new()
@@ -232,6 +239,7 @@ struct Worker {
     /// Studies to try, by when.
     due: BTreeSet<(Instant, String)>,
     pending: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
 }
 
 impl Worker {
@@ -341,6 +349,14 @@ impl Worker {
             outcome(e, &sent, &policy, &mut retry);
         });
         let study = key_for_log(key);
+        if let Ok(Some(e)) = &written {
+            let outcome = match e.state {
+                State::Delivered => DeliveryOutcome::Delivered,
+                State::Failed => DeliveryOutcome::GivenUp,
+                _ => DeliveryOutcome::Retrying,
+            };
+            self.metrics.delivery(&self.name, outcome);
+        }
         match (&written, &sent) {
             (Ok(Some(e)), Ok(())) => {
                 tracing::info!(destination = %self.name, key = %study, files = e.files.len(), attempts = e.attempts, "results delivered")

@@ -31,6 +31,7 @@ use super::dimse::{self, Command, status};
 use super::message::{Incoming, Reader, send_command};
 use super::staging::{Staging, study_folder};
 use crate::config::DicomListener;
+use crate::daemon::metrics::Metrics;
 use crate::fsio;
 use crate::io::dicom::write::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION};
 
@@ -91,6 +92,7 @@ struct Context {
     min_free: u64,
     active: AtomicUsize,
     max_associations: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Listener {
@@ -100,6 +102,7 @@ impl Listener {
         config: &DicomListener,
         inbox: &Path,
         min_free_mib: u64,
+        metrics: Arc<Metrics>,
         settle: impl Fn() -> Duration + Send + 'static,
     ) -> io::Result<Listener> {
         let socket = TcpListener::bind(&config.listen)?;
@@ -111,6 +114,7 @@ impl Listener {
             min_free: min_free_mib.saturating_mul(1 << 20),
             active: AtomicUsize::new(0),
             max_associations: config.max_associations,
+            metrics,
         });
         let stopping = Arc::new(AtomicBool::new(false));
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
@@ -297,6 +301,7 @@ fn next(
             let ts = transfer_syntax(assoc, context)?;
             let data = data.unwrap_or_default();
             let code = store(ctx, touched, &ts, &sop_class, &sop_instance, data);
+            ctx.metrics.instance(code == status::SUCCESS);
             let reply = dimse::store_rsp(message_id, &sop_class, &sop_instance, code);
             (reply, usize::from(code == status::SUCCESS))
         }

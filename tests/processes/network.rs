@@ -191,6 +191,11 @@ fn dcmtk_and_pynetdicom_each_send_a_study_over_two_associations_processed_once()
         assert!(sent.contains(&n), "every instance, once: {n} of {sent:?}");
     }
 
+    let metrics = spool.scrape();
+    let stored = a.len() + b.len() + c.len() + d.len();
+    let line = format!("tracerd_dicom_instances_total{{outcome=\"stored\"}} {stored}");
+    assert!(metrics.contains(&line), "{line}\n{metrics}");
+
     // A non-image SOP class (the SR just published) is refused at negotiation.
     let key = &spool.studies("outbox")[0];
     let sr = spool.dir("outbox").join(key).join("lesions.sr.dcm");
