@@ -184,5 +184,9 @@ fn ge_series_match_dcm2niix_and_pydicom() {
         let suv = tracerd::io::nifti::read_f32(&pet).unwrap();
         let want = read_f32_file(&expected.join(format!("{case}.f32")));
         compare_with_oracle(case, suv.data(), &want);
+        // The scan located every slice's pixels in the scanner's files (the fast path ran).
+        let scan = tracerd::io::dicom::scan_folder(&input).unwrap();
+        let native = scan.instances.iter().filter(|i| i.native.is_some()).count();
+        assert_eq!(native, scan.instances.len(), "{case}");
     }
 }

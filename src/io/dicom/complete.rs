@@ -93,6 +93,7 @@ mod tests {
             rescale_slope: 1.0,
             rescale_intercept: 0.0,
             bad_tags: Vec::new(),
+            native: None,
             image_index: idx,
             number_of_slices: n,
             suv: None,

@@ -25,10 +25,20 @@ const SHORT_VRS: [&[u8; 2]; 21] = [
     b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
 ];
 
+/// A file's first bytes as Part 10, completed as the module says.
+pub(crate) struct Part10 {
+    pub bytes: Vec<u8>,
+    /// The file's length, counted like `bytes` (with what was added).
+    pub len: usize,
+    /// Bytes added before the data set (a group length, or a whole file meta group): a
+    /// position in the data set of `bytes` is this much further than in the file.
+    pub added: usize,
+}
+
 /// A DICOM file read once, from one handle, as Part 10 bytes: `None` when it is not DICOM
 /// (neither the `DICM` marker nor a bare data set; only its first 132 bytes were read), else
 /// its first `max` bytes (completed as the module says) and its length counted the same way.
-pub(crate) fn read_part10(path: &Path, max: usize) -> std::io::Result<Option<(Vec<u8>, usize)>> {
+pub(crate) fn read_part10(path: &Path, max: usize) -> std::io::Result<Option<Part10>> {
     let f = File::open(path)?;
     let len = f.metadata()?.len() as usize;
     let mut bytes = Vec::with_capacity(132);
@@ -51,7 +61,85 @@ pub(crate) fn read_part10(path: &Path, max: usize) -> std::io::Result<Option<(Ve
         None => with_meta_group_length(bytes),
     };
     let added = bytes.len() - read;
-    Ok(Some((bytes, len + added)))
+    Ok(Some(Part10 {
+        bytes,
+        len: len + added,
+        added,
+    }))
+}
+
+/// Undefined length (sequences, items, encapsulated Pixel Data).
+const UNDEFINED: u32 = u32::MAX;
+
+/// One element header at `pos`: (group, element), value length, header length.
+fn header(bytes: &[u8], pos: usize, explicit: bool) -> Option<((u16, u16), u32, usize)> {
+    let b = bytes.get(pos..pos + 8)?;
+    let tag = (
+        u16::from_le_bytes([b[0], b[1]]),
+        u16::from_le_bytes([b[2], b[3]]),
+    );
+    let vr = [b[4], b[5]];
+    if tag.0 == 0xFFFE || !explicit {
+        return Some((tag, u32::from_le_bytes(b[4..8].try_into().ok()?), 8));
+    }
+    if LONG_VRS.contains(&&vr) {
+        let len = bytes.get(pos + 8..pos + 12)?;
+        return Some((tag, u32::from_le_bytes(len.try_into().ok()?), 12));
+    }
+    Some((tag, u16::from_le_bytes([b[6], b[7]]) as u32, 8))
+}
+
+/// Elements from `pos` until the delimiter `end` (an item's or a sequence's, or none at the
+/// top level); returns the position after it, or, at the top level, stops at Pixel Data and
+/// returns the start of its value with its header.
+fn walk(bytes: &[u8], mut pos: usize, explicit: bool, end: Option<(u16, u16)>) -> Option<Walked> {
+    while pos < bytes.len() {
+        let (tag, len, head) = header(bytes, pos, explicit)?;
+        pos += head;
+        if Some(tag) == end {
+            return Some(Walked::End(pos));
+        }
+        if end.is_none() && tag == (0x7FE0, 0x0010) {
+            return Some(Walked::PixelData { at: pos, len });
+        }
+        pos = if len != UNDEFINED {
+            pos.checked_add(len as usize)?
+        } else if tag == (0xFFFE, 0xE000) {
+            walk(bytes, pos, explicit, Some((0xFFFE, 0xE00D)))?.end()?
+        } else {
+            walk(bytes, pos, explicit, Some((0xFFFE, 0xE0DD)))?.end()?
+        };
+    }
+    None
+}
+
+enum Walked {
+    End(usize),
+    PixelData { at: usize, len: u32 },
+}
+
+impl Walked {
+    fn end(self) -> Option<usize> {
+        match self {
+            Walked::End(pos) => Some(pos),
+            Walked::PixelData { .. } => None,
+        }
+    }
+}
+
+/// Where the value of the top-level Pixel Data (7FE0,0010) starts in Part 10 `bytes` and how
+/// long it is, for a data set in Explicit or Implicit VR Little Endian: `None` when it is
+/// absent, encapsulated (undefined length), or the headers cannot be followed. Pixel Data
+/// nested in a sequence (an icon image) is skipped with its sequence.
+pub(crate) fn pixel_data_span(bytes: &[u8], explicit: bool) -> Option<(usize, usize)> {
+    let group = u32::from_le_bytes(bytes.get(140..144)?.try_into().ok()?) as usize;
+    if bytes.get(128..136)? != b"DICM\x02\x00\x00\x00" {
+        return None;
+    }
+    match walk(bytes, 144usize.checked_add(group)?, explicit, None)? {
+        Walked::PixelData { at, len } if len != UNDEFINED => Some((at, len as usize)),
+        _ => None,
+    }
 }
 
 /// The transfer syntax of a bare data set (no preamble, no file meta), when `head` starts like
@@ -179,6 +267,52 @@ mod tests {
     /// The meta group length sits right after `DICM`: 12 bytes.
     fn without_group_length(bytes: &[u8]) -> Vec<u8> {
         [&bytes[..132], &bytes[144..]].concat()
+    }
+
+    #[test]
+    fn the_top_level_pixel_data_is_found_past_an_icon_image_in_any_sequence_layout() {
+        use dicom_core::value::DataSetSequence;
+        use dicom_core::{DataElement, Length, PrimitiveValue, VR};
+        use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+        let icon = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(2u16)),
+            DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(vec![7u8; 8])),
+        ]);
+        for (ts, undefined) in [
+            (EXPLICIT_VR_LE, true),
+            (EXPLICIT_VR_LE, false),
+            (IMPLICIT_VR_LE, true),
+            (IMPLICIT_VR_LE, false),
+        ] {
+            let length = if undefined {
+                Length::UNDEFINED
+            } else {
+                Length::defined(0)
+            };
+            let seq = DataSetSequence::new(vec![icon.clone()], length);
+            let pixels: Vec<u8> = (0..32u8).collect();
+            let obj = InMemDicomObject::from_element_iter([
+                DataElement::new(tags::MODALITY, VR::CS, PrimitiveValue::from("PT")),
+                DataElement::new(tags::ICON_IMAGE_SEQUENCE, VR::SQ, seq),
+                DataElement::new(
+                    tags::PIXEL_DATA,
+                    VR::OW,
+                    PrimitiveValue::from(pixels.clone()),
+                ),
+            ]);
+            let meta = FileMetaTableBuilder::new()
+                .transfer_syntax(ts)
+                .media_storage_sop_class_uid("1.2.3")
+                .media_storage_sop_instance_uid("1.2.3.4");
+            let mut bytes = Vec::new();
+            obj.with_meta(meta).unwrap().write_all(&mut bytes).unwrap();
+            let (at, len) = pixel_data_span(&bytes, ts == EXPLICIT_VR_LE).unwrap();
+            assert_eq!(
+                &bytes[at..at + len],
+                &pixels[..],
+                "{ts} undefined={undefined}"
+            );
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use rayon::prelude::*;
 
 use super::assemble::SeriesStack;
-use super::part10::{parse_part10, read_part10};
+use super::part10::{Part10, parse_part10, pixel_data_span, read_part10};
 use super::scan::{HEAD_BYTES, Instance, preflight_lengths};
 use super::{DicomError, DicomErrorKind, Stage};
 use crate::volume::Volume;
@@ -27,17 +27,17 @@ fn file_error(i: &Instance, kind: DicomErrorKind) -> DicomError {
 fn read_slice_file(i: &Instance) -> Result<DefaultDicomObject, DicomError> {
     let unreadable = |why: String| file_error(i, DicomErrorKind::Unreadable(why));
     let max = HEAD_BYTES + (i.rows as usize) * (i.columns as usize) * 8;
-    let (bytes, len) = read_part10(&i.path, max)
+    let file = read_part10(&i.path, max)
         .map_err(|e| unreadable(e.to_string()))?
         .ok_or_else(|| unreadable("the DICM marker is gone since the scan".into()))?;
-    if len > bytes.len() {
+    if file.len > file.bytes.len() {
         return Err(unreadable(format!(
-            "the file has {len} bytes, more than a header and a {}×{} slice can need",
-            i.rows, i.columns
+            "the file has {} bytes, more than a header and a {}×{} slice can need",
+            file.len, i.rows, i.columns
         )));
     }
-    preflight_lengths(&bytes, len, true).map_err(unreadable)?;
-    parse_part10(&bytes, false).map_err(unreadable)
+    preflight_lengths(&file.bytes, file.len, true).map_err(unreadable)?;
+    parse_part10(&file.bytes, false).map_err(unreadable)
 }
 
 /// Decodes one slice into `out` (rows × columns, first index fastest) as
@@ -67,13 +67,13 @@ fn load_slice(i: &Instance, factor: f64, out: &mut [f32]) -> Result<(), DicomErr
             ));
         }
     }
+    let transform = |v: f64| ((v * i.rescale_slope + i.rescale_intercept) * factor) as f32;
+    if let Some(native) = &i.native {
+        return native.read(i, out, transform);
+    }
     let obj = read_slice_file(i)?;
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(file_error(i, DicomErrorKind::MissingPixelData));
-    }
-    let transform = |v: f64| ((v * i.rescale_slope + i.rescale_intercept) * factor) as f32;
-    if let Some(layout) = Native16::of(&obj, i) {
-        return layout.decode(&obj, i, out, transform);
     }
     let decoded = obj
         .decode_pixel_data()
@@ -121,17 +121,29 @@ fn load_slice(i: &Instance, factor: f64, out: &mut [f32]) -> Result<(), DicomErr
     Ok(())
 }
 
-/// Uncompressed little-endian single-sample 16-bit pixel data (how PET and CT scanners write):
-/// read straight from the element's bytes, without dicom-pixeldata's generic decode into a
-/// vector of f64. Anything else takes the generic path.
-struct Native16 {
+/// Uncompressed little-endian single-sample 16-bit pixel data (how PET and CT scanners write),
+/// located in its file by the header scan: the pixel pass reads exactly those bytes and converts
+/// them, without parsing the file again or dicom-pixeldata's generic decode into f64. Anything
+/// else (compressed, other bit depths, a layout the scan could not follow) takes the generic path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NativePixels {
+    /// Where Pixel Data's value starts in the file, and its length.
+    offset: u64,
+    len: u64,
+    /// The file's length at the scan: a file changed since is not trusted.
+    file_len: u64,
     signed: bool,
     /// BitsStored: the bits above it are masked off (and the sign taken from its top bit).
     bits: u32,
 }
 
-impl Native16 {
-    fn of(obj: &DefaultDicomObject, i: &Instance) -> Option<Native16> {
+impl NativePixels {
+    /// The layout of `obj`'s pixels when they take the fast path; `file` is what the scan read.
+    pub(crate) fn locate(
+        obj: &DefaultDicomObject,
+        i: &Instance,
+        file: &Part10,
+    ) -> Option<NativePixels> {
         const NATIVE_LE: [&str; 2] = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"];
         let int = |tag| obj.element_opt(tag).ok().flatten()?.to_int::<u32>().ok();
         let bits = int(tags::BITS_STORED)?;
@@ -141,32 +153,47 @@ impl Native16 {
             && (1..=16).contains(&bits)
             && int(tags::HIGH_BIT)? == bits - 1;
         let signed = int(tags::PIXEL_REPRESENTATION)? == 1;
-        usable.then_some(Native16 { signed, bits })
+        let explicit = i.transfer_syntax == NATIVE_LE[1];
+        let (at, len) = pixel_data_span(&file.bytes, explicit)?;
+        usable.then_some(NativePixels {
+            offset: at.checked_sub(file.added)? as u64,
+            len: len as u64,
+            file_len: (file.len - file.added) as u64,
+            signed,
+            bits,
+        })
     }
 
-    fn decode(
+    /// Reads the slice's pixels into `out`, each through `transform`.
+    fn read(
         &self,
-        obj: &DefaultDicomObject,
         i: &Instance,
         out: &mut [f32],
         transform: impl Fn(f64) -> f32,
     ) -> Result<(), DicomError> {
-        let element = obj
-            .element(tags::PIXEL_DATA)
-            .map_err(|e| file_error(i, DicomErrorKind::PixelDecode(e.to_string())))?;
-        let bytes = element
-            .to_bytes()
-            .map_err(|e| file_error(i, DicomErrorKind::PixelDecode(e.to_string())))?;
-        if bytes.len() < out.len() * 2 {
+        use std::os::unix::fs::FileExt;
+        let unreadable = |why: String| file_error(i, DicomErrorKind::Unreadable(why));
+        let need = out.len() as u64 * 2;
+        if self.len < need {
             return Err(file_error(
                 i,
                 DicomErrorKind::PixelDecode(format!(
                     "{} values stored, {} expected (pixel data truncated?)",
-                    bytes.len() / 2,
+                    self.len / 2,
                     out.len()
                 )),
             ));
         }
+        let f = std::fs::File::open(&i.path).map_err(|e| unreadable(e.to_string()))?;
+        let len = f.metadata().map_err(|e| unreadable(e.to_string()))?.len();
+        if len != self.file_len || self.offset + need > len {
+            return Err(unreadable(
+                "the file changed since its headers were read".into(),
+            ));
+        }
+        let mut bytes = vec![0u8; need as usize];
+        f.read_exact_at(&mut bytes, self.offset)
+            .map_err(|e| unreadable(e.to_string()))?;
         for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
             *o = transform(self.value(u16::from_le_bytes([b[0], b[1]])));
         }
@@ -209,30 +236,52 @@ pub fn load_volume(
 
 #[cfg(test)]
 mod tests {
-    use super::Native16;
+    use super::NativePixels;
+
+    fn native16(signed: bool, bits: u32) -> NativePixels {
+        NativePixels {
+            offset: 0,
+            len: 0,
+            file_len: 0,
+            signed,
+            bits,
+        }
+    }
+
+    /// Every slice of a synthetic export is located by the scan, and the fast path reads the
+    /// same values as dicom-pixeldata's generic decode.
+    #[test]
+    fn the_located_pixels_equal_the_generic_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        let study = crate::synth::generate(&crate::synth::SynthOptions {
+            seed: 4,
+            size: crate::synth::Size::Small,
+        });
+        crate::synth::dicom::write_dicom(&study, dir.path()).unwrap();
+        let scan = crate::io::dicom::scan_folder(dir.path()).unwrap();
+        assert!(scan.instances.len() > 100);
+        for i in scan.instances.iter().step_by(7) {
+            assert!(i.native.is_some(), "{}", i.rel.display());
+            let n = (i.rows * i.columns) as usize;
+            let (mut fast, mut generic) = (vec![0f32; n], vec![0f32; n]);
+            super::load_slice(i, 1.5, &mut fast).unwrap();
+            let mut slow = i.clone();
+            slow.native = None;
+            super::load_slice(&slow, 1.5, &mut generic).unwrap();
+            assert_eq!(fast, generic, "{}", i.rel.display());
+        }
+    }
 
     #[test]
     fn stored_bits_are_masked_and_sign_extended() {
-        let ct = Native16 {
-            signed: true,
-            bits: 12,
-        };
+        let ct = native16(true, 12);
         assert_eq!(ct.value(0xF800), -2048.0); // overlay bits above 12 ignored
         assert_eq!(ct.value(0x07FF), 2047.0);
-        let full = Native16 {
-            signed: true,
-            bits: 16,
-        };
+        let full = native16(true, 16);
         assert_eq!(full.value(0xFFFF), -1.0);
-        let unsigned = Native16 {
-            signed: false,
-            bits: 16,
-        };
+        let unsigned = native16(false, 16);
         assert_eq!(unsigned.value(0xFFFF), 65535.0);
-        let u12 = Native16 {
-            signed: false,
-            bits: 12,
-        };
+        let u12 = native16(false, 12);
         assert_eq!(u12.value(0xF123), 0x123 as f64);
     }
 }

@@ -10,6 +10,7 @@ use dicom_object::InMemDicomObject;
 use rayon::prelude::*;
 
 use super::part10::{parse_part10, read_part10};
+use super::pixels::NativePixels;
 use super::strict::{BadTag, Strict};
 use super::suv::SuvTags;
 use super::tags_ext as t;
@@ -52,6 +53,9 @@ pub struct Instance {
     /// Tags present with a value that cannot be used (never replaced by a default): a series
     /// that uses this file fails naming the first one.
     pub bad_tags: Vec<BadTag>,
+    /// Uncompressed 16-bit pixels: where they are in the file, found while reading the
+    /// headers, so the pixel pass reads them without parsing the file again.
+    pub native: Option<NativePixels>,
 }
 
 /// What a folder holds.
@@ -229,25 +233,27 @@ enum One {
 /// read.
 fn scan_one(root: &Path, path: &Path) -> One {
     let rel = path.strip_prefix(root).unwrap_or(path).to_path_buf();
-    let (bytes, len) = match read_part10(path, HEAD_BYTES) {
+    let file = match read_part10(path, HEAD_BYTES) {
         Ok(Some(read)) => read,
         Ok(None) => return One::Ignored(rel),
         Err(e) => return One::Unreadable(rel, e.to_string()),
     };
-    if let Err(why) = preflight_lengths(&bytes, len, false) {
+    if let Err(why) = preflight_lengths(&file.bytes, file.len, false) {
         return One::Unreadable(rel, why);
     }
-    match parse_part10(&bytes, true) {
-        Ok(obj) => {
-            let ts = obj
-                .meta()
-                .transfer_syntax()
-                .trim_end_matches('\0')
-                .to_string();
-            match instance_from(&obj, path.to_path_buf(), rel.clone(), ts) {
-                Ok(i) => One::Instance(Box::new(i)),
-                Err(why) => One::Unreadable(rel, why),
-            }
+    let obj = match parse_part10(&file.bytes, true) {
+        Ok(obj) => obj,
+        Err(why) => return One::Unreadable(rel, why),
+    };
+    let ts = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
+    match instance_from(&obj, path.to_path_buf(), rel.clone(), ts) {
+        Ok(mut i) => {
+            i.native = NativePixels::locate(&obj, &i, &file);
+            One::Instance(Box::new(i))
         }
         Err(why) => One::Unreadable(rel, why),
     }
@@ -338,6 +344,7 @@ pub fn instance_from(
         suv,
         tracer: modality_is_pt.then(|| TracerTags::read(obj)),
         bad_tags,
+        native: None,
         path,
         rel,
     })
