@@ -313,11 +313,16 @@ impl Worker {
             Ok(d) => d,
             Err(_) => return, // the result was removed
         };
-        let Some(entry) = dir
-            .record()
-            .ok()
-            .flatten()
-            .and_then(|r| r.destinations.into_iter().find(|d| d.name == self.name))
+        let record = match dir.record() {
+            Ok(r) => r,
+            Err(error) => {
+                let key = key_for_log(key);
+                tracing::error!(destination = %self.name, %key, %error, "cannot read the delivery record in result.json; not delivered");
+                return;
+            }
+        };
+        let Some(entry) =
+            record.and_then(|r| r.destinations.into_iter().find(|d| d.name == self.name))
         else {
             return;
         };

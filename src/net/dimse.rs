@@ -163,15 +163,13 @@ fn read(bytes: &[u8]) -> Result<InMemDicomObject, String> {
 }
 
 fn get_u16(obj: &InMemDicomObject, tag: Tag, name: &str) -> Result<u16, String> {
-    obj.element(tag)
-        .ok()
+    obj.get(tag)
         .and_then(|e| e.uint16().ok())
         .ok_or_else(|| format!("command set without {name}"))
 }
 
 fn get_uid(obj: &InMemDicomObject, tag: Tag, name: &str) -> Result<String, String> {
-    obj.element(tag)
-        .ok()
+    obj.get(tag)
         .and_then(|e| e.to_str().ok())
         .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
         .ok_or_else(|| format!("command set without {name}"))

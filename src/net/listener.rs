@@ -373,8 +373,7 @@ fn study_uid(
         )
     })?;
     let text = |tag| {
-        obj.element(tag)
-            .ok()
+        obj.get(tag)
             .and_then(|e| e.to_str().ok())
             .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
     };

@@ -6,6 +6,10 @@ use std::collections::VecDeque;
 use dicom_ul::association::{CloseSocket, SyncAssociation};
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
 
+/// The largest data set received (1 GiB): bounds what one association can make tracerd hold
+/// in memory.
+pub const MAX_DATA_SET: usize = 1 << 30;
+
 /// What arrived next on an association.
 #[derive(Debug)]
 pub enum Incoming {
@@ -88,7 +92,8 @@ impl Reader {
         }
     }
 
-    /// The data set following a command, whole.
+    /// The data set following a command, whole; one larger than [`MAX_DATA_SET`] ends the
+    /// association (a PET or CT slice is well under a megabyte).
     pub fn data<S, A>(&mut self, assoc: &mut A, context: u8) -> Result<Vec<u8>, ReadError>
     where
         S: std::io::Read + std::io::Write + CloseSocket,
@@ -103,6 +108,12 @@ impl Reader {
                 return Err(ReadError::Protocol(
                     "a command or another context's fragment inside a data set".into(),
                 ));
+            }
+            if bytes.len() + v.data.len() > MAX_DATA_SET {
+                return Err(ReadError::Protocol(format!(
+                    "a data set over {} MiB",
+                    MAX_DATA_SET >> 20
+                )));
             }
             if bytes.is_empty() {
                 bytes = v.data;

@@ -72,7 +72,7 @@ fn load_slice(i: &Instance, factor: f64, out: &mut [f32]) -> Result<(), DicomErr
         return native.read(i, out, transform);
     }
     let obj = read_slice_file(i)?;
-    if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+    if obj.get(tags::PIXEL_DATA).is_none() {
         return Err(file_error(i, DicomErrorKind::MissingPixelData));
     }
     let decoded = obj
@@ -145,7 +145,7 @@ impl NativePixels {
         file: &Part10,
     ) -> Option<NativePixels> {
         const NATIVE_LE: [&str; 2] = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"];
-        let int = |tag| obj.element_opt(tag).ok().flatten()?.to_int::<u32>().ok();
+        let int = |tag| obj.get(tag)?.to_int::<u32>().ok();
         let bits = int(tags::BITS_STORED)?;
         let usable = NATIVE_LE.contains(&i.transfer_syntax.as_str())
             && int(tags::BITS_ALLOCATED)? == 16

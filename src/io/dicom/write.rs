@@ -198,20 +198,18 @@ impl<'a> Derived<'a> {
             if !info.frame_of_reference && frame_tags.contains(&tag) {
                 continue;
             }
-            if let Ok(Some(e)) = source.element_opt(tag) {
+            if let Some(e) = source.get(tag) {
                 obj.put(e.clone());
             }
         }
         for (tag, vr) in EMPTY_IF_ABSENT {
             let skip = !info.frame_of_reference && frame_tags.contains(&tag);
-            if !skip && obj.element_opt(tag).ok().flatten().is_none() {
+            if !skip && obj.get(tag).is_none() {
                 obj.put(text(tag, vr, ""));
             }
         }
         let date = source
-            .element_opt(tags::STUDY_DATE)
-            .ok()
-            .flatten()
+            .get(tags::STUDY_DATE)
             .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "19700101".into());
@@ -287,9 +285,7 @@ impl<'a> Derived<'a> {
     /// The source study's StudyInstanceUID (copied into this data set).
     pub fn study_uid(&self) -> String {
         self.obj
-            .element_opt(tags::STUDY_INSTANCE_UID)
-            .ok()
-            .flatten()
+            .get(tags::STUDY_INSTANCE_UID)
             .and_then(|e| {
                 e.to_str()
                     .ok()
