@@ -1,6 +1,6 @@
 //! tracerd on the network, against real DICOM software: DCMTK's `storescu`/`echoscu` and
-//! pynetdicom send studies to the listener (shuffled over two associations, and with the
-//! daemon killed mid-association), and Orthanc (with its DICOMweb plugin) receives the results
+//! pynetdicom send studies to the listener (shuffled over two associations, two studies in one
+//! association, and with the daemon killed mid-association), and Orthanc (with its DICOMweb plugin) receives the results
 //! by C-STORE and STOW-RS, once, also when it is down for a minute and tracerd restarts
 //! meanwhile.
 
@@ -130,8 +130,11 @@ fn dcmtk_and_pynetdicom_each_send_a_study_over_two_associations_processed_once()
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // pynetdicom: study 2 in two associations from one process.
-    let (c, d) = shuffled_halves(dicom_study(&spool.dir("src2"), 92), 2);
+    // pynetdicom: study 2 in two associations from one process, the second carrying all of
+    // study 3 too (several studies in one association).
+    let (c, mut d) = shuffled_halves(dicom_study(&spool.dir("src2"), 92), 2);
+    let e = dicom_study(&spool.dir("src3"), 95);
+    d.extend(e.iter().cloned());
     let lists: Vec<PathBuf> = [("c", &c), ("d", &d)]
         .iter()
         .map(|(n, files)| {
@@ -155,14 +158,14 @@ fn dcmtk_and_pynetdicom_each_send_a_study_over_two_associations_processed_once()
     );
     assert_eq!(said.matches("stored").count(), 2, "{said}");
 
-    wait_until(&spool, Duration::from_secs(240), "two results", || {
-        spool.studies("outbox").len() == 2 && spool.studies("archive").len() == 2
+    wait_until(&spool, Duration::from_secs(300), "three results", || {
+        spool.studies("outbox").len() == 3 && spool.studies("archive").len() == 3
     });
     std::thread::sleep(Duration::from_secs(2));
     let log = spool.log();
     assert_eq!(
         log.matches(" published ").count(),
-        2,
+        3,
         "each study once:\n{log}"
     );
     assert!(
@@ -187,12 +190,12 @@ fn dcmtk_and_pynetdicom_each_send_a_study_over_two_associations_processed_once()
             .iter()
             .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
             .count();
-        let sent = [a.len() + b.len(), c.len() + d.len()];
+        let sent = [a.len() + b.len(), c.len() + d.len() - e.len(), e.len()];
         assert!(sent.contains(&n), "every instance, once: {n} of {sent:?}");
     }
 
     let metrics = spool.scrape();
-    let stored = a.len() + b.len() + c.len() + d.len();
+    let stored = a.len() + b.len() + c.len() + d.len(); // d holds study 3
     let line = format!("tracerd_dicom_instances_total{{outcome=\"stored\"}} {stored}");
     assert!(metrics.contains(&line), "{line}\n{metrics}");
 
