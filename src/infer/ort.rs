@@ -133,6 +133,8 @@ impl OrtRuntime {
         } else {
             "CPUExecutionProvider"
         };
+        let (mut builder, options) =
+            configure(builder).map_err(|e| format!("session options: {e}"))?;
         let session = builder
             .commit_from_file(model)
             .map_err(|e| format!("cannot load {}: {e}", model.display()))?;
@@ -146,10 +148,32 @@ impl OrtRuntime {
                     Engine::OrtCpu
                 },
                 device: device.into(),
-                runtime: self.to_string(),
+                runtime: format!("{self}; {options}"),
             },
         })
     }
+}
+
+/// The session options, set on purpose (measured with `benches/ort_options.py` on the shipped
+/// networks at the batch shapes tracerd runs, 2 CPUs, onnxruntime 1.31.1; docs/models.md):
+/// sequential execution (parallel mode was 2.2–2.4× slower: the graphs are chains), intra-op
+/// threads = the CPUs available (one thread was 1.8× slower), every graph optimisation (level
+/// "all"; basic and extended were within noise or slower), memory pattern and CPU arena on
+/// (arena off was 3–8 % slower). Returns the builder and a one-line description for the log.
+fn configure(
+    builder: ort::session::builder::SessionBuilder,
+) -> ort::Result<(ort::session::builder::SessionBuilder, String)> {
+    use ort::session::builder::GraphOptimizationLevel;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let builder = builder
+        .with_parallel_execution(false)?
+        .with_intra_threads(threads)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)?
+        .with_memory_pattern(true)?;
+    Ok((
+        builder,
+        format!("{threads} intra-op threads, sequential, all graph optimisations"),
+    ))
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
