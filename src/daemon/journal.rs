@@ -121,8 +121,8 @@ pub fn entry_id(name: &str) -> String {
     name_hash(name, 4)
 }
 
-/// The first `bytes` bytes of the SHA-256 of `name`, in hex.
-fn name_hash(name: &str, bytes: usize) -> String {
+/// The first `bytes` bytes of the SHA-256 of `name`, in hex (names that carry no identifier).
+pub(crate) fn name_hash(name: &str, bytes: usize) -> String {
     Sha256::digest(name.as_bytes())[..bytes]
         .iter()
         .map(|b| format!("{b:02x}"))

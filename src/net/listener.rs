@@ -25,12 +25,12 @@ use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_ul::association::server::{AccessControl, ServerAssociation, ServerAssociationOptions};
 use dicom_ul::pdu::{AssociationRJServiceUserReason, UserIdentity};
-use sha2::Digest;
 
 use super::dimse::{self, Command, status};
 use super::message::{Incoming, Reader, send_command};
 use super::staging::{Staging, study_folder};
 use crate::config::DicomListener;
+use crate::daemon::journal::name_hash;
 use crate::daemon::metrics::Metrics;
 use crate::fsio;
 use crate::io::dicom::write::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION};
@@ -407,8 +407,7 @@ fn write_instance(
         .implementation_version_name(IMPLEMENTATION_VERSION)
         .build()
         .map_err(io::Error::other)?;
-    let d = sha2::Sha256::digest(sop_instance.as_bytes());
-    let name: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let name = name_hash(sop_instance, 8);
     fsio::write_atomic(&dir.join(format!("{name}.dcm")), |tmp| {
         let mut f = io::BufWriter::new(File::create(tmp)?);
         f.write_all(&[0u8; 128])?;

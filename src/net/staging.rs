@@ -17,9 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, never, select};
-use sha2::Digest;
 
-use crate::daemon::journal::{COMPLETE_MARKER, rename_unique};
+use crate::daemon::journal::{COMPLETE_MARKER, name_hash, rename_unique};
 use crate::daemon::watch::{self, Tracker, dicom_study_complete};
 use crate::fsio;
 
@@ -42,8 +41,7 @@ pub struct Staging {
 /// The staging folder name of a study: 16 hex digits of the SHA-256 of its StudyInstanceUID
 /// (no identifier in a file name).
 pub fn study_folder(study_uid: &str) -> String {
-    let d = sha2::Sha256::digest(study_uid.as_bytes());
-    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+    name_hash(study_uid, 8)
 }
 
 impl Staging {
