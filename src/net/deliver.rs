@@ -122,12 +122,7 @@ impl Policy {
 
 /// A destination, ready to send to.
 enum Target {
-    Dimse {
-        address: String,
-        called: String,
-        calling: String,
-        timeout: Duration,
-    },
+    Dimse(Peer),
     Web(Service),
 }
 
@@ -135,7 +130,7 @@ impl Target {
     fn new(d: &Destination, calling: &str, timeout_s: f64) -> std::io::Result<Target> {
         let timeout = Duration::from_secs_f64(timeout_s);
         Ok(match d.protocol {
-            Protocol::CStore => Target::Dimse {
+            Protocol::CStore => Target::Dimse(Peer {
                 address: d.address.clone().unwrap_or_default(),
                 called: d.ae_title.clone().unwrap_or_default(),
                 calling: d
@@ -143,7 +138,7 @@ impl Target {
                     .clone()
                     .unwrap_or_else(|| calling.to_string()),
                 timeout,
-            },
+            }),
             Protocol::StowRs => Target::Web(Service {
                 url: d.url.clone().unwrap_or_default(),
                 basic: basic_auth(d)?,
@@ -161,23 +156,12 @@ impl Target {
     ) -> Result<(), String> {
         let read = |n: &String| dir.read(n).map_err(|e| format!("{n}: {e}"));
         match self {
-            Target::Dimse {
-                address,
-                called,
-                calling,
-                timeout,
-            } => {
+            Target::Dimse(peer) => {
                 let instances = names
                     .iter()
                     .map(|n| Instance::from_part10(n, &read(n)?))
                     .collect::<Result<Vec<_>, String>>()?;
-                let peer = Peer {
-                    address,
-                    called,
-                    calling,
-                    timeout: *timeout,
-                };
-                scu::store(&peer, &instances, |i| confirmed(&i.name))
+                scu::store(peer, &instances, |i| confirmed(&i.name))
             }
             Target::Web(service) => names.iter().try_for_each(|n| {
                 stow::store(service, n, &read(n)?)?;
@@ -190,19 +174,12 @@ impl Target {
     /// Whether the destination answers (`tracerd check`).
     pub fn check(&self) -> Result<String, String> {
         match self {
-            Target::Dimse {
-                address,
-                called,
-                calling,
-                timeout,
-            } => {
-                scu::echo(&Peer {
-                    address,
-                    called,
-                    calling,
-                    timeout: *timeout,
-                })?;
-                Ok(format!("answers C-ECHO ({called} at {address})"))
+            Target::Dimse(peer) => {
+                scu::echo(peer)?;
+                Ok(format!(
+                    "answers C-ECHO ({} at {})",
+                    peer.called, peer.address
+                ))
             }
             Target::Web(service) => {
                 let code = stow::check(service)?;

@@ -12,11 +12,11 @@ use super::message::{Incoming, Reader, send_command};
 
 /// Where and as whom to associate.
 #[derive(Debug, Clone)]
-pub struct Peer<'a> {
+pub struct Peer {
     /// `host:port`.
-    pub address: &'a str,
-    pub called: &'a str,
-    pub calling: &'a str,
+    pub address: String,
+    pub called: String,
+    pub calling: String,
     pub timeout: Duration,
 }
 
@@ -67,7 +67,7 @@ fn connect(
         .connection_timeout(peer.timeout)
         .read_timeout(peer.timeout)
         .write_timeout(peer.timeout)
-        .establish(peer.address)
+        .establish(peer.address.as_str())
         .map_err(|e| format!("association with {} ({}): {e}", peer.called, peer.address))
 }
 

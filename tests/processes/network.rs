@@ -46,14 +46,25 @@ fn shuffled_halves(mut files: Vec<PathBuf>, seed: u64) -> (Vec<PathBuf>, Vec<Pat
     (files, rest)
 }
 
-/// Appends a `[dicom_listener]` on `port` to the spool's config.
-fn enable_listener(spool: &Spool, port: u16, callers: &str) {
+/// A daemon with `settle_seconds` and a `[dicom_listener]` on a free loopback port for
+/// `callers` (a TOML list), started and listening.
+fn listening(settle_seconds: f64, callers: &str) -> (Spool, u16, Child) {
+    let spool = Spool::new(&Settings {
+        settle_seconds,
+        ..Settings::default()
+    });
+    let port = free_port();
     let mut text = fs::read_to_string(&spool.config).unwrap();
     text.push_str(&format!(
         "\n[dicom_listener]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\nae_title = \"TRACERD\"\n\
          allowed_calling_ae_titles = {callers}\n"
     ));
     fs::write(&spool.config, text).unwrap();
+    let daemon = spool.spawn(&[]);
+    wait_until(&spool, Duration::from_secs(60), "the listener", || {
+        spool.log().contains("DICOM listener ready")
+    });
+    (spool, port, daemon)
 }
 
 fn storescu(port: u16, calling: &str, files: &[PathBuf]) -> std::process::Output {
@@ -84,16 +95,7 @@ fn results(spool: &Spool) -> Vec<serde_json::Value> {
 #[test]
 fn dcmtk_and_pynetdicom_each_send_a_study_over_two_associations_processed_once() {
     let _serial = serial();
-    let spool = Spool::new(&Settings {
-        settle_seconds: 20.0,
-        ..Settings::default()
-    });
-    let port = free_port();
-    enable_listener(&spool, port, r#"["STORESCU", "PYNETDICOM"]"#);
-    let mut daemon = spool.spawn(&[]);
-    wait_until(&spool, Duration::from_secs(60), "the listener", || {
-        spool.log().contains("DICOM listener ready")
-    });
+    let (spool, port, mut daemon) = listening(20.0, r#"["STORESCU", "PYNETDICOM"]"#);
     let echo = Command::new("echoscu")
         .args([
             "-aec",
@@ -233,17 +235,8 @@ fn staged(spool: &Spool) -> usize {
 #[test]
 fn a_kill_during_an_association_loses_nothing_acknowledged_and_the_retry_completes_the_study() {
     let _serial = serial();
-    let spool = Spool::new(&Settings {
-        settle_seconds: 30.0,
-        ..Settings::default()
-    });
-    let port = free_port();
-    enable_listener(&spool, port, r#"["STORESCU"]"#);
+    let (spool, port, mut daemon) = listening(30.0, r#"["STORESCU"]"#);
     let files = dicom_study(&spool.dir("src"), 93);
-    let mut daemon = spool.spawn(&[]);
-    wait_until(&spool, Duration::from_secs(60), "the listener", || {
-        spool.log().contains("DICOM listener ready")
-    });
     let sender: Child = Command::new("storescu")
         .args([
             "-v",
