@@ -460,6 +460,20 @@ fn orthanc_receives_the_results_by_c_store_and_stow_rs_exactly_once_through_an_o
         dimse.dicom, web.http
     ));
     fs::write(&spool.config, text).unwrap();
+    // `tracerd check`: the C-STORE node answers C-ECHO; the DICOMweb one, still down, is a
+    // warning (results wait for it), not an error.
+    let check = Command::new(env!("CARGO_BIN_EXE_tracerd"))
+        .args(["check", "--config"])
+        .arg(&spool.config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{said}");
+    assert!(
+        said.contains("ok    delivery to pacs: answers C-ECHO (ORTHANC at 127.0.0.1:"),
+        "{said}"
+    );
+    assert!(said.contains("warn  delivery to web: "), "{said}");
     dicom_study(&spool.dir("inbox/study"), 94);
     let mut daemon = spool.spawn(&[]);
     wait_until(&spool, Duration::from_secs(180), "the result", || {
