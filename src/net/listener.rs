@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use dicom_dictionary_std::tags;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
-use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_ul::association::server::{AccessControl, ServerAssociation, ServerAssociationOptions};
 use dicom_ul::pdu::{AssociationRJServiceUserReason, UserIdentity};
@@ -33,7 +33,7 @@ use crate::config::DicomListener;
 use crate::daemon::journal::name_hash;
 use crate::daemon::metrics::Metrics;
 use crate::fsio;
-use crate::io::dicom::write::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION};
+use crate::io::dicom::write::file_meta;
 
 /// An association silent for this long is dropped (its slot is freed; what it sent is kept).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -399,14 +399,7 @@ fn write_instance(
     sop_instance: &str,
     data: &[u8],
 ) -> io::Result<()> {
-    let meta = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(sop_class)
-        .media_storage_sop_instance_uid(sop_instance)
-        .transfer_syntax(ts)
-        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-        .implementation_version_name(IMPLEMENTATION_VERSION)
-        .build()
-        .map_err(io::Error::other)?;
+    let meta = file_meta(sop_class, sop_instance, ts)?;
     let name = name_hash(sop_instance, 8);
     fsio::write_atomic(&dir.join(format!("{name}.dcm")), |tmp| {
         let mut f = io::BufWriter::new(File::create(tmp)?);

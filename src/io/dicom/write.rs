@@ -26,7 +26,7 @@ use crate::fsio;
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 /// tracerd's implementation class UID (a 2.25 UUID-derived root).
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.90183226271406385402735102934137640221";
-pub const IMPLEMENTATION_VERSION: &str = "TRACERD_0_1";
+const IMPLEMENTATION_VERSION: &str = "TRACERD_0_1";
 
 /// Elements copied from the source PET (Patient, General Study and, for image objects whose IOD
 /// has it, Frame of Reference modules).
@@ -116,6 +116,23 @@ pub fn derived_uid(source: &str, role: u64) -> String {
     format!("2.25.{}", h >> 1)
 }
 
+/// The file meta group tracerd writes: SOP class and instance, transfer syntax `ts`, and
+/// tracerd as the implementation.
+pub fn file_meta(
+    sop_class: &str,
+    sop_instance: &str,
+    ts: &str,
+) -> io::Result<dicom_object::FileMetaTable> {
+    FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(sop_class)
+        .media_storage_sop_instance_uid(sop_instance)
+        .transfer_syntax(ts)
+        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+        .implementation_version_name(IMPLEMENTATION_VERSION)
+        .build()
+        .map_err(io::Error::other)
+}
+
 /// Writes `obj` with a file meta group, atomically.
 pub fn write_part10(
     path: &Path,
@@ -123,14 +140,7 @@ pub fn write_part10(
     sop_class: &str,
     sop_instance: &str,
 ) -> io::Result<()> {
-    let meta = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(sop_class)
-        .media_storage_sop_instance_uid(sop_instance)
-        .transfer_syntax(EXPLICIT_VR_LE)
-        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-        .implementation_version_name(IMPLEMENTATION_VERSION)
-        .build()
-        .map_err(io::Error::other)?;
+    let meta = file_meta(sop_class, sop_instance, EXPLICIT_VR_LE)?;
     let file = obj.with_exact_meta(meta);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
