@@ -34,7 +34,8 @@ def rows_for(weights, val, cues):
     rows = []
     with torch.no_grad():
         for s, cue in zip(val, cues):
-            prob = sliding_window_torch(model, pipeline.petct_input(s.pet, s.ct), args)
+            prob = sliding_window_torch(model, pipeline.petct_input(s.pet, s.ct), args,
+                                        inside=pipeline.body(s.pet))
             rows.append(autopet(s.mask, pipeline.adaptive_threshold(prob, cue), s.voxel_ml))
     return rows
 

@@ -121,7 +121,8 @@ def eval_l2snet(seeds, threads, log):
         m, gt, voxel_ml, labels = native(seed)
         crop.append(1.0 - m.pet.size * float(np.prod(m.scale_xyz)) / float(np.prod(m.native_shape_xyz)))
         t = time.time()
-        prob = m.to_native(pipeline.sliding_window(seg, pipeline.petct_input(m.pet, m.ct)))
+        prob = m.to_native(pipeline.sliding_window(seg, pipeline.petct_input(m.pet, m.ct),
+                                                      inside=pipeline.body(m.pet)))
         timing["seg3d_fp32"] += time.time() - t
         m_plain = prob > p["threshold"]
         for prec, loc in locs.items():

@@ -209,6 +209,8 @@ def l2snet_card(exp, ev, tr, ev_small):
             "pad_multiple": l["loc2d_multiple"],
             "padding": "zeros appended at the high end of z and x up to the next multiple of 32; output cropped back",
             "batching": "any batch size; slices are independent",
+            "body_only": "only coronal slices holding a body voxel (model-grid PET > model_grid.body_suv) "
+                         "run; the cue is 0 on the others",
         },
         "seg3d": {
             "patch_zyx": l["patch_zyx"],
@@ -216,6 +218,8 @@ def l2snet_card(exp, ev, tr, ev_small):
             "window_starts": "per axis of length n and patch p: if n <= p one window at 0 (volume zero-padded "
                              "to p at the high end); else starts 0, s, 2s, ... <= n-p with s = floor(p * (1 - overlap)), "
                              "plus a last start n-p if not already present",
+            "body_only": "only windows holding a body voxel (model-grid PET > model_grid.body_suv) run; a "
+                         "voxel no window covers reads 0 (a body voxel gets what the whole-volume pass gives)",
             "blending": "gaussian",
             "gaussian_sigma_fraction": pipeline.GAUSSIAN_SIGMA_FRACTION,
             "blending_rule": "Gaussian importance weighting: a voxel at index (z, y, x) inside a patch of size "

@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 import data
+from grid import MODEL_GRID
 
 
 def session(path, threads=2) -> ort.InferenceSession:
@@ -17,13 +18,23 @@ def session(path, threads=2) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+def body(pet_suv: np.ndarray) -> np.ndarray:
+    """The body on the model grid: PET above the card's body_suv. The networks run only where it
+    is (coronal slices and windows holding none of it are skipped and read 0)."""
+    return np.asarray(pet_suv) > MODEL_GRID["body_suv"]
+
+
 def location_cue(sess, pet_suv: np.ndarray, batch: int = 16) -> np.ndarray:
-    """pet_suv [z, y, x] -> cue [z, y, x]: every coronal slice pet[:, j, :] through loc2d."""
+    """pet_suv [z, y, x] -> cue [z, y, x]: every coronal slice pet[:, j, :] that holds a body
+    voxel through loc2d; 0 on the others."""
     nz, ny, nx = pet_suv.shape
-    sl = data.coronal_slices(pet_suv, data.L2SNET["loc2d_multiple"])      # [ny, 1, Zp, Xp]
+    keep = np.flatnonzero(body(pet_suv).any(axis=(0, 2)))
+    sl = data.coronal_slices(pet_suv, data.L2SNET["loc2d_multiple"])[keep]   # [n, 1, Zp, Xp]
     name = sess.get_inputs()[0].name
-    outs = [sess.run(None, {name: sl[i:i + batch]})[0] for i in range(0, ny, batch)]
-    cue = np.concatenate(outs, 0)[:, 0, :nz, :nx]                          # [y, z, x]
+    cue = np.zeros((ny, nz, nx), np.float32)
+    if len(keep):
+        outs = [sess.run(None, {name: sl[i:i + batch]})[0] for i in range(0, len(keep), batch)]
+        cue[keep] = np.concatenate(outs, 0)[:, 0, :nz, :nx]                   # [y, z, x]
     return np.ascontiguousarray(cue.transpose(1, 0, 2))
 
 
@@ -48,19 +59,21 @@ def gaussian_weights(patch) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def sliding_window(sess, x: np.ndarray, patch=None, overlap=None) -> np.ndarray:
+def sliding_window(sess, x: np.ndarray, patch=None, overlap=None, inside=None) -> np.ndarray:
     """x [2, z, y, x] -> probability [z, y, x] from the ONNX seg3d session, one window per run
-    (blend_windows)."""
+    (blend_windows; `inside`: the body)."""
     name = sess.get_inputs()[0].name
-    return blend_windows(x, lambda xb: sess.run(None, {name: xb})[0][:, 0], patch, overlap)
+    return blend_windows(x, lambda xb: sess.run(None, {name: xb})[0][:, 0], patch, overlap, inside=inside)
 
 
-def blend_windows(x: np.ndarray, predict, patch=None, overlap=None, batch=1) -> np.ndarray:
+def blend_windows(x: np.ndarray, predict, patch=None, overlap=None, batch=1, inside=None) -> np.ndarray:
     """x [2, z, y, x] -> probability [z, y, x]. Windows from data.window_starts on each axis;
     a volume smaller than the patch on an axis is zero-padded at the high end; `predict` maps a
     batch of windows [b, 2, pz, py, px] to probabilities [b, pz, py, px] (up to `batch` at a
     time); overlapping window probabilities are blended with Gaussian importance weights
-    (gaussian_weights): prob = sum_windows(w * p_window) / sum_windows(w), float32 accumulators."""
+    (gaussian_weights): prob = sum_windows(w * p_window) / sum_windows(w), float32 accumulators.
+    With `inside` (the body, [z, y, x] bool) only windows holding one of its voxels run, and a
+    voxel no window covered reads 0; a body voxel gets what the whole-volume pass gives."""
     patch = patch or data.L2SNET["patch_zyx"]
     overlap = data.L2SNET["overlap"] if overlap is None else overlap
     c, *shape = x.shape
@@ -74,13 +87,18 @@ def blend_windows(x: np.ndarray, predict, patch=None, overlap=None, batch=1) -> 
            for z in data.window_starts(padded[0], patch[0], overlap)
            for y in data.window_starts(padded[1], patch[1], overlap)
            for w in data.window_starts(padded[2], patch[2], overlap)]
+    if inside is not None:
+        ip = np.zeros(padded, bool)
+        ip[:shape[0], :shape[1], :shape[2]] = inside
+        sls = [sl for sl in sls if ip[sl].any()]
     for i in range(0, len(sls), batch):
         part = sls[i:i + batch]
         pb = predict(np.stack([xp[(slice(None),) + sl] for sl in part]))
         for sl, p in zip(part, pb):
             acc[sl] += wg * p
             wsum[sl] += wg
-    return (acc / wsum)[:shape[0], :shape[1], :shape[2]]
+    prob = np.divide(acc, wsum, out=np.zeros_like(acc), where=wsum > 0)
+    return prob[:shape[0], :shape[1], :shape[2]]
 
 
 def adaptive_threshold(prob: np.ndarray, cue: np.ndarray, raised: float | None = None) -> np.ndarray:
@@ -97,7 +115,7 @@ def adaptive_threshold(prob: np.ndarray, cue: np.ndarray, raised: float | None =
 def segment_model_grid(loc_sess, seg_sess, pet_m: np.ndarray, ct_m: np.ndarray):
     """Cue and probability on the model grid."""
     cue = location_cue(loc_sess, pet_m)
-    prob = sliding_window(seg_sess, petct_input(pet_m, ct_m))
+    prob = sliding_window(seg_sess, petct_input(pet_m, ct_m), inside=body(pet_m))
     return cue, prob
 
 

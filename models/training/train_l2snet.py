@@ -47,12 +47,13 @@ def cue_torch(model, pet, args, batch=16):
 
 
 @torch.no_grad()
-def sliding_window_torch(model, x, args, batch=9):
-    """pipeline.blend_windows on the torch model (same windows, same Gaussian blending)."""
+def sliding_window_torch(model, x, args, batch=9, inside=None):
+    """pipeline.blend_windows on the torch model (same windows, same Gaussian blending; `inside`:
+    the body, as at inference)."""
     def predict(xb):
         with autocast(args):
             return model(torch.from_numpy(xb)).float().numpy()[:, 0]
-    return pipeline.blend_windows(x, predict, batch=batch)
+    return pipeline.blend_windows(x, predict, batch=batch, inside=inside)
 
 
 def validate1(model, val, args):
@@ -67,7 +68,8 @@ def validate2(model, val, val_cues, args):
     p = data.L2SNET
     plain, adapt = [], []
     for s, cue in zip(val, val_cues):
-        prob = sliding_window_torch(model, pipeline.petct_input(s.pet, s.ct), args)
+        prob = sliding_window_torch(model, pipeline.petct_input(s.pet, s.ct), args,
+                                    inside=pipeline.body(s.pet))
         plain.append(autopet(s.mask, prob > p["threshold"], s.voxel_ml))
         adapt.append(autopet(s.mask, pipeline.adaptive_threshold(prob, cue), s.voxel_ml))
     model.train()
@@ -193,6 +195,24 @@ def pad_to(a, patch):
     return out
 
 
+def load_seg3d(model, path: str) -> None:
+    """Starting weights for a continued phase 2: a torch state dict (.pt) or a shipped seg3d ONNX
+    file, whose initializers carry the state dict's names (the legacy exporter keeps them; the
+    3D U-Net has no batch norm for it to fold)."""
+    if not path.endswith(".onnx"):
+        model.load_state_dict(torch.load(path))
+        return
+    import onnx
+    from onnx import numpy_helper
+    inits = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy())
+             for t in onnx.load(path).graph.initializer}
+    state = model.state_dict()
+    missing = sorted(set(state) - set(inits))
+    if missing:
+        raise SystemExit(f"{path}: no initializer for {missing[:3]}")
+    model.load_state_dict({k: inits[k] for k in state})
+
+
 def hard_negatives(model, studies, args, log):
     """Hard negatives for a continued phase 2 (--init-seg3d): the voxels where the starting model
     predicts a lesion (p > 0.5) at least 2 voxels away from any true lesion, on --n-hard studies
@@ -208,7 +228,8 @@ def hard_negatives(model, studies, args, log):
         f = out / f"{s.seed}.npy"
         if not f.exists():
             with torch.no_grad():
-                prob = sliding_window_torch(model, pipeline.petct_input(s.pet, s.ct), args)
+                prob = sliding_window_torch(model, pipeline.petct_input(s.pet, s.ct), args,
+                                    inside=pipeline.body(s.pet))
             near = ndimage.binary_dilation(s.mask, iterations=2)
             np.save(f, np.argwhere((prob > 0.5) & ~near).astype(np.int16))
         found.append(np.load(f).astype(np.int64))
@@ -227,7 +248,7 @@ def phase2(studies, cues, val, val_cues, args, log):
     # "background everywhere" instead of p = 0.5, which the short CPU schedule needs
     torch.nn.init.constant_(model.out.bias, -4.6)
     if args.init_seg3d:   # continue training from a previous phase-2 checkpoint
-        model.load_state_dict(torch.load(args.init_seg3d))
+        load_seg3d(model, args.init_seg3d)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr2, weight_decay=1e-4)
     patch = data.L2SNET["patch_zyx"]
     fgs = [np.argwhere(s.mask) for s in studies]
@@ -317,10 +338,19 @@ def main():
     ap.add_argument("--val-every1", type=int, default=0)
     ap.add_argument("--val-every2", type=int, default=0)
     ap.add_argument("--skip-phase1", action="store_true")
-    ap.add_argument("--init-seg3d", default="")
+    ap.add_argument("--init-seg3d", default="", help="starting weights: a .pt state dict or a seg3d ONNX file")
+    ap.add_argument("--loc2d-onnx", default="",
+                    help="with --skip-phase1: the location cue from this ONNX file (a shipped loc2d) "
+                         "instead of runs/l2snet/loc2d.pt")
+    ap.add_argument("--patch2", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                    help="3D patch for training and validation instead of the card's patch_zyx")
     args = ap.parse_args()
     if args.hard_fraction and not args.init_seg3d:
         ap.error("--hard-fraction mines the false positives of --init-seg3d; give both")
+    if args.loc2d_onnx and not args.skip_phase1:
+        ap.error("--loc2d-onnx replaces phase 1's weights; give --skip-phase1 too")
+    if args.patch2:
+        data.L2SNET["patch_zyx"] = list(args.patch2)
     torch.set_num_threads(args.threads)
     RUNS.mkdir(parents=True, exist_ok=True)
     log = data.run_log(RUNS / "train.log")
@@ -333,7 +363,9 @@ def main():
     if val:
         info["validation_seeds"] = [val[0].seed, val[-1].seed]
     log(f"train_l2snet {json.dumps(vars(args))}")
-    if args.skip_phase1:
+    if args.loc2d_onnx:
+        info["phase1_args"] = {"loc2d_onnx": args.loc2d_onnx}
+    elif args.skip_phase1:
         loc = Loc2D()
         loc.load_state_dict(torch.load(RUNS / "loc2d.pt"))
         # train.json is written at the end of a run: absent when phase 1 finished but the run was
@@ -354,11 +386,16 @@ def main():
         log(json.dumps(info))
         return
     # location cue for the phase-2 studies, computed with the exported model on onnxruntime
-    export_tmp(loc, (1, 1, 96, 64), RUNS / "loc2d.tmp.onnx", "pet_coronal", "cue")
-    sess = pipeline.session(RUNS / "loc2d.tmp.onnx", args.threads)
+    if args.loc2d_onnx:
+        loc_file = Path(args.loc2d_onnx)
+    else:
+        loc_file = RUNS / "loc2d.tmp.onnx"
+        export_tmp(loc, (1, 1, 96, 64), loc_file, "pet_coronal", "cue")
+    sess = pipeline.session(loc_file, args.threads)
     st2 = studies[:args.n_train2]
     t = time.time()
-    loc_id = hashlib.sha256((RUNS / "loc2d.pt").read_bytes()).hexdigest()[:12]
+    loc_id = hashlib.sha256(loc_file.read_bytes() if args.loc2d_onnx
+                            else (RUNS / "loc2d.pt").read_bytes()).hexdigest()[:12]
     cue_dir = RUNS / f"cues_{loc_id}"   # cues of this loc2d.pt only, one .npy per seed
     cue_dir.mkdir(exist_ok=True)
     cues = []
@@ -373,7 +410,8 @@ def main():
     info["seeds_phase2"] = [st2[0].seed, st2[-1].seed]
     seg, info["phase2_s"], info["phase2"] = phase2(st2, cues, val, val_cues, args, log)
     if args.init_seg3d:
-        prev = json.loads((RUNS / "train.json").read_text())
+        prev_file = RUNS / "train.json"   # absent when the start is a shipped ONNX file
+        prev = json.loads(prev_file.read_text()) if prev_file.exists() else {}
         info["phase2_s"] += prev.get("phase2_s", 0)
         info["phase2_rounds"] = prev.get("phase2_rounds", [prev.get("args", {}).get("iters2")]) + [args.iters2]
         # each round's arguments and kept checkpoint, for the card

@@ -9,6 +9,10 @@
 //! 3. `seg3d` slides a window of the card's patch size over the 2-channel volume with the
 //!    configured overlap; overlapping windows are blended with Gaussian importance weights
 //!    (σ = patch/8, as nnU-Net), or uniformly if the card says so.
+//!
+//!    Both networks run only where the body is (`Body`: model-grid PET above the card's
+//!    `body_suv`): a coronal slice or a window without a body voxel is skipped and reads 0.
+//!    Every body voxel gets exactly what the whole-volume pass gives it.
 //! 4. Cue and probability go back onto the native PET grid (trilinear), where the adaptive
 //!    threshold (paper §3.4) applies: a voxel the cue calls lesion (cue > 0.5) is kept from a
 //!    probability of 0.1 up, any other from the card's `raised_threshold` (0.5 as shipped; the
@@ -316,7 +320,10 @@ impl L2sNet {
         let grid = ModelGrid::over_body(pet, &self.params.grid)
             .map_err(|e| RunError::Input(e.to_string()))?;
         let model = grid.geometry.clone();
-        let pet_n = normalise(grid.pet(pet).data(), self.params.pet_clip_suv);
+        let pet_m = grid.pet(pet);
+        let body = Body::new(pet_m.data(), self.params.grid.body_suv, model.shape);
+        let pet_n = normalise(pet_m.data(), self.params.pet_clip_suv);
+        drop(pet_m);
         let ct_n = normalise(
             grid.ct(ct, self.params.ct_outside_hu).data(),
             self.params.ct_clip_hu,
@@ -324,11 +331,11 @@ impl L2sNet {
         timings.add("l2snet_preprocess", t);
 
         let t = Instant::now();
-        let cue = self.location_cue(&pet_n, model.shape)?;
+        let cue = self.location_cue(&pet_n, &body)?;
         timings.add("l2snet_loc2d", t);
 
         let t = Instant::now();
-        let probability = self.sliding_window(&pet_n, &ct_n, model.shape)?;
+        let probability = self.sliding_window(&pet_n, &ct_n, &body)?;
         drop((pet_n, ct_n));
         timings.add("l2snet_seg3d", t);
 
@@ -350,17 +357,18 @@ impl L2sNet {
         })
     }
 
-    /// Every coronal slice of the normalised PET through `loc2d`; `[z][y][x]` probabilities.
-    pub fn location_cue(&mut self, pet_n: &[f32], shape: [usize; 3]) -> Result<Vec<f32>, RunError> {
-        let [nx, ny, nz] = shape;
+    /// Every coronal slice of the normalised PET that holds a body voxel through `loc2d`;
+    /// `[z][y][x]` probabilities, 0 on the slices of air.
+    pub fn location_cue(&mut self, pet_n: &[f32], body: &Body) -> Result<Vec<f32>, RunError> {
+        let [nx, ny, nz] = body.shape;
         let m = self.params.pad_multiple;
         let (zp, xp) = (nz.div_ceil(m) * m, nx.div_ceil(m) * m);
         let mut cue = vec![0f32; pet_n.len()];
-        for first in (0..ny).step_by(CORONAL_BATCH) {
-            let count = CORONAL_BATCH.min(ny - first);
+        let slices: Vec<usize> = (0..ny).filter(|&j| body.coronal(j)).collect();
+        for chunk in slices.chunks(CORONAL_BATCH) {
+            let count = chunk.len();
             let mut batch = Array4::<f32>::zeros((count, 1, zp, xp));
-            for b in 0..count {
-                let j = first + b;
+            for (b, &j) in chunk.iter().enumerate() {
                 for z in 0..nz {
                     let src = &pet_n[(z * ny + j) * nx..][..nx];
                     batch
@@ -379,8 +387,7 @@ impl L2sNet {
                     model: self.loc2d_file.path.clone(),
                     expected: format!("[{count}, 1, {zp}, {xp}]"),
                 })?;
-            for b in 0..count {
-                let j = first + b;
+            for (b, &j) in chunk.iter().enumerate() {
                 for z in 0..nz {
                     let row = out.slice(ndarray::s![b, 0, z, ..nx]);
                     let dst = &mut cue[(z * ny + j) * nx..][..nx];
@@ -393,14 +400,16 @@ impl L2sNet {
         Ok(cue)
     }
 
-    /// `seg3d` over the whole volume; blended `[z][y][x]` probabilities.
+    /// `seg3d` over every window that holds a body voxel; blended `[z][y][x]` probabilities,
+    /// 0 where no window ran. A body voxel lies only in windows that hold it, so its
+    /// probability is the one the whole-volume pass gives.
     pub fn sliding_window(
         &mut self,
         pet_n: &[f32],
         ct_n: &[f32],
-        shape: [usize; 3],
+        body: &Body,
     ) -> Result<Vec<f32>, RunError> {
-        let [nx, ny, nz] = shape;
+        let [nx, ny, nz] = body.shape;
         let [pz, py, px] = self.params.patch_zyx;
         let weights = window_weights(self.params.patch_zyx, self.params.blending);
         let overlap = self.params.overlap;
@@ -408,7 +417,9 @@ impl L2sNet {
         for &z in &window_starts(nz.max(pz), pz, overlap) {
             for &y in &window_starts(ny.max(py), py, overlap) {
                 for &x in &window_starts(nx.max(px), px, overlap) {
-                    windows.push([z, y, x]);
+                    if body.window([z, y, x], self.params.patch_zyx) {
+                        windows.push([z, y, x]);
+                    }
                 }
             }
         }
@@ -457,10 +468,44 @@ impl L2sNet {
                 }
             }
         }
-        for (a, w) in acc.iter_mut().zip(&wsum) {
-            *a /= w;
+        for (a, &w) in acc.iter_mut().zip(&wsum) {
+            *a = if w > 0.0 { *a / w } else { 0.0 };
         }
         Ok(acc)
+    }
+}
+
+/// The body on the model grid (PET above the card's `body_suv`), asked per coronal slice and
+/// per window: the networks run only where it is.
+pub struct Body {
+    voxels: Vec<bool>,
+    /// `[x, y, z]`, as `Geometry::shape`.
+    shape: [usize; 3],
+}
+
+impl Body {
+    pub fn new(pet_suv: &[f32], body_suv: f32, shape: [usize; 3]) -> Body {
+        Body {
+            voxels: pet_suv.iter().map(|&v| v > body_suv).collect(),
+            shape,
+        }
+    }
+
+    /// Whether coronal slice `j` holds a body voxel.
+    pub fn coronal(&self, j: usize) -> bool {
+        let [nx, ny, nz] = self.shape;
+        (0..nz).any(|z| self.voxels[(z * ny + j) * nx..][..nx].contains(&true))
+    }
+
+    /// Whether the window at `start` (`[z, y, x]`, clipped to the volume) holds a body voxel.
+    pub fn window(&self, start: [usize; 3], patch: [usize; 3]) -> bool {
+        let [nx, ny, nz] = self.shape;
+        let [z0, y0, x0] = start;
+        let w = patch[2].min(nx - x0);
+        (z0..nz.min(z0 + patch[0])).any(|z| {
+            (y0..ny.min(y0 + patch[1]))
+                .any(|y| self.voxels[(z * ny + y) * nx + x0..][..w].contains(&true))
+        })
     }
 }
 
@@ -784,5 +829,26 @@ mod tests {
         assert_eq!(s.items[1].centroid_mm, [-2.0, 8.0, 116.0]);
         let empty = lesion_summary(&lesion_ids(&mask_of([6, 6, 6], &[])), &pet);
         assert_eq!((empty.count, empty.mtv_ml, empty.suv_max), (0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn body_finds_the_slices_and_windows_that_hold_a_body_voxel() {
+        // shape [x, y, z] = [10, 6, 20]; one body voxel at x 7, y 2, z 15
+        let [nx, ny, nz] = [10, 6, 20];
+        let mut suv = vec![0.0f32; nx * ny * nz];
+        suv[(15 * ny + 2) * nx + 7] = 1.0;
+        suv[(3 * ny + 4) * nx + 1] = 0.15; // at the threshold: not body
+        let body = Body::new(&suv, 0.15, [nx, ny, nz]);
+        let slices: Vec<usize> = (0..ny).filter(|&j| body.coronal(j)).collect();
+        assert_eq!(slices, [2]);
+        let patch = [8, 4, 4];
+        assert!(body.window([8, 0, 4], patch));
+        assert!(
+            body.window([12, 2, 7], patch),
+            "clipped at the volume's x end"
+        );
+        assert!(!body.window([0, 0, 0], patch));
+        assert!(!body.window([8, 3, 4], patch), "y 3..6 misses y 2");
+        assert!(!body.window([16, 0, 4], patch), "z 16..20 misses z 15");
     }
 }
