@@ -1,8 +1,9 @@
 //! Benchmark: one clinical-size synthetic study end to end through `tracerd process`'s code path
 //! (ingest, both models, publish) on ort-cpu and on tract, and the Python peer
-//! (`benches/peer/peer.py`: nibabel, numpy, scipy, onnxruntime, the same ONNX files) on the same
-//! study in the same run. Wall time, peak RSS and per-stage times; the ratios the inference issue
-//! sets goals for.
+//! (`benches/peer/peer.py`: the same job in nibabel, numpy, scipy, onnxruntime, on the fp32 ONNX
+//! files, where tracerd's default precision runs loc2d in INT8 on ort-cpu) on the same study in
+//! the same run. Wall time, peak RSS and per-stage times; the ratios the inference issue sets
+//! goals for.
 //!
 //! One command: `bash benches/pipeline.sh` (sets up the Python peer's packages in `.venv`, then
 //! runs `cargo bench --bench pipeline`). Arguments after `--`: `small` for a quick run,
