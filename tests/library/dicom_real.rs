@@ -4,7 +4,8 @@
 //! matches that oracle to 1e-4 relative and the objects' published SUV levels (0.2, 1, 4;
 //! `ibsi_suv_dro_list.csv`) to within the quantisation of their stored values. The Ga-68 object
 //! converts (SUV is defined for it) but is out of scope for the models. Three GE PET series of a
-//! public collection convert with dcm2niix's geometry and voxels and pydicom's SUV.
+//! public collection convert with dcm2niix's geometry and voxels and pydicom's SUV; two CTI/Siemens
+//! slices give pydicom's SUV factor, and their series are refused as incomplete.
 
 use crate::common;
 
@@ -188,5 +189,70 @@ fn ge_series_match_dcm2niix_and_pydicom() {
         let scan = tracerd::io::dicom::scan_folder(&input).unwrap();
         let native = scan.instances.iter().filter(|i| i.native.is_some()).count();
         assert_eq!(native, scan.instances.len(), "{case}");
+    }
+}
+
+/// Two slices of a CTI/Siemens scanner (model "1094") from the public ACRIN-FLT-Breast
+/// collection, each the only file of its series: slice 60 of a 324-slice whole-body series and
+/// one frame of a 45-frame dynamic series (SeriesTime before its AcquisitionTime). Each series
+/// is refused whole as incomplete, naming NumberOfSlices; each slice's SUVbw factor matches
+/// pydicom's QIBA implementation; the scope rule finds 18F and, as the files name no
+/// radiopharmaceutical (the collection's tracer, FLT, is not in them), warns instead of refusing.
+#[test]
+fn siemens_slices_give_pydicoms_suv_factor_and_incomplete_series_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let drops = dir.path().join("drops");
+    let expected = dir.path().join("expected");
+    std::fs::create_dir_all(&drops).unwrap();
+    std::fs::create_dir_all(&expected).unwrap();
+    let cases = unpack("acrin_flt_pet.tar.xz", &drops);
+    assert_eq!(cases, ["FLT_1", "FLT_2"]);
+    for case in &cases {
+        let input = drops.join(case);
+        let r = dicom::convert(
+            &input,
+            &dir.path().join("out").join(case),
+            &Default::default(),
+        );
+        let e = r.unwrap()[0].result.as_ref().unwrap_err().to_string();
+        assert!(
+            e.contains("incomplete") && e.contains("NumberOfSlices (0054,0081)"),
+            "{case}: {e}"
+        );
+
+        let file = std::fs::read_dir(&input)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let obj = dicom_object::open_file(&file).unwrap();
+        let mut bad = Vec::new();
+        let tags = dicom::suv::SuvTags::read(&obj, &mut bad);
+        assert!(bad.is_empty(), "{case}: {bad:?}");
+        let got = dicom::suv::compute(&[&tags], case).unwrap().factors[0];
+        run_oracle(
+            "qiba_suv_oracle.py",
+            &[Path::new("expect"), &expected, &input],
+        );
+        let want = read_json(&expected.join(format!("{case}.json")))["factors"][0]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (got - want).abs() <= TOL * want,
+            "{case}: factor {got} vs pydicom {want}"
+        );
+
+        let tracer = dicom::tracer::TracerTags::read(&obj);
+        let verdict = tracerd::study::scope::check(&tracer, &Default::default());
+        assert!(
+            verdict.refusals.is_empty(),
+            "{case}: {:?}",
+            verdict.refusals
+        );
+        assert!(
+            !verdict.warnings.is_empty(),
+            "{case}: no warning for the unnamed tracer"
+        );
     }
 }
