@@ -52,12 +52,18 @@ fn main() {
 
     let staged: Vec<String> = (0..n).map(|i| format!("burst-{i:03}")).collect();
     for (i, name) in staged.iter().enumerate() {
-        let template = spool.dir("templates").join(SEEDS[i % SEEDS.len()].to_string());
+        let template = spool
+            .dir("templates")
+            .join(SEEDS[i % SEEDS.len()].to_string());
         daemon::copy_tree(&template, &spool.dir("staging").join(name));
     }
     let t = Instant::now();
     for name in &staged {
-        fs::rename(spool.dir("staging").join(name), spool.dir("inbox").join(name)).unwrap();
+        fs::rename(
+            spool.dir("staging").join(name),
+            spool.dir("inbox").join(name),
+        )
+        .unwrap();
     }
     wait_until(&spool, Duration::from_secs(4 * 60 * 60), "burst", || {
         spool.entries("archive").len() + spool.entries("failed").len() == n
@@ -103,7 +109,9 @@ impl StageSums {
 fn report(n: usize, wall: f64, peak_mib: f64, s: &StageSums) {
     let serial = s.ingest + s.inference + s.publish;
     let hidden = ((serial - wall) / s.ingest).clamp(0.0, 1.0);
-    println!("burst: {n} clinical studies dropped at once (ingest_workers 2, queue_length 2, ort-cpu)");
+    println!(
+        "burst: {n} clinical studies dropped at once (ingest_workers 2, queue_length 2, ort-cpu)"
+    );
     println!(
         "  wall {wall:.1} s: {:.1} s/study, {:.0} studies/hour; daemon peak RSS {peak_mib:.0} MiB",
         wall / n as f64,

@@ -3,7 +3,8 @@
 //! (`benches/peer/peer.py`: the same job in nibabel, numpy, scipy, onnxruntime, on the fp32 ONNX
 //! files, where tracerd's default precision runs loc2d in INT8 on ort-cpu) on the same study in
 //! the same run. Wall time, peak RSS and per-stage times; the ratios the inference issue sets
-//! goals for.
+//! goals for; and the seg3d stage's achieved GFLOP/s against the dense matrix-multiply rate
+//! onnxruntime reaches on this machine in the same run (`benches/peer/flops.py`).
 //!
 //! One command: `bash benches/pipeline.sh` (sets up the Python peer's packages in `.venv`, then
 //! runs `cargo bench --bench pipeline`). Arguments after `--`: `small` for a quick run,
@@ -17,8 +18,14 @@ use std::process::Command;
 use std::time::Instant;
 
 use tracerd::config::{Config, Engine};
+use tracerd::models::card::ModelCard;
+use tracerd::models::grid::ModelGrid;
+use tracerd::models::l2snet::{Body, Params};
 use tracerd::process::Processor;
 use tracerd::synth::{self, Size, SynthOptions};
+
+/// The study: a held-out seed (never trained on) with two lesions.
+const SEED: u64 = 100000;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,13 +41,13 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("tracerd-bench-pipeline-{}", std::process::id()));
     let study = dir.join("study");
     let t = Instant::now();
-    let generated = synth::generate(&SynthOptions { seed: 7, size });
+    let generated = synth::generate(&SynthOptions { seed: SEED, size });
     synth::write_nifti(&generated, &study).expect("write the study");
     let shape = generated.pet.shape();
     drop(generated);
     println!(
-        "pipeline benchmark: synthetic study seed 7, {size}, PET {}×{}×{} (written in {:.1} s); \
-         {} CPU(s); ONNX Runtime {}",
+        "pipeline benchmark: synthetic study seed {SEED}, {size}, PET {}×{}×{} (written in \
+         {:.1} s); {} CPU(s); ONNX Runtime {}",
         shape[0],
         shape[1],
         shape[2],
@@ -107,6 +114,12 @@ fn main() {
             r["lesions"]
         );
     }
+    summary(&rows);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The ratios the speed issue sets goals for, and the seg3d stage's arithmetic rate.
+fn summary(rows: &[(String, serde_json::Value)]) {
     let get = |name: &str, key: &str| {
         rows.iter()
             .find(|(n, _)| n == name)
@@ -116,23 +129,74 @@ fn main() {
         (Some(a), Some(b)) => format!("{:.2}", a / b),
         _ => "n/a".into(),
     };
-    let peer = "python peer (ort-cpu)";
+    let (ort, peer) = ("tracerd ort-cpu", "python peer (ort-cpu)");
     println!(
-        "\ntracerd ort-cpu / peer: wall {} (goal <= 0.5), peak RSS {} (goal <= 0.5)",
-        ratio(get("tracerd ort-cpu", "wall_s"), get(peer, "wall_s")),
-        ratio(
-            get("tracerd ort-cpu", "peak_rss_mib"),
-            get(peer, "peak_rss_mib")
-        )
+        "\ntracerd ort-cpu / peer: wall {} (goal <= 0.2), peak RSS {} (goal <= 0.5)",
+        ratio(get(ort, "wall_s"), get(peer, "wall_s")),
+        ratio(get(ort, "peak_rss_mib"), get(peer, "peak_rss_mib"))
     );
     println!(
-        "tract / ort-cpu: wall {} (goal <= 3)",
-        ratio(
-            get("tracerd tract", "wall_s"),
-            get("tracerd ort-cpu", "wall_s")
-        )
+        "tract / ort-cpu: wall {} (goal <= 2)",
+        ratio(get("tracerd tract", "wall_s"), get(ort, "wall_s"))
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let flops = seg3d_flops();
+    let per_window = flops["seg3d_gflop_per_window"].as_f64().unwrap_or(f64::NAN);
+    let matmul = flops["matmul_gflops"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "seg3d: {per_window:.2} GFLOP per window (Conv + ConvTranspose); onnxruntime dense \
+         matmul 2048³ fp32 on this machine: {matmul:.1} GFLOP/s"
+    );
+    for (name, r) in rows {
+        let (Some(windows), Some(ms)) = (
+            r["windows"].as_f64(),
+            r["stages_ms"]["l2snet_seg3d"].as_f64(),
+        ) else {
+            continue;
+        };
+        let rate = windows * per_window / (ms / 1e3);
+        println!(
+            "  {name:<24} {windows:>5} windows in {:>6.1} s: {rate:>6.1} GFLOP/s, {:.0} % of matmul \
+             (goal >= 50 %)",
+            ms / 1e3,
+            100.0 * rate / matmul
+        );
+    }
+}
+
+/// `benches/peer/flops.py` on the shipped seg3d at the card's patch.
+fn seg3d_flops() -> serde_json::Value {
+    let card = ModelCard::load(&repo().join("models/l2snet")).expect("l2snet card");
+    let params = Params::from_card(&card, None).expect("l2snet parameters");
+    let file = repo().join("models/l2snet/seg3d.fp32.onnx");
+    let out = Command::new(python())
+        .arg(repo().join("benches/peer/flops.py"))
+        .arg(&file)
+        .args(params.patch_zyx.map(|n| n.to_string()))
+        .output()
+        .expect("spawn flops.py (run benches/pipeline.sh to set up .venv)");
+    assert!(
+        out.status.success(),
+        "flops.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("flops.py prints JSON")
+}
+
+/// How many seg3d windows tracerd runs on the study: those holding a body voxel on the model
+/// grid, as `L2sNet::sliding_window` enumerates them.
+fn seg3d_windows(study: &Path) -> usize {
+    let card = ModelCard::load(&repo().join("models/l2snet")).expect("l2snet card");
+    let params = Params::from_card(&card, None).expect("l2snet parameters");
+    let loaded = tracerd::study::load(study, "study", &Default::default(), &Default::default())
+        .expect("the study loads");
+    let pet = loaded.pet.to_canonical_lps().expect("an axis-aligned PET");
+    let grid = ModelGrid::over_body(&pet, &params.grid).expect("a body");
+    let body = Body::new(
+        grid.pet(&pet).data(),
+        params.grid.body_suv,
+        grid.geometry.shape,
+    );
+    body.windows(params.patch_zyx, params.overlap).len()
 }
 
 fn repo() -> PathBuf {
@@ -194,6 +258,7 @@ fn child(engine: &str, dir: &Path) {
         "stages_ms": stages,
         "lesions": lesions,
         "engine": r.backend.engine,
+        "windows": seg3d_windows(&dir.join("study")),
     });
     println!("{report}");
 }

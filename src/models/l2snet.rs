@@ -412,17 +412,7 @@ impl L2sNet {
         let [nx, ny, nz] = body.shape;
         let [pz, py, px] = self.params.patch_zyx;
         let weights = window_weights(self.params.patch_zyx, self.params.blending);
-        let overlap = self.params.overlap;
-        let mut windows = Vec::new();
-        for &z in &window_starts(nz.max(pz), pz, overlap) {
-            for &y in &window_starts(ny.max(py), py, overlap) {
-                for &x in &window_starts(nx.max(px), px, overlap) {
-                    if body.window([z, y, x], self.params.patch_zyx) {
-                        windows.push([z, y, x]);
-                    }
-                }
-            }
-        }
+        let windows = body.windows(self.params.patch_zyx, self.params.overlap);
         let mut acc = vec![0f32; pet_n.len()];
         let mut wsum = vec![0f32; pet_n.len()];
         for chunk in windows.chunks(PATCH_BATCH) {
@@ -495,6 +485,24 @@ impl Body {
     pub fn coronal(&self, j: usize) -> bool {
         let [nx, ny, nz] = self.shape;
         (0..nz).any(|z| self.voxels[(z * ny + j) * nx..][..nx].contains(&true))
+    }
+
+    /// The starts (`[z, y, x]`) of the sliding windows of `patch`, `overlap` apart, that hold a
+    /// body voxel: the windows `seg3d` runs on.
+    pub fn windows(&self, patch: [usize; 3], overlap: f64) -> Vec<[usize; 3]> {
+        let [nx, ny, nz] = self.shape;
+        let [pz, py, px] = patch;
+        let mut windows = Vec::new();
+        for &z in &window_starts(nz.max(pz), pz, overlap) {
+            for &y in &window_starts(ny.max(py), py, overlap) {
+                for &x in &window_starts(nx.max(px), px, overlap) {
+                    if self.window([z, y, x], patch) {
+                        windows.push([z, y, x]);
+                    }
+                }
+            }
+        }
+        windows
     }
 
     /// Whether the window at `start` (`[z, y, x]`, clipped to the volume) holds a body voxel.

@@ -6,29 +6,38 @@
 //!   onnxruntime): each within 1e-4 (the card rounds to 6 decimals). The first (a GE grid, 3.6 mm)
 //!   is checked in `heldout_clinical_study_reaches_the_cards_dice`, the second ([`GRID_SEED`],
 //!   drawn on a 2 mm grid) in the grid test. One clinical study costs about a minute here, so
-//!   two are what CI can afford; the card holds the held-out means.
+//!   two are what CI can afford; the card holds the held-out means. The first also runs on the
+//!   default path (precision `auto`: loc2d INT8), which must stay within the speed issue's
+//!   bounds of the fp32 run: Dice within 0.005, the same lesion count, scores within 0.02.
 //! - [`GRID_SEED`] rendered at 2.0 mm and at 4.0 mm voxels finds the same lesions: Dice ≥ 0.75 at
 //!   both, found volumes (in all, and per lesion of 5 ml or more) within 10 % of each other, and
 //!   no voxel along the volume's faces (the small-phantom models drew lines of false voxels there).
 
 use crate::common;
 
+use std::path::Path;
+
 use tracerd::Volume;
 use tracerd::config::{Config, Engine, Limits, Precision, Scope};
 use tracerd::io::nifti;
 use tracerd::models::card::ModelCard;
 use tracerd::models::l2snet::label_components;
-use tracerd::process::Processor;
+use tracerd::outbox::OrAbsent;
+use tracerd::process::{Processor, Published};
 use tracerd::synth::{self, Size, SynthOptions};
 
-/// A processor on ort-cpu with the committed models.
+/// A processor on ort-cpu with the committed models. The card's per-study figures are of the
+/// fp32 files.
 fn ort_processor() -> Processor {
+    ort_processor_at(Precision::Fp32)
+}
+
+fn ort_processor_at(precision: Precision) -> Processor {
     let mut config = Config::default();
     config.paths.models = common::repo_root().join("models");
     config.inference.engines = vec![Engine::OrtCpu];
     config.inference.ort_library = Some(common::ort_library());
-    // The card's figures are of the fp32 files.
-    config.inference.precision = Precision::Fp32;
+    config.inference.precision = precision;
     Processor::new(&config).unwrap()
 }
 
@@ -118,6 +127,37 @@ fn heldout_clinical_study_reaches_the_cards_dice() {
         (d - expected).abs() <= 1e-4,
         "seed {seed}: Dice {d:.6}, the card claims {expected:.6}"
     );
+    fast_path_agrees(&input, &published, &truth, d);
+}
+
+/// The default path (precision `auto`: loc2d INT8 on ort-cpu) against the fp32 run of the same
+/// study: the speed issue's bounds, Dice within 0.005 and scores within 0.02 of fp32, the same
+/// lesion count (the card's `int8_l2snet_adaptive` holds the held-out means).
+fn fast_path_agrees(input: &Path, fp32: &Published, truth: &Volume<u8>, fp32_dice: f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let auto = ort_processor_at(Precision::Auto)
+        .process(input, "auto", dir.path())
+        .unwrap();
+    let mask = nifti::read_u8(&auto.dir.join("lesions.nii.gz")).unwrap();
+    let d = common::dice(mask.data(), truth.data());
+    let (a, f) = (&auto.result, &fp32.result);
+    eprintln!("precision auto: Dice {d:.6} (fp32 {fp32_dice:.6})");
+    assert!(
+        (d - fp32_dice).abs() <= 0.005,
+        "auto {d:.6}, fp32 {fp32_dice:.6}"
+    );
+    let count = |r: &tracerd::outbox::ResultDoc| match &r.lesions {
+        OrAbsent::Present(l) => l.count,
+        OrAbsent::Absent { .. } => panic!("no lesion summary"),
+    };
+    assert_eq!(count(a), count(f), "lesion count");
+    let scores = |r: &tracerd::outbox::ResultDoc| match &r.scores {
+        OrAbsent::Present(s) => [s.scores.lr, s.scores.dm, s.scores.os],
+        OrAbsent::Absent { .. } => panic!("no scores"),
+    };
+    for (x, y) in scores(f).into_iter().zip(scores(a)) {
+        assert!((x - y).abs() <= 0.02, "scores: fp32 {x}, auto {y}");
+    }
 }
 
 /// [`GRID_SEED`] with its PET rendered at 2.0 mm (the grid it was drawn on, so the card's Dice
