@@ -165,8 +165,7 @@ fn summary(rows: &[(String, serde_json::Value)]) {
 
 /// `benches/peer/flops.py` on the shipped seg3d at the card's patch.
 fn seg3d_flops() -> serde_json::Value {
-    let card = ModelCard::load(&repo().join("models/l2snet")).expect("l2snet card");
-    let params = Params::from_card(&card, None).expect("l2snet parameters");
+    let params = l2snet_params();
     let file = repo().join("models/l2snet/seg3d.fp32.onnx");
     let out = Command::new(python())
         .arg(repo().join("benches/peer/flops.py"))
@@ -185,8 +184,7 @@ fn seg3d_flops() -> serde_json::Value {
 /// How many seg3d windows tracerd runs on the study: those holding a body voxel on the model
 /// grid, as `L2sNet::sliding_window` enumerates them.
 fn seg3d_windows(study: &Path) -> usize {
-    let card = ModelCard::load(&repo().join("models/l2snet")).expect("l2snet card");
-    let params = Params::from_card(&card, None).expect("l2snet parameters");
+    let params = l2snet_params();
     let loaded = tracerd::study::load(study, "study", &Default::default(), &Default::default())
         .expect("the study loads");
     let pet = loaded.pet.to_canonical_lps().expect("an axis-aligned PET");
@@ -197,6 +195,12 @@ fn seg3d_windows(study: &Path) -> usize {
         grid.geometry.shape,
     );
     body.windows(params.patch_zyx, params.overlap).len()
+}
+
+/// The shipped L2SNet card's inference parameters.
+fn l2snet_params() -> Params {
+    let card = ModelCard::load(&repo().join("models/l2snet")).expect("l2snet card");
+    Params::from_card(&card, None).expect("l2snet parameters")
 }
 
 fn repo() -> PathBuf {

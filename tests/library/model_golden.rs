@@ -1,7 +1,6 @@
 //! Every committed model file matches its card's sha256 and reproduces its golden output (the
 //! onnxruntime Python output saved by models/training/export.py) on tract and on ort's CPU
-//! provider, within the tolerance the golden file states; INT8 files on tract within
-//! [`TRACT_INT8_TOL`].
+//! provider, within the tolerance the golden file states; INT8 files within [`INT8_TOL`].
 
 use crate::common;
 
@@ -13,10 +12,12 @@ use tracerd::config::{Engine, Inference};
 use tracerd::infer::Engines;
 use tracerd::models::card::ModelCard;
 
-/// tract's QDQ arithmetic rounds differently from onnxruntime's: on L2SNet 0.2.0's loc2d INT8
-/// golden (a clinical coronal slice) the output differs by up to 0.071. tracerd never runs INT8
-/// files on tract (the cards recommend fp32 there).
-const TRACT_INT8_TOL: f32 = 0.1;
+/// INT8 arithmetic is not the same on every CPU: the golden was saved by onnxruntime on an AVX2
+/// machine, whose u8×s8 kernels saturate intermediate sums; on an AVX-512 VNNI machine
+/// onnxruntime and tract both compute exactly and differ from it by up to 0.071 on L2SNet 0.2.0's
+/// loc2d INT8 golden (a clinical coronal slice; 18 steps of 1/255). The fp32 files stay within
+/// the golden's own tolerance everywhere. The card's accuracy figures bound what INT8 costs.
+const INT8_TOL: f32 = 0.1;
 
 fn tensor(dir: &Path, spec: &serde_json::Value) -> ArrayD<f32> {
     assert_eq!(spec["dtype"], "float32");
@@ -61,8 +62,8 @@ fn committed_models_match_their_cards_and_golden_outputs() {
                     .map(|s| tensor(&card.dir, s))
                     .collect();
                 let mut tol = info["tolerance_abs"].as_f64().unwrap() as f32;
-                if file.precision == "int8" && engine == Engine::Tract {
-                    tol = tol.max(TRACT_INT8_TOL);
+                if file.precision == "int8" {
+                    tol = tol.max(INT8_TOL);
                 }
                 let mut session = engines.load(&card.path_of(file)).unwrap();
                 let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
