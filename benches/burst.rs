@@ -8,8 +8,8 @@
 //! takes less. The difference, as a share of the summed ingest time, is the ingest hidden behind
 //! inference (100 % when only the first study's ingest shows).
 //!
-//! `cargo bench --bench burst [-- N]`; the binary is `target/release/tracerd`. About a minute
-//! per study on a 2-core machine.
+//! `cargo bench --bench burst [-- N]`; the binary is `target/release/tracerd`. About half a
+//! minute per study on a 2-core machine (docs/benchmarks.md).
 
 mod common;
 #[path = "../tests/common/daemon.rs"]
