@@ -131,8 +131,10 @@ impl Processor {
         }
     }
 
-    /// Runs both models on a loaded study.
-    pub fn analyse(&mut self, study: &Study) -> Result<Findings, StudyError> {
+    /// Runs both models on a loaded study. The native CT is taken out of `study` and dropped as
+    /// soon as it is on the model grid (nothing after inference reads it), which keeps a
+    /// clinical study's peak memory well below the native CT plus the engines' working memory.
+    pub fn analyse(&mut self, study: &mut Study) -> Result<Findings, StudyError> {
         let mut timings = Timings::default();
         let mut warnings = Vec::new();
         let t = Instant::now();
@@ -161,7 +163,7 @@ impl Processor {
             .two_be_three
             .scores(&pet, &mut timings)
             .map_err(failed)?;
-        let lesions = match &study.ct {
+        let lesions = match study.ct.take() {
             Some(ct) => {
                 let seg = self
                     .models
@@ -202,14 +204,14 @@ impl Processor {
         outbox_dir: &Path,
     ) -> Result<Published, StudyError> {
         let t = Instant::now();
-        let study = study::load(input, key, &self.limits, &self.scope)?;
-        self.process_study(&study, t.elapsed().as_secs_f64() * 1e3, outbox_dir)
+        let mut study = study::load(input, key, &self.limits, &self.scope)?;
+        self.process_study(&mut study, t.elapsed().as_secs_f64() * 1e3, outbox_dir)
     }
 
     /// Runs the models on a loaded study and publishes it; `ingest_ms` is how long loading took.
     pub fn process_study(
         &mut self,
-        study: &Study,
+        study: &mut Study,
         ingest_ms: f64,
         outbox_dir: &Path,
     ) -> Result<Published, StudyError> {

@@ -143,11 +143,11 @@ pub(super) fn infer(
                 Err(_) => control = None,
             },
             recv(loaded) -> msg => {
-                let Ok(Loaded { job, study, ingest_ms }) = msg else { return };
+                let Ok(Loaded { job, mut study, ingest_ms }) = msg else { return };
                 let outcome = {
                     let _busy = clock.busy(&job.study.entry);
                     let t = Instant::now();
-                    let analysed = guarded(Stage::Inference, &job.study.name, || processor.analyse(&study));
+                    let analysed = guarded(Stage::Inference, &job.study.name, || processor.analyse(&mut study));
                     shared.metrics.stage(StageName::Inference, t.elapsed());
                     match analysed {
                         Ok(findings) => Outcome::Analysed {

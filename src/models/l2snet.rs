@@ -309,11 +309,12 @@ impl L2sNet {
     }
 
     /// Runs the whole model. `pet` (SUV) must be in the canonical layout; `ct` (HU) is on any
-    /// grid and is resampled here.
+    /// grid and is resampled here, then dropped: a clinical CT (0.4 GiB as float32) would
+    /// otherwise be held through inference, the largest single thing in memory.
     pub fn segment(
         &mut self,
         pet: &Volume<f32>,
-        ct: &Volume<f32>,
+        ct: Volume<f32>,
         timings: &mut Timings,
     ) -> Result<Segmentation, RunError> {
         let t = Instant::now();
@@ -324,10 +325,10 @@ impl L2sNet {
         let body = Body::new(pet_m.data(), self.params.grid.body_suv, model.shape);
         let pet_n = normalise(pet_m.data(), self.params.pet_clip_suv);
         drop(pet_m);
-        let ct_n = normalise(
-            grid.ct(ct, self.params.ct_outside_hu).data(),
-            self.params.ct_clip_hu,
-        );
+        let ct_m = grid.ct(&ct, self.params.ct_outside_hu);
+        drop(ct);
+        let ct_n = normalise(ct_m.data(), self.params.ct_clip_hu);
+        drop(ct_m);
         timings.add("l2snet_preprocess", t);
 
         let t = Instant::now();

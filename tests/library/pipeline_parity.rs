@@ -98,7 +98,7 @@ fn rust_pipelines_match_the_python_reference_on_both_engines() {
         let run = |models: &mut Models| {
             let mut t = Timings::default();
             let scores = models.two_be_three.scores(&pet, &mut t).unwrap();
-            let seg = models.l2snet.segment(&pet, &ct, &mut t).unwrap();
+            let seg = models.l2snet.segment(&pet, ct.clone(), &mut t).unwrap();
             (scores, seg)
         };
         let (ort_scores, ort_seg) = run(&mut ort);
@@ -174,7 +174,7 @@ fn the_model_grid_matches_the_python_reference_on_a_clinical_study() {
     );
     let mut t = Timings::default();
     let scores = ort.two_be_three.scores(&pet, &mut t).unwrap();
-    let seg = ort.l2snet.segment(&pet, &ct, &mut t).unwrap();
+    let seg = ort.l2snet.segment(&pet, ct, &mut t).unwrap();
     let got = [scores.lr, scores.dm, scores.os];
     let d_prob = max_abs_diff(seg.probability.data(), &expected_prob);
     let dice = common::dice(seg.mask.data(), &expected_mask);
