@@ -216,12 +216,12 @@ fn run(command: Command) -> Result<ExitCode, String> {
             // The study first: a bad input fails fast, before the models load.
             let started = std::time::Instant::now();
             let key = tracerd::process::key_from_folder(&input, loaded.outbox.nifti_key);
-            let mut study = tracerd::study::load(&input, &key, &loaded.limits, &loaded.scope)
+            let study = tracerd::study::load(&input, &key, &loaded.limits, &loaded.scope)
                 .map_err(|e| e.to_string())?;
             let ingest_ms = started.elapsed().as_secs_f64() * 1e3;
             let mut processor = Processor::new(&loaded).map_err(|e| e.to_string())?;
             let published = processor
-                .process_study(&mut study, ingest_ms, &outbox)
+                .process_study(study, ingest_ms, &outbox)
                 .map_err(|e| e.to_string())?;
             println!("{}", published_line(&published));
             Ok(ExitCode::SUCCESS)

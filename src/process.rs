@@ -10,7 +10,7 @@ use crate::config::{Config, Destination, Limits, NiftiKey, Scope};
 use crate::fsio;
 use crate::infer::Engines;
 use crate::io::{dicom, nifti};
-use crate::models::l2snet::LesionSummary;
+use crate::models::l2snet::{self, Ct, LesionSummary};
 use crate::models::two_be_three::Scores;
 use crate::models::{ModelUse, Models, Timings};
 use crate::outbox::{self, Backend, OrAbsent, ResultDoc, ScoresOut};
@@ -90,6 +90,9 @@ pub fn is_outbox_problem(e: &std::io::Error) -> bool {
 
 /// True for engine errors that a later try may not hit (GPU memory held by another process).
 fn is_transient_run(e: &crate::models::RunError) -> bool {
+    if matches!(e, crate::models::RunError::Stale) {
+        return true;
+    }
     let text = e.to_string().to_ascii_lowercase();
     [
         "out of memory",
@@ -99,6 +102,25 @@ fn is_transient_run(e: &crate::models::RunError) -> bool {
     ]
     .iter()
     .any(|needle| text.contains(needle))
+}
+
+/// Takes the study's native CT onto L2SNet's model grid (`params`: the loaded card's, from
+/// [`Processor::l2snet_params`]). Engine-free CPU work: the daemon's ingest stage does it while
+/// another study is in inference, so a study waiting for the models no longer holds its native
+/// CT. Where it cannot be done (an oblique PET, no body) the CT stays native and inference says
+/// why, as without this step.
+pub fn prepare(mut study: Study, params: &l2snet::Params) -> (Study, Option<Ct>) {
+    let ct = study.ct.take().map(|ct| {
+        let on_grid = study
+            .pet
+            .to_canonical_lps()
+            .and_then(|pet| params.ct_on_model_grid(&pet, &ct).ok());
+        match on_grid {
+            Some(ready) => ready,
+            None => Ct::Native(ct),
+        }
+    });
+    (study, ct)
 }
 
 impl Processor {
@@ -131,10 +153,13 @@ impl Processor {
         }
     }
 
-    /// Runs both models on a loaded study. The native CT is taken out of `study` and dropped as
-    /// soon as it is on the model grid (nothing after inference reads it), which keeps a
-    /// clinical study's peak memory well below the native CT plus the engines' working memory.
-    pub fn analyse(&mut self, study: &mut Study) -> Result<Findings, StudyError> {
+    /// L2SNet's parameters, for [`prepare`].
+    pub fn l2snet_params(&self) -> &l2snet::Params {
+        &self.models.l2snet.params
+    }
+
+    /// Runs both models on a loaded study whose CT, if any, [`prepare`] took out as `ct`.
+    pub fn analyse(&mut self, study: &Study, ct: Option<Ct>) -> Result<Findings, StudyError> {
         let mut timings = Timings::default();
         let mut warnings = Vec::new();
         let t = Instant::now();
@@ -163,7 +188,7 @@ impl Processor {
             .two_be_three
             .scores(&pet, &mut timings)
             .map_err(failed)?;
-        let lesions = match study.ct.take() {
+        let lesions = match ct {
             Some(ct) => {
                 let seg = self
                     .models
@@ -204,14 +229,16 @@ impl Processor {
         outbox_dir: &Path,
     ) -> Result<Published, StudyError> {
         let t = Instant::now();
-        let mut study = study::load(input, key, &self.limits, &self.scope)?;
-        self.process_study(&mut study, t.elapsed().as_secs_f64() * 1e3, outbox_dir)
+        let study = study::load(input, key, &self.limits, &self.scope)?;
+        self.process_study(study, t.elapsed().as_secs_f64() * 1e3, outbox_dir)
     }
 
     /// Runs the models on a loaded study and publishes it; `ingest_ms` is how long loading took.
+    /// Preparing the CT ([`prepare`]) counts as ingest, as in the daemon, where the ingest stage
+    /// does it.
     pub fn process_study(
         &mut self,
-        study: &mut Study,
+        study: Study,
         ingest_ms: f64,
         outbox_dir: &Path,
     ) -> Result<Published, StudyError> {
@@ -219,9 +246,12 @@ impl Processor {
         for w in &study.warnings {
             tracing::warn!(key = %key_for_log(&study.key), warning = %study::printable(w), "study");
         }
-        let findings = self.analyse(study)?;
+        let t = Instant::now();
+        let (study, ct) = prepare(study, self.l2snet_params());
+        let ingest_ms = ingest_ms + t.elapsed().as_secs_f64() * 1e3;
+        let findings = self.analyse(&study, ct)?;
         let published = publish(
-            study,
+            &study,
             findings,
             &self.model_info(),
             outbox_dir,

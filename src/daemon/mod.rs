@@ -45,6 +45,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, never, select};
 
 use crate::config::{Config, ConfigError};
+use crate::models::l2snet;
 use crate::net::deliver::Deliverer;
 use crate::net::listener::Listener;
 use crate::process::{Processor, Published};
@@ -167,11 +168,22 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Sends published results to the `[delivery]` destinations (none configured: `None`).
     deliverer: Option<Deliverer>,
+    /// The loaded L2SNet card's parameters, with which ingest makes studies ready for inference
+    /// (`process::prepare`); the inference stage replaces them when it reloads the models.
+    l2snet: RwLock<l2snet::Params>,
 }
 
 impl Shared {
     fn settings<T>(&self, f: impl FnOnce(&Config) -> T) -> T {
         f(&self.config.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The L2SNet parameters of the models loaded now.
+    fn l2snet_params(&self) -> l2snet::Params {
+        self.l2snet
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn stopping(&self) -> bool {
@@ -390,6 +402,7 @@ impl Shared {
             metrics.study(metrics::StudyOutcome::Failed);
         }
         Shared {
+            l2snet: RwLock::new(processor.l2snet_params().clone()),
             journal,
             config: RwLock::new(config),
             stopping: AtomicBool::new(false),

@@ -10,6 +10,7 @@ use super::journal::Claimed;
 use super::metrics::{StageName, StudyOutcome};
 use super::{Shared, StageClock, lock};
 use crate::config::Config;
+use crate::models::l2snet::Ct;
 use crate::outbox::OrAbsent;
 use crate::process::{self, Findings, ModelInfo, Processor};
 use crate::study::{self, Stage, Study, StudyError};
@@ -31,9 +32,11 @@ impl Job {
     }
 }
 
+/// A study read and made ready for inference (`process::prepare`: its CT on the model grid).
 pub(super) struct Loaded {
     job: Job,
     study: Study,
+    ct: Option<Ct>,
     ingest_ms: f64,
 }
 
@@ -86,12 +89,13 @@ pub(super) fn ingest(
                     shared.settings(|c| c.outbox.nifti_key),
                 );
                 let (limits, scope) = shared.settings(|c| (c.limits, c.scope.clone()));
-                study::load(&job.study.dir, &key, &limits, &scope)
+                let study = study::load(&job.study.dir, &key, &limits, &scope)?;
+                Ok(process::prepare(study, &shared.l2snet_params()))
             })
             .map(|s| (s, t.elapsed().as_secs_f64() * 1e3))
         };
         let sent = match study {
-            Ok((study, ingest_ms)) => {
+            Ok(((study, ct), ingest_ms)) => {
                 let took = Duration::from_secs_f64(ingest_ms / 1e3);
                 shared.metrics.stage(StageName::Ingest, took);
                 tracing::info!(entry = %job.study.entry, key = %process::key_for_log(&study.key), ms = ingest_ms.round(), "ingested");
@@ -99,6 +103,7 @@ pub(super) fn ingest(
                     .send(Loaded {
                         job,
                         study,
+                        ct,
                         ingest_ms,
                     })
                     .is_ok()
@@ -124,6 +129,8 @@ pub(super) fn infer(
     let reload = |processor: &mut Processor, config: &Config| match Processor::new(config) {
         Ok(p) => {
             *processor = p;
+            *shared.l2snet.write().unwrap_or_else(|e| e.into_inner()) =
+                processor.l2snet_params().clone();
             shared.metrics.set_models(&processor.model_info().uses);
             let b = processor.model_info().backend();
             lock(&shared.counters).engine = format!("{} on {}", b.engine, b.device);
@@ -143,11 +150,11 @@ pub(super) fn infer(
                 Err(_) => control = None,
             },
             recv(loaded) -> msg => {
-                let Ok(Loaded { job, mut study, ingest_ms }) = msg else { return };
+                let Ok(Loaded { job, study, ct, ingest_ms }) = msg else { return };
                 let outcome = {
                     let _busy = clock.busy(&job.study.entry);
                     let t = Instant::now();
-                    let analysed = guarded(Stage::Inference, &job.study.name, || processor.analyse(&mut study));
+                    let analysed = guarded(Stage::Inference, &job.study.name, || processor.analyse(&study, ct));
                     shared.metrics.stage(StageName::Inference, t.elapsed());
                     match analysed {
                         Ok(findings) => Outcome::Analysed {

@@ -30,7 +30,7 @@ use ndarray::{Array4, Array5, ArrayViewD, Ix4, Ix5};
 use serde::{Deserialize, Serialize};
 
 use super::card::{CardError, ModelCard, ModelFile};
-use super::grid::{GridSpec, ModelGrid};
+use super::grid::{GridSpec, ModelGrid, NoBody};
 use super::{RunError, Timings, clip_scale};
 use crate::infer::Session;
 use crate::volume::{Geometry, Volume};
@@ -277,6 +277,29 @@ pub struct Segmentation {
     pub lesions: LesionSummary,
 }
 
+/// The CT as [`L2sNet::segment`] takes it.
+#[derive(Debug)]
+pub enum Ct {
+    /// HU on the CT's own grid: resampled onto the model grid in `segment`, then dropped.
+    Native(Volume<f32>),
+    /// HU already on the model grid of the study's PET, made before inference by
+    /// [`Params::ct_on_model_grid`] (the daemon's ingest stage does it, so that a study waiting for
+    /// inference holds 20 MB of CT instead of 0.4 GiB), with the parameters it was made with.
+    OnModelGrid { hu: Volume<f32>, made_with: Params },
+}
+
+impl Params {
+    /// The CT (HU, any grid) on the model grid over the body of `pet` (SUV, canonical layout),
+    /// exactly as `segment` resamples a native CT.
+    pub fn ct_on_model_grid(&self, pet: &Volume<f32>, ct: &Volume<f32>) -> Result<Ct, NoBody> {
+        let grid = ModelGrid::over_body(pet, &self.grid)?;
+        Ok(Ct::OnModelGrid {
+            hu: grid.ct(ct, self.ct_outside_hu),
+            made_with: self.clone(),
+        })
+    }
+}
+
 /// The loaded model: both networks and the card's parameters.
 pub struct L2sNet {
     pub params: Params,
@@ -308,13 +331,14 @@ impl L2sNet {
         ]
     }
 
-    /// Runs the whole model. `pet` (SUV) must be in the canonical layout; `ct` (HU) is on any
-    /// grid and is resampled here, then dropped: a clinical CT (0.4 GiB as float32) would
-    /// otherwise be held through inference, the largest single thing in memory.
+    /// Runs the whole model. `pet` (SUV) must be in the canonical layout. A native `ct` is
+    /// resampled here, then dropped: a clinical CT (0.4 GiB as float32) would otherwise be held
+    /// through inference, the largest single thing in memory. A CT made ready on the model grid
+    /// with other parameters (the models were reloaded meanwhile) is [`RunError::Stale`].
     pub fn segment(
         &mut self,
         pet: &Volume<f32>,
-        ct: Volume<f32>,
+        ct: Ct,
         timings: &mut Timings,
     ) -> Result<Segmentation, RunError> {
         let t = Instant::now();
@@ -325,8 +349,12 @@ impl L2sNet {
         let body = Body::new(pet_m.data(), self.params.grid.body_suv, model.shape);
         let pet_n = normalise(pet_m.data(), self.params.pet_clip_suv);
         drop(pet_m);
-        let ct_m = grid.ct(&ct, self.params.ct_outside_hu);
-        drop(ct);
+        let ct_m = match ct {
+            Ct::Native(ct) => grid.ct(&ct, self.params.ct_outside_hu),
+            Ct::OnModelGrid { hu, made_with } if made_with == self.params => hu,
+            Ct::OnModelGrid { .. } => return Err(RunError::Stale),
+        };
+        debug_assert_eq!(ct_m.geometry(), &model);
         let ct_n = normalise(ct_m.data(), self.params.ct_clip_hu);
         drop(ct_m);
         timings.add("l2snet_preprocess", t);

@@ -54,6 +54,10 @@ pub enum RunError {
     Output { model: String, expected: String },
     #[error("{0}")]
     Input(String),
+    /// The study was made ready for inference with model parameters that a reload has since
+    /// replaced; reading it again fixes it.
+    #[error("the study was prepared for models that have since been reloaded")]
+    Stale,
 }
 
 /// Models that could not be loaded.

@@ -219,10 +219,11 @@ fn the_same_phantom_at_2_and_4_mm_finds_the_same_lesions() {
 fn segment(processor: &mut Processor, study: &synth::SyntheticStudy) -> (Volume<u8>, Volume<u8>) {
     let dir = tempfile::tempdir().unwrap();
     synth::write_nifti(study, dir.path()).unwrap();
-    let mut loaded =
+    let loaded =
         tracerd::study::load(dir.path(), "k", &Limits::default(), &Scope::default()).unwrap();
+    let (loaded, ct) = tracerd::process::prepare(loaded, processor.l2snet_params());
     let mask = processor
-        .analyse(&mut loaded)
+        .analyse(&loaded, ct)
         .unwrap()
         .lesions
         .expect("a CT")

@@ -14,7 +14,8 @@ use tracerd::Volume;
 use tracerd::config::{Engine, Inference, Precision};
 use tracerd::infer::Engines;
 use tracerd::io::nifti;
-use tracerd::models::{Models, Timings};
+use tracerd::models::l2snet::Ct;
+use tracerd::models::{Models, RunError, Timings};
 use tracerd::synth::{self, Size, SynthOptions};
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -98,7 +99,9 @@ fn rust_pipelines_match_the_python_reference_on_both_engines() {
         let run = |models: &mut Models| {
             let mut t = Timings::default();
             let scores = models.two_be_three.scores(&pet, &mut t).unwrap();
-            let seg = models.l2snet.segment(&pet, ct.clone(), &mut t).unwrap();
+            // The CT made ready on the model grid first, as the daemon's ingest stage does.
+            let ready = models.l2snet.params.ct_on_model_grid(&pet, &ct).unwrap();
+            let seg = models.l2snet.segment(&pet, ready, &mut t).unwrap();
             (scores, seg)
         };
         let (ort_scores, ort_seg) = run(&mut ort);
@@ -153,6 +156,25 @@ fn rust_pipelines_match_the_python_reference_on_both_engines() {
 /// 100003 (an adult from the skull base to the feet, PET 144×144×402 at 4 mm, CT 512² at 2.5 mm;
 /// body box 128×85×399 model voxels), ort-cpu against the Python reference (tract is held to ort
 /// above). Measured: masks equal (2815 voxels), scores identical.
+/// A CT made ready with parameters the loaded models no longer use (a reload in between) is
+/// refused as stale, so that the daemon reads the study again instead of segmenting on a CT
+/// resampled for another grid.
+#[test]
+fn a_ct_prepared_for_other_parameters_is_stale() {
+    let mut tract = load_models(Engine::Tract);
+    let study = synth::generate(&SynthOptions {
+        seed: 3,
+        size: Size::Small,
+    });
+    let pet = study.pet.to_canonical_lps().unwrap();
+    let mut other = tract.l2snet.params.clone();
+    other.grid.target_spacing_mm = [3.0, 3.0, 3.0];
+    let ready = other.ct_on_model_grid(&pet, &study.ct).unwrap();
+    let mut t = Timings::default();
+    let got = tract.l2snet.segment(&pet, ready, &mut t);
+    assert!(matches!(got, Err(RunError::Stale)), "{got:?}");
+}
+
 #[test]
 fn the_model_grid_matches_the_python_reference_on_a_clinical_study() {
     let mut ort = load_models(Engine::OrtCpu);
@@ -174,7 +196,7 @@ fn the_model_grid_matches_the_python_reference_on_a_clinical_study() {
     );
     let mut t = Timings::default();
     let scores = ort.two_be_three.scores(&pet, &mut t).unwrap();
-    let seg = ort.l2snet.segment(&pet, ct, &mut t).unwrap();
+    let seg = ort.l2snet.segment(&pet, Ct::Native(ct), &mut t).unwrap();
     let got = [scores.lr, scores.dm, scores.os];
     let d_prob = max_abs_diff(seg.probability.data(), &expected_prob);
     let dice = common::dice(seg.mask.data(), &expected_mask);
