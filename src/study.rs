@@ -145,7 +145,8 @@ pub struct Study {
     pub key: String,
     /// SUVbw.
     pub pet: Volume<f32>,
-    /// HU, on its own grid.
+    /// HU, on its own grid, as read; `process::prepare` takes it out (onto the model grid)
+    /// before inference.
     pub ct: Option<Volume<f32>>,
     pub inputs: Inputs,
     pub source: Source,
