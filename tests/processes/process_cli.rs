@@ -1,7 +1,7 @@
 //! `tracerd process` as users run it: a published outbox folder that independent tools accept
 //! (jsonschema, nibabel: `tests/oracle/result_oracle.py`), re-runs that replace, the engine
-//! fallback recorded in `result.json`, DICOM input with its SEG, and bad inputs that fail with a
-//! one-line reason and publish nothing.
+//! fallback recorded in `result.json`, DICOM input with its SEG, a real scanner's series, and bad
+//! inputs that fail with a one-line reason and publish nothing.
 
 use crate::common;
 
@@ -188,6 +188,50 @@ fn dicom_input_is_keyed_by_uids_and_gets_a_seg_an_sr_and_a_secondary_capture() {
     assert!(
         !text.contains("Doe"),
         "no patient identifier in result.json"
+    );
+}
+
+/// A whole-body FDG PET series as a GE scanner wrote it (public soft-tissue-sarcoma collection,
+/// `tests/data/real/NOTICE.md`; no CT in it): published with risk scores, the reason there is no
+/// lesion mask, the warnings about the missing CT and the rounded slice positions, and no
+/// patient identifier (the collection's de-identified ID, "STS_001") in the result.
+#[test]
+fn a_real_ge_whole_body_series_is_published_with_risk_scores_and_its_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = common::repo_root().join("tests/data/real/sts_ge_pet_whole_body.tar.xz");
+    let status = Command::new("tar")
+        .arg("-xJf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .expect("tar");
+    assert!(status.success());
+    let input = dir.path().join("STS_001_whole_body");
+    let outbox = dir.path().join("outbox");
+    let o = process(None, &input, &outbox);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let keys = entries(&outbox);
+    let published = outbox.join(&keys[0]);
+    assert_eq!(
+        entries(&published),
+        ["overview.png", "overview.sc.dcm", "result.json"]
+    );
+    let converted = dir.path().join("converted");
+    tracerd::io::dicom::convert(&input, &converted, &Default::default()).unwrap();
+    check_with_oracle(&published, &converted.join("pet_suv.nii.gz"));
+    let r = common::read_json(&published.join("result.json"));
+    for s in ["lr", "dm", "os"] {
+        let v = r["scores"][s].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{s} {v}");
+    }
+    assert!(r["lesions"]["reason"].as_str().unwrap().contains("no CT"));
+    let warnings = r["warnings"].to_string();
+    assert!(warnings.contains("jitter"), "{warnings}");
+    let text = std::fs::read_to_string(published.join("result.json")).unwrap();
+    assert!(
+        !text.contains("STS_001") && !keys[0].contains("STS"),
+        "{text}"
     );
 }
 
