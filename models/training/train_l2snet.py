@@ -258,6 +258,7 @@ def phase2(studies, cues, val, val_cues, args, log):
     bodies = [np.argwhere(np.asarray(s.pet[::2, ::2, ::2]) > MODEL_GRID["body_suv"]) * 2 for s in studies]
     hots = [np.argwhere((np.asarray(s.pet) > args.hot_suv) & ~s.mask) for s in studies]
     hards = hard_negatives(model, studies, args, log) if args.hard_fraction else [[]] * len(studies)
+    with_hards = [i for i, h in enumerate(hards) if len(h)]
     history, best = [], None
     t0 = time.time()
     model.train()
@@ -265,14 +266,18 @@ def phase2(studies, cues, val, val_cues, args, log):
         poly(opt, args.lr2, it, args.iters2)
         xb, yb, wb = [], [], []
         for _ in range(args.batch2):
-            i = int(rng.integers(len(studies)))
-            s, cue = studies[i], cues[i]
             u = rng.random()
+            hard_band = args.fg_fraction + args.hot_fraction <= u < (
+                args.fg_fraction + args.hot_fraction + args.hard_fraction)
+            # a patch in the hard band comes from a study that has mined false positives, so
+            # --hard-fraction is the share of such patches however few studies have any
+            i = int(rng.choice(with_hards) if hard_band and with_hards else rng.integers(len(studies)))
+            s, cue = studies[i], cues[i]
             if len(fgs[i]) and u < args.fg_fraction:            # holding a random lesion voxel
                 centres = fgs[i]
             elif len(hots[i]) and u < args.fg_fraction + args.hot_fraction:
                 centres = hots[i]
-            elif len(hards[i]) and u < args.fg_fraction + args.hot_fraction + args.hard_fraction:
+            elif len(hards[i]) and hard_band:
                 centres = hards[i]
             else:
                 centres = bodies[i]
