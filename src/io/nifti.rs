@@ -108,12 +108,6 @@ pub fn read_f32(path: &Path) -> Result<Volume<f32>, NiftiError> {
     read_f32_within(path, u64::MAX)
 }
 
-/// [`read_f32`], refusing an image whose header declares more than `max_voxels` voxels before
-/// anything is allocated or decompressed (decompression always stops at the declared size).
-pub fn read_f32_within(path: &Path, max_voxels: u64) -> Result<Volume<f32>, NiftiError> {
-    read_with(path, max_voxels)
-}
-
 /// Reads a 3D NIfTI label image (a mask) as uint8: scaled values are rounded, and anything
 /// outside 0..=255 is an error rather than silently wrapped.
 pub fn read_u8(path: &Path) -> Result<Volume<u8>, NiftiError> {
@@ -138,7 +132,9 @@ struct Checked {
     geometry: Geometry,
 }
 
-fn read_with(path: &Path, max_voxels: u64) -> Result<Volume<f32>, NiftiError> {
+/// [`read_f32`], refusing an image whose header declares more than `max_voxels` voxels before
+/// anything is allocated or decompressed (decompression always stops at the declared size).
+pub fn read_f32_within(path: &Path, max_voxels: u64) -> Result<Volume<f32>, NiftiError> {
     let err = |kind| NiftiError::new(path, kind);
     let file = File::open(path).map_err(|e| err(NiftiErrorKind::Open(e)))?;
     let file_len = file
