@@ -1,6 +1,6 @@
 """ONNX Runtime session options for tracerd's networks, measured rather than guessed.
 
-Times each shipped network (the batch shapes tracerd runs: seg3d 4 windows of 2x32^3, loc2d 4
+Times each shipped network (the batch shapes tracerd runs: seg3d 4 windows of the card's patch, loc2d 4
 coronal slices of a clinical body box, 2Be3-Net ws one study) on onnxruntime's CPU provider under
 each combination of intra-op threads, execution mode, graph optimisation level and memory arena,
 in one run, and prints the median milliseconds per call with the ratio to ORT's defaults.
@@ -14,12 +14,16 @@ import statistics
 import sys
 import time
 
+import tomllib
+
 import numpy as np
 import onnxruntime as ort
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "models")
+with open(os.path.join(ROOT, "l2snet", "model.toml"), "rb") as f:
+    PATCH = tuple(tomllib.load(f)["seg3d"]["patch_zyx"])
 CASES = {
-    "seg3d.fp32": ("l2snet/seg3d.fp32.onnx", (4, 2, 32, 32, 32)),
+    "seg3d.fp32": ("l2snet/seg3d.fp32.onnx", (4, 2) + PATCH),
     "loc2d.int8": ("l2snet/loc2d.int8.onnx", (4, 1, 448, 160)),
     "ws.fp32": ("two_be_three/ws.fp32.onnx", None),
 }

@@ -23,9 +23,13 @@ $PY data.py --splits test --n 100
 #       previous round's weights get 30 % of the patches: round 2 mines 30 of its 60 training
 #       studies; round 3 trains on 100 and mines the 40 (seeds 60-99) round 2 never saw (on its
 #       own studies round 2 finds 1 false voxel: it has memorised them).
-#    compare_seg3d.py then compares rounds 2 and 3 on 20 validation studies: ship the better.
+#    compare_seg3d.py then compares rounds 2 and 3 on 20 validation studies (round 3 was better).
+#    Rounds 1-3 run at 32^3 windows; rounds 5 and 6 (round 4 was a dead end, README) continue from
+#    round 3 at the card's 48^3 with the INT8 loc2d's cue: round 5 with lighter negatives, round 6
+#    with round 5's mined false positives on 60 new studies; compare_seg3d.py on 100 held-out
+#    studies chose round 6, which export.py ships (README "Round 6").
 #    Best checkpoint by validation (seeds 700..) with the card's inference on the model grid.
-L2=( --n-train1 160 --n-train2 60 --batch2 4 --hot-suv 2.0 --val-every2 1200 --threads 2 )
+L2=( --n-train1 160 --n-train2 60 --batch2 4 --hot-suv 2.0 --val-every2 1200 --threads 2 --patch2 32 32 32 )
 (
   $PY train_l2snet.py --n-train1 160 --iters1 1000 --batch1 8 --lr1 1e-3 --val-every1 500 \
     --n-train2 60 --iters2 0 --n-val 12 --threads 1 \
@@ -39,7 +43,22 @@ L2=( --n-train1 160 --n-train2 60 --batch2 4 --hot-suv 2.0 --val-every2 1200 --t
     --fg-fraction 0.4 --hot-fraction 0.15 --hard-fraction 0.3 --n-hard 40 --hard-start 60 \
     --init-seg3d runs/l2snet/seg3d_r2.pt --n-val 12 \
   && cp runs/l2snet/seg3d.pt runs/l2snet/seg3d_r3.pt \
-  && $PY compare_seg3d.py runs/l2snet/seg3d_r2.pt runs/l2snet/seg3d_r3.pt --n-val 20 \
+  && $PY compare_seg3d.py runs/l2snet/seg3d_r2.pt:32,32,32 runs/l2snet/seg3d_r3.pt:32,32,32 --n-val 20 \
+  && $PY export.py --only loc2d --threads 2 \
+  && $PY train_l2snet.py --skip-phase1 --loc2d-onnx ../l2snet/loc2d.int8.onnx \
+    --init-seg3d runs/l2snet/seg3d_r3.pt --n-train1 80 --n-train2 80 --n-val 24 \
+    --patch2 48 48 48 --batch2 2 --iters2 3000 --lr2 5e-4 --fg-fraction 0.45 \
+    --hot-fraction 0.15 --hot-suv 3 --hard-fraction 0.15 --n-hard 20 --hard-start 60 \
+    --val-every2 1000 --threads 2 --bf16 \
+  && cp runs/l2snet/seg3d.pt runs/l2snet/seg3d_r5.pt \
+  && $PY train_l2snet.py --skip-phase1 --loc2d-onnx ../l2snet/loc2d.int8.onnx \
+    --init-seg3d runs/l2snet/seg3d_r5.pt --n-train1 140 --n-train2 140 --n-val 24 \
+    --patch2 48 48 48 --batch2 2 --iters2 1500 --lr2 2.5e-4 --fg-fraction 0.4 \
+    --hot-fraction 0.15 --hot-suv 3 --hard-fraction 0.2 --n-hard 60 --hard-start 80 \
+    --val-every2 500 --threads 2 --bf16 \
+  && cp runs/l2snet/seg3d.pt runs/l2snet/seg3d_r6.pt \
+  && $PY compare_seg3d.py runs/l2snet/seg3d_r3.pt:32,32,32 runs/l2snet/seg3d_r5.pt \
+    runs/l2snet/seg3d_r6.pt --loc2d-onnx ../l2snet/loc2d.int8.onnx --split test --n 100 \
 ) > runs/l2snet_stdout.log 2>&1 &
 p1=$!
 ( $PY train_two_be_three.py --n-train 200 --n-val 60 --pre-iters 200 --epochs 6 --threads 1 \

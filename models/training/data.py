@@ -357,7 +357,7 @@ def two_be_three_input(study: Study, variant: str, rng=None, K: int = 66, crop: 
 # ----------------------------------------------------------------------------------------------
 L2SNET = {
     "loc2d_multiple": 32,                   # coronal slices zero-padded at the high end to a multiple
-    "patch_zyx": [32, 32, 32],              # 3D U-Net patch (train and inference); small PET grid 96x64x64
+    "patch_zyx": [48, 48, 48],              # 3D U-Net patch (train and inference): 192 mm at 4 mm (rounds 1-4: 32)
     "overlap": 0.5,
     "threshold": 0.5,
     "cue_threshold": 0.5,

@@ -150,7 +150,8 @@ def bench(sess, name, x, n=5):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", default="l2snet,two_be_three")
+    ap.add_argument("--only", default="l2snet,two_be_three",
+                    help="comma-separated: l2snet (= loc2d,seg3d), loc2d, seg3d, two_be_three")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rp = RUNS / "export.json"
@@ -162,8 +163,10 @@ def main():
 
     out = MODELS / "l2snet"
     out2 = MODELS / "two_be_three"
-    if "l2snet" in args.only:
-        export_l2snet(report, calib, test0, out, args)
+    if "l2snet" in args.only or "loc2d" in args.only:
+        export_loc2d(report, calib, test0, out, args)
+    if "l2snet" in args.only or "seg3d" in args.only:
+        export_seg3d(report, calib, test0, out, args)
     if "two_be_three" in args.only:
         export_two_be_three(report, calib, test0, out2, args)
     files = {}
@@ -176,8 +179,8 @@ def main():
     print(json.dumps(report, indent=2))
 
 
-def export_l2snet(report, calib, test0, out, args):
-    # ---------------- L2SNet ----------------
+def export_loc2d(report, calib, test0, out, args):
+    """The 2D U-Net: fp32, INT8 QDQ, goldens, speed."""
     loc = Loc2D()
     loc.load_state_dict(torch.load(RUNS / "l2snet" / "loc2d.pt"))
     loc.eval()
@@ -192,7 +195,14 @@ def export_l2snet(report, calib, test0, out, args):
         cal += [c[j:j + 8] for j in range(max(0, len(c) // 2 - 16), len(c) // 2 + 9, 8)]
     ops = quantise(out / "loc2d.fp32.onnx", out / "loc2d.int8.onnx", "pet_coronal", cal)
     report["loc2d"] = {"torch_vs_ort_max_abs": err, "int8_ops": ops}
+    for prec, tol in (("fp32", 1e-4), ("int8", 2e-2)):
+        golden(out / f"loc2d.{prec}.onnx", "pet_coronal", "cue", x, tol,
+               f"coronal slice j={jc} (model grid) of test study seed {test0.seed}, normalised as in the card")
+    speed_ort_cpu(report, out, "loc2d", "pet_coronal", np.ascontiguousarray(sl[jc - 2:jc + 2]), args)
 
+
+def export_seg3d(report, calib, test0, out, args):
+    """The 3D U-Net (runs/l2snet/seg3d.pt): fp32 and its golden; INT8 QDQ measured under runs/ only."""
     seg = UNet3D()
     seg.load_state_dict(torch.load(RUNS / "l2snet" / "seg3d.pt"))
     seg.eval()
@@ -211,29 +221,23 @@ def export_l2snet(report, calib, test0, out, args):
             cal3.append(np.ascontiguousarray(f[None, :, z:z + pz, y0:y0 + py, x0:x0 + px]))
     # INT8 for the 3D U-Net is measured but not shipped: it gains nothing on CPU (DESIGN 5)
     ops = quantise(out / "seg3d.fp32.onnx", RUNS / "l2snet" / "seg3d.int8.onnx", "petct_patch", cal3)
-    report["seg3d"] = {"torch_vs_ort_max_abs": err, "int8_ops": ops}
-
-    # goldens: loc2d one real coronal slice; seg3d a small 16x32x32 crop of a real patch
+    report["seg3d"] = {"torch_vs_ort_max_abs": err, "int8_ops": ops, "patch_zyx": [pz, py, px]}
+    # golden: a small 16x32x32 crop of a real patch
     xg3 = np.ascontiguousarray(full[None, :, cz - 8:cz + 8, cy - 16:cy + 16, cx - 16:cx + 16])
-    for prec, tol in (("fp32", 1e-4), ("int8", 2e-2)):
-        golden(out / f"loc2d.{prec}.onnx", "pet_coronal", "cue", x, tol,
-               f"coronal slice j={jc} (model grid) of test study seed {test0.seed}, normalised as in the card")
-        if prec == "fp32":
-            golden(out / f"seg3d.{prec}.onnx", "petct_patch", "prob", xg3, tol,
-                   f"PET+CT crop [z {cz - 8}:{cz + 8}, y {cy - 16}:{cy + 16}, x {cx - 16}:{cx + 16}] (model grid) "
-                   f"of test study seed {test0.seed}")
+    golden(out / "seg3d.fp32.onnx", "petct_patch", "prob", xg3, 1e-4,
+           f"PET+CT crop [z {cz - 8}:{cz + 8}, y {cy - 16}:{cy + 16}, x {cx - 16}:{cx + 16}] (model grid) "
+           f"of test study seed {test0.seed}")
+    speed_ort_cpu(report, out, "seg3d", "petct_patch", x3, args)
 
-    speed = report["speed_ort_cpu"]
-    bx = {"loc2d": ("pet_coronal", np.ascontiguousarray(sl[jc - 2:jc + 2])),
-          "seg3d": ("petct_patch", np.ascontiguousarray(x3))}
-    for mname, (iname, xb) in bx.items():
-        t32 = bench(pipeline.session(out / f"{mname}.fp32.onnx", args.threads), iname, xb)
-        p8 = out / f"{mname}.int8.onnx"
-        p8 = p8 if p8.exists() else RUNS / "l2snet" / f"{mname}.int8.onnx"
-        t8 = bench(pipeline.session(p8, args.threads), iname, xb)
-        speed[mname] = {"input_shape": list(xb.shape), "threads": args.threads, "fp32_ms": t32, "int8_ms": t8,
-                        "speedup": t32 / t8,
-                        "int8_shipped": p8.parent == out}
+
+def speed_ort_cpu(report, out, mname, iname, xb, args):
+    """fp32 against INT8 on onnxruntime CPU for one input (the shipped INT8 file, else the one under runs/)."""
+    t32 = bench(pipeline.session(out / f"{mname}.fp32.onnx", args.threads), iname, xb)
+    p8 = out / f"{mname}.int8.onnx"
+    p8 = p8 if p8.exists() else RUNS / "l2snet" / f"{mname}.int8.onnx"
+    t8 = bench(pipeline.session(p8, args.threads), iname, xb)
+    report["speed_ort_cpu"][mname] = {"input_shape": list(xb.shape), "threads": args.threads, "fp32_ms": t32,
+                                      "int8_ms": t8, "speedup": t32 / t8, "int8_shipped": p8.parent == out}
 
 
 def export_two_be_three(report, calib, test0, out2, args):
