@@ -132,20 +132,24 @@ def phase2_recipe(tr, l):
                 b2=a["batch2"], pz=l["patch_zyx"], bf=_bf16(a))
 
 
+def round_entry(n, a, best, starting):
+    """One phase-2 round's card entry from its train_l2snet.py arguments `a`; `starting` names the
+    weights whose false positives were mined ("round 2's")."""
+    r = {"round": n, "studies": a["n_train2"], "iterations": a["iters2"], "kept_iteration": best,
+         "lr": a["lr2"], "lesion_patch_fraction": a["fg_fraction"],
+         "hot_patch_fraction": a["hot_fraction"], "hot_suv": a["hot_suv"],
+         "hard_negative_fraction": a.get("hard_fraction", 0.0)}
+    if a.get("hard_fraction"):
+        first = a.get("hard_start", 0)
+        r["hard_negatives"] = (f"false positives (p > 0.5, 2+ voxels from any lesion) of {starting} "
+                               f"weights on training studies {first}..{first + a['n_hard'] - 1} of this round")
+    return r
+
+
 def phase2_rounds(tr):
     """Each phase-2 round as run (train_l2snet.py records them; round 1 has no hard negatives)."""
-    out = []
-    for i, (a, best) in enumerate(zip(tr.get("phase2_round_args", []), tr.get("phase2_best_its", [])), 1):
-        r = {"round": i, "studies": a["n_train2"], "iterations": a["iters2"], "kept_iteration": best,
-             "lr": a["lr2"], "lesion_patch_fraction": a["fg_fraction"],
-             "hot_patch_fraction": a["hot_fraction"], "hot_suv": a["hot_suv"],
-             "hard_negative_fraction": a.get("hard_fraction", 0.0)}
-        if a.get("hard_fraction"):
-            first = a.get("hard_start", 0)
-            r["hard_negatives"] = (f"false positives (p > 0.5, 2+ voxels from any lesion) of round {i - 1}'s "
-                                   f"weights on training studies {first}..{first + a['n_hard'] - 1} of this round")
-        out.append(r)
-    return out
+    return [round_entry(i, a, best, f"round {i - 1}'s")
+            for i, (a, best) in enumerate(zip(tr.get("phase2_round_args", []), tr.get("phase2_best_its", [])), 1)]
 
 
 def checkpoint_selection(tr):
@@ -341,15 +345,8 @@ def later_rounds(tr, numbers, base):
     out = []
     runs = [(a, best) for a, best in zip(tr["phase2_round_args"], tr["phase2_best_its"]) if a]
     for n, prev, (a, best) in zip(numbers, [base] + list(numbers), runs):
-        r = {"round": n, "studies": a["n_train2"], "iterations": a["iters2"], "kept_iteration": best,
-             "lr": a["lr2"], "patch_zyx": a.get("patch2") or data.L2SNET["patch_zyx"], "batch": a["batch2"],
-             "lesion_patch_fraction": a["fg_fraction"], "hot_patch_fraction": a["hot_fraction"],
-             "hot_suv": a["hot_suv"], "hard_negative_fraction": a.get("hard_fraction", 0.0)}
-        r["continues_from"] = prev
-        if a.get("hard_fraction"):
-            first = a.get("hard_start", 0)
-            r["hard_negatives"] = (f"false positives (p > 0.5, 2+ voxels from any lesion) of the starting "
-                                   f"weights on training studies {first}..{first + a['n_hard'] - 1} of this round")
+        r = round_entry(n, a, best, f"round {prev}'s")
+        r.update(patch_zyx=a.get("patch2") or data.L2SNET["patch_zyx"], batch=a["batch2"], continues_from=prev)
         out.append(r)
     return out
 
