@@ -160,9 +160,9 @@ def checkpoint_selection(tr):
     return ("validation with this card's inference (model grid, Gaussian sliding window, thresholds) on the "
             "first validation seeds from {a}: phase 1 every {e1} iterations, kept the best pooled Dice of cue > 0.5 "
             "(iteration {i1}); each phase-2 round every 600 or 1200 iterations, kept the best mean of the plain "
-            "and adaptive mean Dice (phase2_rounds.kept_iteration); rounds 2 and 3 were then compared on 20 "
-            "validation studies with the adaptive threshold (compare_seg3d.py) and round 3 kept").format(
-                a=v[0] if v else "?", e1=(tr.get("phase1_args") or {}).get("val_every1"), i1=p1.get("best_it"))
+            "and adaptive mean Dice (phase2_rounds.kept_iteration)").format(
+                a=v[0] if v else "?", e1=(tr.get("phase1_args") or {}).get("val_every1"),
+                i1=p1.get("best_it")) + SELECTION
 
 
 def held_out_figures(card, l2):
@@ -332,7 +332,7 @@ def l2snet_card(exp, ev, tr, ev_small):
     card["metrics"]["speed"] = {k: sp[k] for k in ("loc2d", "seg3d") if k in sp}
     if f32:
         held_out_figures(card, l2)
-        card["findings"] = [detection_finding(l2), LARGE_LESIONS, adaptive_finding(f32)]
+        card["findings"] = [detection_finding(l2), SEG3D_FINDING, adaptive_finding(f32)]
     seg3d_sha = exp["files"]["l2snet/seg3d.fp32.onnx"]["sha256"]
     if ev_small.get("l2snet", {}).get("seg3d_sha256") == seg3d_sha:   # only figures of these files
         card["metrics"]["small_phantom"] = small_phantom(ev_small)
@@ -633,17 +633,6 @@ PATCH_DEVIATION = (
     "patches, batch 2, lr 1e-3 and 400 iterations collapsed to a constant output (recorded in "
     "runs/l2snet/train_round1_failed.json); the output-bias prior initialisation and lesion-voxel patch "
     "sampling fixed it.")
-
-
-LARGE_LESIONS = (
-    "Large, bright lesions in the liver and abdomen are missed: in held-out study 100010 two liver lesions of "
-    "23 and 32 ml (SUVmax 8 and 12) get a 3D probability below 0.05 while the 2D cue is 1.0 over both, and "
-    "studies 100019, 100046 and 100047 each miss 34-37 ml of lesion (100019's, on its MIP, a round abdominal lesion). Phase 2's negatives "
-    "(hot patches at SUV > 2, mostly liver, and mined false positives) taught the 3D U-Net that large warm "
-    "blobs in the abdomen are normal; on the 12 validation studies that chose the checkpoint it lost no such "
-    "lesion (FNV 0.5 ml), so the choice could not see it. A fourth "
-    "round without hard negatives recovered the liver lesions but raised validation FPV from 0.04 to 6.5 ml "
-    "and was not shipped (models/training/README.md).")
 
 
 def detection_finding(l2: dict) -> str:
