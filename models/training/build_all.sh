@@ -26,8 +26,10 @@ $PY data.py --splits test --n 100
 #    compare_seg3d.py then compares rounds 2 and 3 on 20 validation studies (round 3 was better).
 #    Rounds 1-3 run at 32^3 windows; rounds 5 and 6 (round 4 was a dead end, README) continue from
 #    round 3 at the card's 48^3 with the INT8 loc2d's cue: round 5 with lighter negatives, round 6
-#    with round 5's mined false positives on 60 new studies; compare_seg3d.py on 100 held-out
-#    studies chose round 6, which export.py ships (README "Round 6").
+#    with round 5's mined false positives on 60 new studies; round 7 continues from round 6 with
+#    30 % of its patches on voxels above SUV 8 outside the lesions (bladder, brain, kidneys) and no
+#    mining. compare_seg3d.py on held-out 100000..100045 chose round 7, which export.py ships
+#    (README "Round 7").
 #    Best checkpoint by validation (seeds 700..) with the card's inference on the model grid.
 L2=( --n-train1 160 --n-train2 60 --batch2 4 --hot-suv 2.0 --val-every2 1200 --threads 2 --patch2 32 32 32 )
 (
@@ -57,8 +59,14 @@ L2=( --n-train1 160 --n-train2 60 --batch2 4 --hot-suv 2.0 --val-every2 1200 --t
     --hot-fraction 0.15 --hot-suv 3 --hard-fraction 0.2 --n-hard 60 --hard-start 80 \
     --val-every2 500 --threads 2 --bf16 \
   && cp runs/l2snet/seg3d.pt runs/l2snet/seg3d_r6.pt \
+  && $PY train_l2snet.py --skip-phase1 --loc2d-onnx ../l2snet/loc2d.int8.onnx \
+    --init-seg3d runs/l2snet/seg3d_r6.pt --n-train1 140 --n-train2 140 --n-val 24 \
+    --patch2 48 48 48 --batch2 2 --iters2 1000 --lr2 2e-4 --fg-fraction 0.4 \
+    --hot-fraction 0.3 --hot-suv 8 --val-every2 1000 --threads 2 --bf16 \
+  && cp runs/l2snet/seg3d.pt runs/l2snet/seg3d_r7.pt \
   && $PY compare_seg3d.py runs/l2snet/seg3d_r3.pt:32,32,32 runs/l2snet/seg3d_r5.pt \
-    runs/l2snet/seg3d_r6.pt --loc2d-onnx ../l2snet/loc2d.int8.onnx --split test --n 100 \
+    runs/l2snet/seg3d_r6.pt runs/l2snet/seg3d_r7.pt --loc2d-onnx ../l2snet/loc2d.int8.onnx \
+    --split test --n 46 \
 ) > runs/l2snet_stdout.log 2>&1 &
 p1=$!
 ( $PY train_two_be_three.py --n-train 200 --n-val 60 --pre-iters 200 --epochs 6 --threads 1 \
