@@ -195,6 +195,15 @@ def pad_to(a, patch):
     return out
 
 
+def flat_ct(xp: np.ndarray) -> np.ndarray:
+    """A patch [2, z, y, x] with its CT channel replaced by soft tissue (40 HU) in the body and air
+    outside: the network must then read a lesion from the PET alone (--ct-dropout)."""
+    out = xp.copy()
+    inside = xp[0] > data.pet_norm(np.float32(MODEL_GRID["body_suv"]))
+    out[1] = np.where(inside, data.ct_norm(np.float32(40.0)), data.ct_norm(np.float32(-1000.0)))
+    return out
+
+
 def load_seg3d(model, path: str) -> None:
     """Starting weights for a continued phase 2: a torch state dict (.pt) or a shipped seg3d ONNX
     file, whose initializers carry the state dict's names (the legacy exporter keeps them; the
@@ -289,6 +298,8 @@ def phase2(studies, cues, val, val_cues, args, log):
             cp = pad_to(cue[sl][None].astype(np.float32), patch)
             if rng.random() < 0.5:
                 xp, mp, cp = xp[..., ::-1], mp[..., ::-1], cp[..., ::-1]
+            if args.ct_dropout and rng.random() < args.ct_dropout:
+                xp = flat_ct(xp)
             xb.append(xp.copy()), yb.append(mp.copy()), wb.append(1.0 + cp.copy())
         xb, yb, wb = (torch.from_numpy(np.stack(a)) for a in (xb, yb, wb))
         with autocast(args):
@@ -337,6 +348,8 @@ def main():
     ap.add_argument("--hard-start", type=int, default=0,
                     help="index of the first mined study among the phase-2 studies")
     ap.add_argument("--lr2", type=float, default=2e-3)
+    ap.add_argument("--ct-dropout", type=float, default=0.0,
+                    help="share of phase-2 patches whose CT channel is made flat (soft tissue in the body)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true", help="CPU bfloat16 autocast for forward passes")
     ap.add_argument("--n-val", type=int, default=40, help="validation studies (seeds 700..) for selection")
