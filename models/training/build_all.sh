@@ -32,6 +32,8 @@ $PY data.py --splits test --n 100
 #    (README "Round 7").
 #    Best checkpoint by validation (seeds 700..) with the card's inference on the model grid.
 L2=( --n-train1 160 --n-train2 60 --batch2 4 --hot-suv 2.0 --val-every2 1200 --threads 2 --patch2 32 32 32 )
+# rounds 5-7: 48^3 windows, the INT8 loc2d's cue, bf16
+L48=( --skip-phase1 --loc2d-onnx ../l2snet/loc2d.int8.onnx --n-val 24 --patch2 48 48 48 --batch2 2 --threads 2 --bf16 )
 (
   $PY train_l2snet.py --n-train1 160 --iters1 1000 --batch1 8 --lr1 1e-3 --val-every1 500 \
     --n-train2 60 --iters2 0 --n-val 12 --threads 1 \
@@ -47,22 +49,16 @@ L2=( --n-train1 160 --n-train2 60 --batch2 4 --hot-suv 2.0 --val-every2 1200 --t
   && cp runs/l2snet/seg3d.pt runs/l2snet/seg3d_r3.pt \
   && $PY compare_seg3d.py runs/l2snet/seg3d_r2.pt:32,32,32 runs/l2snet/seg3d_r3.pt:32,32,32 --n-val 20 \
   && $PY export.py --only loc2d --threads 2 \
-  && $PY train_l2snet.py --skip-phase1 --loc2d-onnx ../l2snet/loc2d.int8.onnx \
-    --init-seg3d runs/l2snet/seg3d_r3.pt --n-train1 80 --n-train2 80 --n-val 24 \
-    --patch2 48 48 48 --batch2 2 --iters2 3000 --lr2 5e-4 --fg-fraction 0.45 \
-    --hot-fraction 0.15 --hot-suv 3 --hard-fraction 0.15 --n-hard 20 --hard-start 60 \
-    --val-every2 1000 --threads 2 --bf16 \
+  && $PY train_l2snet.py "${L48[@]}" --init-seg3d runs/l2snet/seg3d_r3.pt --n-train1 80 --n-train2 80 \
+    --iters2 3000 --lr2 5e-4 --fg-fraction 0.45 --hot-fraction 0.15 --hot-suv 3 \
+    --hard-fraction 0.15 --n-hard 20 --hard-start 60 --val-every2 1000 \
   && cp runs/l2snet/seg3d.pt runs/l2snet/seg3d_r5.pt \
-  && $PY train_l2snet.py --skip-phase1 --loc2d-onnx ../l2snet/loc2d.int8.onnx \
-    --init-seg3d runs/l2snet/seg3d_r5.pt --n-train1 140 --n-train2 140 --n-val 24 \
-    --patch2 48 48 48 --batch2 2 --iters2 1500 --lr2 2.5e-4 --fg-fraction 0.4 \
-    --hot-fraction 0.15 --hot-suv 3 --hard-fraction 0.2 --n-hard 60 --hard-start 80 \
-    --val-every2 500 --threads 2 --bf16 \
+  && $PY train_l2snet.py "${L48[@]}" --init-seg3d runs/l2snet/seg3d_r5.pt --n-train1 140 --n-train2 140 \
+    --iters2 1500 --lr2 2.5e-4 --fg-fraction 0.4 --hot-fraction 0.15 --hot-suv 3 \
+    --hard-fraction 0.2 --n-hard 60 --hard-start 80 --val-every2 500 \
   && cp runs/l2snet/seg3d.pt runs/l2snet/seg3d_r6.pt \
-  && $PY train_l2snet.py --skip-phase1 --loc2d-onnx ../l2snet/loc2d.int8.onnx \
-    --init-seg3d runs/l2snet/seg3d_r6.pt --n-train1 140 --n-train2 140 --n-val 24 \
-    --patch2 48 48 48 --batch2 2 --iters2 1000 --lr2 2e-4 --fg-fraction 0.4 \
-    --hot-fraction 0.3 --hot-suv 8 --val-every2 1000 --threads 2 --bf16 \
+  && $PY train_l2snet.py "${L48[@]}" --init-seg3d runs/l2snet/seg3d_r6.pt --n-train1 140 --n-train2 140 \
+    --iters2 1000 --lr2 2e-4 --fg-fraction 0.4 --hot-fraction 0.3 --hot-suv 8 --val-every2 1000 \
   && cp runs/l2snet/seg3d.pt runs/l2snet/seg3d_r7.pt \
   && $PY compare_seg3d.py runs/l2snet/seg3d_r3.pt:32,32,32 runs/l2snet/seg3d_r5.pt \
     runs/l2snet/seg3d_r6.pt runs/l2snet/seg3d_r7.pt --loc2d-onnx ../l2snet/loc2d.int8.onnx \
