@@ -249,6 +249,24 @@ def hard_negatives(model, studies, args, log):
     return found + [[]] * (len(studies) - len(found))
 
 
+def site_voxels(s, site: str) -> np.ndarray:
+    """Model-grid voxels [n, 3] of the study's lesions of `site` (labels.json): each lesion's centre
+    (LPS mm) mapped through its native PET grid onto the model grid (meta.json's index map), and
+    the lesion component holding it."""
+    meta = json.loads((data.ARRAYS / str(s.seed) / "meta.json").read_text())
+    pet = s.labels["pet"]
+    comps, _ = ndimage.label(s.mask, ndimage.generate_binary_structure(3, 2))
+    out = []
+    for lesion in s.labels.get("lesions", []):
+        if lesion["site"] != site:
+            continue
+        native = [(c - o) / sp for c, o, sp in zip(lesion["centre_mm"], pet["origin_mm"], pet["spacing_mm"])]
+        x, y, z = (int(round((v - off) / sc)) for v, off, sc in zip(native, meta["offset_xyz"], meta["scale_xyz"]))
+        if all(0 <= i < n for i, n in zip((z, y, x), comps.shape)) and comps[z, y, x]:
+            out.append(np.argwhere(comps == comps[z, y, x]))
+    return np.concatenate(out) if out else np.zeros((0, 3), np.int64)
+
+
 def phase2(studies, cues, val, val_cues, args, log):
     rng = np.random.default_rng(2)
     torch.manual_seed(2)
@@ -268,6 +286,10 @@ def phase2(studies, cues, val, val_cues, args, log):
     hots = [np.argwhere((np.asarray(s.pet) > args.hot_suv) & ~s.mask) for s in studies]
     hards = hard_negatives(model, studies, args, log) if args.hard_fraction else [[]] * len(studies)
     with_hards = [i for i, h in enumerate(hards) if len(h)]
+    sites = [site_voxels(s, args.site) for s in studies] if args.site_fraction else [[]] * len(studies)
+    with_sites = [i for i, v in enumerate(sites) if len(v)]
+    if args.site_fraction:
+        log(f"{args.site} lesions: {sum(len(v) for v in sites)} voxels on {len(with_sites)} studies")
     history, best = [], None
     t0 = time.time()
     model.train()
@@ -280,7 +302,12 @@ def phase2(studies, cues, val, val_cues, args, log):
                 args.fg_fraction + args.hot_fraction + args.hard_fraction)
             # a patch in the hard band comes from a study that has mined false positives, so
             # --hard-fraction is the share of such patches however few studies have any
-            i = int(rng.choice(with_hards) if hard_band and with_hards else rng.integers(len(studies)))
+            lo = args.fg_fraction + args.hot_fraction + args.hard_fraction
+            site_band = lo <= u < lo + args.site_fraction   # empty unless --site-fraction
+            if site_band and with_sites:
+                i = int(rng.choice(with_sites))
+            else:
+                i = int(rng.choice(with_hards) if hard_band and with_hards else rng.integers(len(studies)))
             s, cue = studies[i], cues[i]
             if len(fgs[i]) and u < args.fg_fraction:            # holding a random lesion voxel
                 centres = fgs[i]
@@ -288,6 +315,8 @@ def phase2(studies, cues, val, val_cues, args, log):
                 centres = hots[i]
             elif len(hards[i]) and hard_band:
                 centres = hards[i]
+            elif len(sites[i]) and site_band:
+                centres = sites[i]
             else:
                 centres = bodies[i]
             z, y, w = patch_start(centres[rng.integers(len(centres))], s.pet.shape, patch, rng)
@@ -348,6 +377,9 @@ def main():
     ap.add_argument("--hard-start", type=int, default=0,
                     help="index of the first mined study among the phase-2 studies")
     ap.add_argument("--lr2", type=float, default=2e-3)
+    ap.add_argument("--site-fraction", type=float, default=0.0,
+                    help="share of phase-2 patches centred on lesions of --site (studies that have one)")
+    ap.add_argument("--site", default="liver", help="lesion site of --site-fraction (labels.json)")
     ap.add_argument("--ct-dropout", type=float, default=0.0,
                     help="share of phase-2 patches whose CT channel is made flat (soft tissue in the body)")
     ap.add_argument("--threads", type=int, default=2)
