@@ -19,6 +19,7 @@ import torch
 from scipy import ndimage
 
 import data
+import grid
 import pipeline
 from evaluate import autopet, summarise
 from grid import MODEL_GRID
@@ -255,13 +256,14 @@ def site_voxels(s, site: str) -> np.ndarray:
     the lesion component holding it."""
     meta = json.loads((data.ARRAYS / str(s.seed) / "meta.json").read_text())
     pet = s.labels["pet"]
+    to_model = grid.back_map(meta["scale_xyz"], meta["offset_xyz"])   # native index -> model index
     comps, _ = ndimage.label(s.mask, ndimage.generate_binary_structure(3, 2))
     out = []
     for lesion in s.labels.get("lesions", []):
         if lesion["site"] != site:
             continue
         native = [(c - o) / sp for c, o, sp in zip(lesion["centre_mm"], pet["origin_mm"], pet["spacing_mm"])]
-        x, y, z = (int(round((v - off) / sc)) for v, off, sc in zip(native, meta["offset_xyz"], meta["scale_xyz"]))
+        x, y, z = (int(round(sc * v + off)) for v, sc, off in zip(native, *to_model))
         if all(0 <= i < n for i, n in zip((z, y, x), comps.shape)) and comps[z, y, x]:
             out.append(np.argwhere(comps == comps[z, y, x]))
     return np.concatenate(out) if out else np.zeros((0, 3), np.int64)
@@ -290,6 +292,7 @@ def phase2(studies, cues, val, val_cues, args, log):
     with_sites = [i for i, v in enumerate(sites) if len(v)]
     if args.site_fraction:
         log(f"{args.site} lesions: {sum(len(v) for v in sites)} voxels on {len(with_sites)} studies")
+    lo = args.fg_fraction + args.hot_fraction + args.hard_fraction   # where the site band starts
     history, best = [], None
     t0 = time.time()
     model.train()
@@ -298,11 +301,9 @@ def phase2(studies, cues, val, val_cues, args, log):
         xb, yb, wb = [], [], []
         for _ in range(args.batch2):
             u = rng.random()
-            hard_band = args.fg_fraction + args.hot_fraction <= u < (
-                args.fg_fraction + args.hot_fraction + args.hard_fraction)
+            hard_band = args.fg_fraction + args.hot_fraction <= u < lo
             # a patch in the hard band comes from a study that has mined false positives, so
             # --hard-fraction is the share of such patches however few studies have any
-            lo = args.fg_fraction + args.hot_fraction + args.hard_fraction
             site_band = lo <= u < lo + args.site_fraction   # empty unless --site-fraction
             if site_band and with_sites:
                 i = int(rng.choice(with_sites))
