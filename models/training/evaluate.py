@@ -119,6 +119,19 @@ def volume_summary(pairs):
             "within_10_percent": int((np.abs(r - 1) <= 0.10).sum()), "pairs_ml": pairs}
 
 
+def delineated(prob, m_adapt):
+    """An alternative to the shipped rule (measured, not shipped): the adaptive mask's lesions
+    (18-connected), each that reaches the plain threshold cut back to its voxels above it; lesions
+    only the lowered threshold finds keep their adaptive extent. The lowered threshold then decides
+    which lesions exist, the plain one where their edge is."""
+    plain = prob > data.L2SNET["threshold"]
+    lab, n = ndimage.label(m_adapt, CONN18)
+    reaches = np.zeros(n + 1, bool)
+    reaches[np.unique(lab[plain & m_adapt])] = True
+    reaches[0] = False
+    return m_adapt & ~(reaches[lab] & ~plain)
+
+
 def edge_voxels(mask, gt, r=2):
     """Predicted voxels within r voxels of a volume face where the ground truth has none."""
     edge = np.zeros(mask.shape, bool)
@@ -139,12 +152,13 @@ def eval_l2snet(seeds, threads, log):
     p = data.L2SNET
     seg = pipeline.session(d / "seg3d.fp32.onnx", threads)
     locs = {prec: pipeline.session(d / f"loc2d.{prec}.onnx", threads) for prec in ("fp32", "int8")}
-    rows = {prec: {"unet2d_cue_0.5": [], "unet3d_0.5": [], "l2snet_adaptive": [], "l2snet_vice_versa": []}
+    rows = {prec: {"unet2d_cue_0.5": [], "unet3d_0.5": [], "l2snet_adaptive": [], "l2snet_delineated": [],
+                   "l2snet_vice_versa": []}
             for prec in locs}
     masks = {prec: [] for prec in locs}
     timing = {"loc2d_fp32": 0.0, "loc2d_int8": 0.0, "seg3d_fp32": 0.0}
     bands, lesion_free, edges, crop = {}, [], [], []
-    volumes = {"unet3d_0.5": [], "l2snet_adaptive": []}
+    volumes = {"unet3d_0.5": [], "l2snet_adaptive": [], "l2snet_delineated": []}
     for seed in seeds:
         m, gt, voxel_ml, labels = native(seed)
         crop.append(1.0 - m.pet.size * float(np.prod(m.scale_xyz)) / float(np.prod(m.native_shape_xyz)))
@@ -162,6 +176,7 @@ def eval_l2snet(seeds, threads, log):
             rows[prec]["unet2d_cue_0.5"].append(autopet(gt, cue > 0.5, voxel_ml))
             rows[prec]["unet3d_0.5"].append(autopet(gt, m_plain, voxel_ml))
             rows[prec]["l2snet_adaptive"].append(autopet(gt, m_adapt, voxel_ml))
+            rows[prec]["l2snet_delineated"].append(autopet(gt, delineated(prob, m_adapt), voxel_ml))
             m_vv = pipeline.adaptive_threshold(prob, cue, VICE_VERSA)
             rows[prec]["l2snet_vice_versa"].append(autopet(gt, m_vv, voxel_ml))
             if prec == "fp32":
@@ -174,6 +189,7 @@ def eval_l2snet(seeds, threads, log):
                 edges.append(edge_voxels(m_adapt, gt))
                 volumes["unet3d_0.5"] += lesion_volumes(gt, m_plain, voxel_ml)
                 volumes["l2snet_adaptive"] += lesion_volumes(gt, m_adapt, voxel_ml)
+                volumes["l2snet_delineated"] += lesion_volumes(gt, delineated(prob, m_adapt), voxel_ml)
         r = rows["fp32"]["l2snet_adaptive"][-1]
         log(f"seed {seed} [{labels.get('acquisition', {}).get('scanner', data.SIZE)}, {labels['pet']['spacing_mm']}] "
             f"dice {r['dice']:.3f} fpv {r['fpv_ml']:.2f} fnv {r['fnv_ml']:.2f} ({time.time() - t:.0f}s)")

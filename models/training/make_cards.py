@@ -139,6 +139,9 @@ def round_entry(n, a, best, starting):
          "lr": a["lr2"], "lesion_patch_fraction": a["fg_fraction"],
          "hot_patch_fraction": a["hot_fraction"], "hot_suv": a["hot_suv"],
          "hard_negative_fraction": a.get("hard_fraction", 0.0)}
+    if a.get("site_fraction"):
+        r["site_patch_fraction"] = a["site_fraction"]
+        r["site_patches"] = f"centred on the {a['site']} lesions of the training studies that have one"
     if a.get("hard_fraction"):
         first = a.get("hard_start", 0)
         r["hard_negatives"] = (f"false positives (p > 0.5, 2+ voxels from any lesion) of {starting} "
@@ -147,7 +150,7 @@ def round_entry(n, a, best, starting):
 
 
 # The README's numbers of build_all.sh's phase-2 rounds (round 4 was a dead end and is not rebuilt)
-ROUND_NUMBERS = (1, 2, 3, 5, 6, 7)
+ROUND_NUMBERS = (1, 2, 3, 5, 6, 7, 8)
 
 
 def phase2_rounds(tr):
@@ -185,6 +188,9 @@ def held_out_figures(card, l2):
     card["metrics"]["seconds_per_study_ort_cpu"] = l2.get("seconds_per_study_ort_cpu", {})
     if "per_study_fp32" in l2:   # Dice per held-out study with lesions, in seed order (fp32 files)
         card["metrics"]["per_study_fp32"] = l2["per_study_fp32"]
+    if "lesion_volume_found_vs_true" in l2:   # the medians; the per-lesion pairs stay in runs/eval.json
+        card["metrics"]["lesion_volume_found_vs_true"] = {
+            k: {n: x for n, x in v.items() if n != "pairs_ml"} for k, v in l2["lesion_volume_found_vs_true"].items()}
     u3, ad = f32["unet3d_0.5"], f32["l2snet_adaptive"]
     iv = l2.get("int8_vs_fp32", {})
     card["acceptance"] = {
@@ -338,7 +344,7 @@ def l2snet_card(exp, ev, tr, ev_small):
     card["metrics"]["speed"] = {k: sp[k] for k in ("loc2d", "seg3d") if k in sp}
     if f32:
         held_out_figures(card, l2)
-        card["findings"] = [detection_finding(l2), SEG3D_FINDING, adaptive_finding(f32)]
+        card["findings"] = [detection_finding(l2), SEG3D_FINDING, adaptive_finding(f32)] + volume_finding(l2)
     seg3d_sha = exp["files"]["l2snet/seg3d.fp32.onnx"]["sha256"]
     if ev_small.get("l2snet", {}).get("seg3d_sha256") == seg3d_sha:   # only figures of these files
         card["metrics"]["small_phantom"] = small_phantom(ev_small)
@@ -376,19 +382,21 @@ def update_seg3d(card, exp, ev, tr, numbers, finding, version, ev_small):
     t["phase2_seeds"] = [0, max(t["phase2_seeds"][1], tr["seeds_phase2"][1])]
     kept = [r for r in t["phase2_rounds"] if r["round"] < numbers[0]]
     t["phase2_rounds"] = kept + later_rounds(tr, numbers, kept[-1]["round"])
-    t["phase2_recipe"] = (phase2_recipe(tr, data.L2SNET) + f" (rounds {numbers[0]}-{numbers[-1]}; rounds 1-3: "
+    big = [r["round"] for r in t["phase2_rounds"] if r.get("patch_zyx") == data.L2SNET["patch_zyx"]]
+    span = f"rounds {big[0]}-{big[-1]}"          # the rounds of this recipe (the window, bf16)
+    t["phase2_recipe"] = (phase2_recipe(tr, data.L2SNET) + f" ({span}; rounds 1-3: "
                           "batch 4 patches [32, 32, 32] in float32)")
     t["checkpoint_selection"] = t["checkpoint_selection"].split("; rounds 2 and 3")[0] + SELECTION
-    t["wall_time_s"][f"phase2_rounds_{numbers[0]}_{numbers[-1]}"] = tr["phase2_s"]
-    t["hardware"] = t["hardware"].split("; rounds")[0] + (f"; rounds {numbers[0]}-{numbers[-1]} at two threads "
-                                                          "with bfloat16 autocast (AVX512-BF16)")
+    key = f"phase2_rounds_{numbers[0]}_{numbers[-1]}" if len(numbers) > 1 else f"phase2_round_{numbers[0]}"
+    t["wall_time_s"][key] = tr["phase2_s"]
+    t["hardware"] = t["hardware"].split("; rounds")[0] + f"; {span} at two threads with bfloat16 autocast (AVX512-BF16)"
     card["metrics"]["test_seeds"] = ev["test_seeds"]
     card["metrics"]["speed"]["seg3d"] = exp["speed_ort_cpu"]["seg3d"]
     card["metrics"].pop("small_phantom", None)   # figures of the earlier file
     if ev_small.get("l2snet", {}).get("seg3d_sha256") == seg3d["sha256"]:
         card["metrics"]["small_phantom"] = small_phantom(ev_small)
     held_out_figures(card, l2)
-    card["findings"] = [detection_finding(l2), finding, adaptive_finding(l2["fp32"])]
+    card["findings"] = [detection_finding(l2), finding, adaptive_finding(l2["fp32"])] + volume_finding(l2)
     return card
 
 
@@ -659,6 +667,19 @@ def detection_finding(l2: dict) -> str:
             f"Predicted voxels within 2 voxels of a volume face where the truth has none: "
             f"{l2['edge_voxels_without_truth']}. The body box removes on average "
             f"{l2['crop_removed_fraction_mean']:.0%} of the native PET volume before the networks run.")
+
+
+def volume_finding(l2: dict) -> list[str]:
+    """How large the found lesions are against the truth (evaluate.py lesion_volume_found_vs_true)."""
+    v = l2.get("lesion_volume_found_vs_true")
+    if not v:
+        return []
+    row = lambda k: (f"{v[k]['ratio_median']:.2f} (quartiles {v[k]['ratio_q1_q3'][0]:.2f}-"
+                     f"{v[k]['ratio_q1_q3'][1]:.2f}), within 10 %: {v[k]['within_10_percent']} of {v[k]['found']}")
+    return [f"Lesion volume (ground-truth lesions of 5 ml or more that were found, {v['l2snet_adaptive']['found']} "
+            f"of {v['l2snet_adaptive']['lesions']}; found volume = the predicted components touching the lesion, "
+            f"native grid) as found / true, median: shipped adaptive mask {row('l2snet_adaptive')}; 3D U-Net at "
+            f"0.5 {row('unet3d_0.5')}."]
 
 
 def clinical_acceptance(ad: dict, l2: dict) -> dict:
