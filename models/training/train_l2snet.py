@@ -405,6 +405,11 @@ def main():
     torch.set_num_threads(args.threads)
     RUNS.mkdir(parents=True, exist_ok=True)
     log = data.run_log(RUNS / "train.log")
+    if args.bf16 and not torch.cpu._is_avx512_bf16_supported():
+        # without AVX512-BF16, bfloat16 Conv3d leaves oneDNN for a one-thread reference kernel:
+        # 1000 iterations took hours instead of minutes (2026-12-03, an AVX2 EPYC)
+        log("--bf16 ignored: this CPU has no AVX512-BF16; training in float32")
+        args.bf16 = False
 
     t_all = time.time()
     seeds1 = data.split("train", args.n_train1)
