@@ -5,7 +5,8 @@ study's native PET grid, metrics there. autoPET metrics (Dice, FPV, FNV; 18-conn
 2D U-Net cue alone (threshold 0.5), the 3D U-Net alone (0.5), L2SNet with the shipped adaptive
 threshold (0.5, 0.1 where cue > 0.5) and with the paper's "and vice versa" (also 0.9 outside the cue,
 not shipped), fp32 and INT8. 2Be3-Net: AUC per outcome for [WS], [H&N]
-and the baselines; INT8 vs fp32 score differences. Writes runs/eval.json.
+and the baselines; INT8 vs fp32 score differences. Writes runs/eval.json (L2SNet per study also to
+runs/eval_l2snet_<size>.jsonl as it goes: a stopped evaluation resumes there).
 """
 from __future__ import annotations
 
@@ -55,11 +56,6 @@ def summarise(rows):
     return {"mean_dice_lesion_studies": float(np.mean(d)), "n_lesion_studies": len(d),
             "pooled_dice": 2 * inter / (g + p), "mean_fpv_ml": float(np.mean([r["fpv_ml"] for r in rows])),
             "mean_fnv_ml": float(np.mean([r["fnv_ml"] for r in rows])), "n_studies": len(rows)}
-
-
-def mask_dice(a, b):
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else 2 * float((a & b).sum()) / float(s)
 
 
 def native(seed: int):
@@ -114,8 +110,8 @@ def lesion_volumes(gt, pred, voxel_ml):
 def volume_summary(pairs):
     """Found / true volume over the lesions of lesion_volumes that were found at all."""
     r = np.array([f / t for t, f in pairs if f > 0])
-    return {"lesions": len(pairs), "found": int(r.size), "ratio_median": float(np.median(r)),
-            "ratio_q1_q3": [float(np.percentile(r, 25)), float(np.percentile(r, 75))],
+    q = [float(x) for x in np.percentile(r, [25, 50, 75])] if r.size else [float("nan")] * 3
+    return {"lesions": len(pairs), "found": int(r.size), "ratio_median": q[1], "ratio_q1_q3": [q[0], q[2]],
             "within_10_percent": int((np.abs(r - 1) <= 0.10).sum()), "pairs_ml": pairs}
 
 
@@ -144,78 +140,114 @@ def edge_voxels(mask, gt, r=2):
     return int((mask & edge).sum()) if not (gt & edge).any() else 0
 
 
+def l2snet_files_id() -> str:
+    """The L2SNet files a per-study row was measured with (seg3d fp32, loc2d fp32 and INT8)."""
+    h = hashlib.sha256()
+    for f in ("seg3d.fp32.onnx", "loc2d.fp32.onnx", "loc2d.int8.onnx"):
+        h.update((MODELS / "l2snet" / f).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def study_row(seed, seg, locs):
+    """Everything eval_l2snet reports about one held-out study, on its native grid. fp32 = loc2d.fp32 +
+    seg3d.fp32; int8 = loc2d.int8 + seg3d.fp32 (INT8 is not shipped for the 3D U-Net: no CPU gain),
+    so the 3D probabilities are computed once and shared."""
+    m, gt, voxel_ml, labels = native(seed)
+    row = {"seed": seed, "seconds": {}, "rules": {}, "int8_overlap": {},
+           "crop": 1.0 - m.pet.size * float(np.prod(m.scale_xyz)) / float(np.prod(m.native_shape_xyz))}
+    t = time.time()
+    prob = m.to_native(pipeline.sliding_window(seg, pipeline.petct_input(m.pet, m.ct),
+                                                  inside=pipeline.body(m.pet)))
+    row["seconds"]["seg3d_fp32"] = time.time() - t
+    m_plain = prob > data.L2SNET["threshold"]
+    adaptive = {}
+    for prec, loc in locs.items():
+        t = time.time()
+        cue = m.to_native(pipeline.location_cue(loc, m.pet))
+        row["seconds"][f"loc2d_{prec}"] = time.time() - t
+        m_adapt = adaptive[prec] = pipeline.adaptive_threshold(prob, cue)
+        masks = {"unet2d_cue_0.5": cue > 0.5, "unet3d_0.5": m_plain, "l2snet_adaptive": m_adapt,
+                 "l2snet_delineated": delineated(prob, m_adapt),
+                 "l2snet_vice_versa": pipeline.adaptive_threshold(prob, cue, VICE_VERSA)}
+        row["rules"][prec] = {k: autopet(gt, v, voxel_ml) for k, v in masks.items()}
+        if prec == "fp32":
+            row["detection"] = lesion_detection(gt, m_adapt, voxel_ml)
+            row["false_lesions"] = None if gt.any() else int(ndimage.label(m_adapt, CONN18)[1])
+            row["edges"] = edge_voxels(m_adapt, gt)
+            row["volumes"] = {k: lesion_volumes(gt, masks[k], voxel_ml)
+                              for k in ("unet3d_0.5", "l2snet_adaptive", "l2snet_delineated")}
+    for name, a, b in (("plain", m_plain, m_plain), ("adaptive", adaptive["fp32"], adaptive["int8"])):
+        row["int8_overlap"][name] = [int((a & b).sum()), int(a.sum() + b.sum())]
+    return row, labels
+
+
 def eval_l2snet(seeds, threads, log):
-    """On the native grid of each held-out study, as tracerd runs it (pipeline.segment_native).
-    fp32 = loc2d.fp32 + seg3d.fp32; int8 = loc2d.int8 + seg3d.fp32 (INT8 is not shipped for the
-    3D U-Net: no CPU gain), so the 3D probabilities are computed once and shared."""
+    """study_row for every seed, summarised. Each row is appended to runs/eval_l2snet_<size>.jsonl as
+    it is measured, so a stopped evaluation resumes where it was (rows of other files are ignored)."""
+    path = RUNS / f"eval_l2snet_{data.SIZE}.jsonl"
+    files = l2snet_files_id()
+    done = {}
+    for line in (path.read_text().splitlines() if path.exists() else []):
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:   # a line cut short by a stopped run
+            continue
+        if r.get("files") == files and r["seed"] in seeds:
+            done[r["seed"]] = r
+    if done:
+        log(f"{len(done)} studies already measured with these files ({path.name})")
     d = MODELS / "l2snet"
-    p = data.L2SNET
     seg = pipeline.session(d / "seg3d.fp32.onnx", threads)
     locs = {prec: pipeline.session(d / f"loc2d.{prec}.onnx", threads) for prec in ("fp32", "int8")}
-    rows = {prec: {"unet2d_cue_0.5": [], "unet3d_0.5": [], "l2snet_adaptive": [], "l2snet_delineated": [],
-                   "l2snet_vice_versa": []}
-            for prec in locs}
-    masks = {prec: [] for prec in locs}
-    timing = {"loc2d_fp32": 0.0, "loc2d_int8": 0.0, "seg3d_fp32": 0.0}
-    bands, lesion_free, edges, crop = {}, [], [], []
-    volumes = {"unet3d_0.5": [], "l2snet_adaptive": [], "l2snet_delineated": []}
-    for seed in seeds:
-        m, gt, voxel_ml, labels = native(seed)
-        crop.append(1.0 - m.pet.size * float(np.prod(m.scale_xyz)) / float(np.prod(m.native_shape_xyz)))
-        t = time.time()
-        prob = m.to_native(pipeline.sliding_window(seg, pipeline.petct_input(m.pet, m.ct),
-                                                      inside=pipeline.body(m.pet)))
-        timing["seg3d_fp32"] += time.time() - t
-        m_plain = prob > p["threshold"]
-        for prec, loc in locs.items():
+    with path.open("a") as f:
+        for seed in (s for s in seeds if s not in done):
             t = time.time()
-            cue = m.to_native(pipeline.location_cue(loc, m.pet))
-            timing[f"loc2d_{prec}"] += time.time() - t
-            m_adapt = pipeline.adaptive_threshold(prob, cue)
-            masks[prec].append((m_plain, m_adapt))
-            rows[prec]["unet2d_cue_0.5"].append(autopet(gt, cue > 0.5, voxel_ml))
-            rows[prec]["unet3d_0.5"].append(autopet(gt, m_plain, voxel_ml))
-            rows[prec]["l2snet_adaptive"].append(autopet(gt, m_adapt, voxel_ml))
-            rows[prec]["l2snet_delineated"].append(autopet(gt, delineated(prob, m_adapt), voxel_ml))
-            m_vv = pipeline.adaptive_threshold(prob, cue, VICE_VERSA)
-            rows[prec]["l2snet_vice_versa"].append(autopet(gt, m_vv, voxel_ml))
-            if prec == "fp32":
-                for band, (hit, n) in lesion_detection(gt, m_adapt, voxel_ml).items():
-                    b = bands.setdefault(band, [0, 0])
-                    b[0] += hit
-                    b[1] += n
-                if not gt.any():
-                    lesion_free.append(int(ndimage.label(m_adapt, CONN18)[1]))
-                edges.append(edge_voxels(m_adapt, gt))
-                volumes["unet3d_0.5"] += lesion_volumes(gt, m_plain, voxel_ml)
-                volumes["l2snet_adaptive"] += lesion_volumes(gt, m_adapt, voxel_ml)
-                volumes["l2snet_delineated"] += lesion_volumes(gt, delineated(prob, m_adapt), voxel_ml)
-        r = rows["fp32"]["l2snet_adaptive"][-1]
-        log(f"seed {seed} [{labels.get('acquisition', {}).get('scanner', data.SIZE)}, {labels['pet']['spacing_mm']}] "
-            f"dice {r['dice']:.3f} fpv {r['fpv_ml']:.2f} fnv {r['fnv_ml']:.2f} ({time.time() - t:.0f}s)")
-    timing = {k: v / len(seeds) for k, v in timing.items()}
-    res = {prec: {k: summarise(v) for k, v in rows[prec].items()} for prec in locs}
-    for prec in locs:
+            row, labels = study_row(seed, seg, locs)
+            row["files"] = files
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            done[seed] = row
+            r = row["rules"]["fp32"]["l2snet_adaptive"]
+            log(f"seed {seed} [{labels.get('acquisition', {}).get('scanner', data.SIZE)}, "
+                f"{labels['pet']['spacing_mm']}] dice {r['dice']:.3f} fpv {r['fpv_ml']:.2f} "
+                f"fnv {r['fnv_ml']:.2f} ({time.time() - t:.0f}s)")
+    res = summarise_l2snet([done[s] for s in seeds])
+    for prec in ("fp32", "int8"):
         log(f"l2snet {prec}: " + json.dumps(res[prec]))
-    dm_adapt = [mask_dice(a[1], b[1]) for a, b in zip(masks["fp32"], masks["int8"])]
-    pooled = lambda i: 2 * sum(float((a[i] & b[i]).sum()) for a, b in zip(masks["fp32"], masks["int8"])) / \
-        max(1.0, sum(float(a[i].sum() + b[i].sum()) for a, b in zip(masks["fp32"], masks["int8"])))
+    return res
+
+
+def summarise_l2snet(rows):
+    """eval.json's l2snet record from the per-study rows of study_row."""
+    res = {prec: {k: summarise([r["rules"][prec][k] for r in rows]) for k in rows[0]["rules"][prec]}
+           for prec in ("fp32", "int8")}
+    overlap = lambda name: [r["int8_overlap"][name] for r in rows]
+    pooled = lambda name: 2 * sum(i for i, _ in overlap(name)) / max(1, sum(s for _, s in overlap(name)))
+    per_study = [1.0 if s == 0 else 2 * i / s for i, s in overlap("adaptive")]
     res["int8_vs_fp32"] = {
-        "mask_dice_pooled_plain": pooled(0), "mask_dice_pooled_adaptive": pooled(1),
-        "mask_dice_min_adaptive": float(np.min(dm_adapt)), "mask_dice_mean_adaptive": float(np.mean(dm_adapt)),
+        "mask_dice_pooled_plain": pooled("plain"), "mask_dice_pooled_adaptive": pooled("adaptive"),
+        "mask_dice_min_adaptive": float(np.min(per_study)), "mask_dice_mean_adaptive": float(np.mean(per_study)),
     }
+    bands = {}
+    for r in rows:
+        for band, (hit, n) in r["detection"].items():
+            b = bands.setdefault(band, [0, 0])
+            b[0] += hit
+            b[1] += n
     res["detection_by_size"] = {b: {"detected": h, "lesions": n, "rate": h / n} for b, (h, n) in sorted(bands.items())}
+    lesion_free = [r["false_lesions"] for r in rows if r["false_lesions"] is not None]
     res["lesion_free"] = {"studies": len(lesion_free), "with_no_lesion": sum(c == 0 for c in lesion_free),
                           "false_lesions": lesion_free}
-    res["edge_voxels_without_truth"] = int(sum(edges))
-    res["lesion_volume_found_vs_true"] = {k: volume_summary(v) for k, v in volumes.items()}
-    res["crop_removed_fraction_mean"] = float(np.mean(crop))
-    res["seconds_per_study_ort_cpu"] = timing
-    keep = [i for i, r in enumerate(rows["fp32"]["unet3d_0.5"]) if not np.isnan(r["dice"])]
+    res["edge_voxels_without_truth"] = int(sum(r["edges"] for r in rows))
+    res["lesion_volume_found_vs_true"] = {k: volume_summary([p for r in rows for p in r["volumes"][k]])
+                                          for k in rows[0]["volumes"]}
+    res["crop_removed_fraction_mean"] = float(np.mean([r["crop"] for r in rows]))
+    res["seconds_per_study_ort_cpu"] = {k: float(np.mean([r["seconds"][k] for r in rows])) for k in rows[0]["seconds"]}
+    keep = [r for r in rows if not np.isnan(r["rules"]["fp32"]["unet3d_0.5"]["dice"])]
     res["per_study_fp32"] = {
-        "seeds_with_lesions": [seeds[i] for i in keep],
-        "dice_plain": [rows["fp32"]["unet3d_0.5"][i]["dice"] for i in keep],
-        "dice_adaptive": [rows["fp32"]["l2snet_adaptive"][i]["dice"] for i in keep],
+        "seeds_with_lesions": [r["seed"] for r in keep],
+        "dice_plain": [r["rules"]["fp32"]["unet3d_0.5"]["dice"] for r in keep],
+        "dice_adaptive": [r["rules"]["fp32"]["l2snet_adaptive"]["dice"] for r in keep],
     }
     return res
 
