@@ -138,7 +138,8 @@ def round_entry(n, a, best, starting):
     r = {"round": n, "studies": a["n_train2"], "iterations": a["iters2"], "kept_iteration": best,
          "lr": a["lr2"], "lesion_patch_fraction": a["fg_fraction"],
          "hot_patch_fraction": a["hot_fraction"], "hot_suv": a["hot_suv"],
-         "hard_negative_fraction": a.get("hard_fraction", 0.0)}
+         "hard_negative_fraction": a.get("hard_fraction", 0.0),
+         "forward_passes": "bfloat16 autocast" if a.get("bf16") else "float32"}
     if a.get("site_fraction"):
         r["site_patch_fraction"] = a["site_fraction"]
         r["site_patches"] = f"centred on the {a['site']} lesions of the training studies that have one"
@@ -383,13 +384,16 @@ def update_seg3d(card, exp, ev, tr, numbers, finding, version, ev_small):
     kept = [r for r in t["phase2_rounds"] if r["round"] < numbers[0]]
     t["phase2_rounds"] = kept + later_rounds(tr, numbers, kept[-1]["round"])
     big = [r["round"] for r in t["phase2_rounds"] if r.get("patch_zyx") == data.L2SNET["patch_zyx"]]
-    span = f"rounds {big[0]}-{big[-1]}"          # the rounds of this recipe (the window, bf16)
+    span = f"rounds {big[0]}-{big[-1]}"          # the rounds of this recipe (the 48³ window)
     t["phase2_recipe"] = (phase2_recipe(tr, data.L2SNET) + f" ({span}; rounds 1-3: "
                           "batch 4 patches [32, 32, 32] in float32)")
     t["checkpoint_selection"] = t["checkpoint_selection"].split("; rounds 2 and 3")[0] + SELECTION
     key = f"phase2_rounds_{numbers[0]}_{numbers[-1]}" if len(numbers) > 1 else f"phase2_round_{numbers[0]}"
     t["wall_time_s"][key] = tr["phase2_s"]
-    t["hardware"] = t["hardware"].split("; rounds")[0] + f"; {span} at two threads with bfloat16 autocast (AVX512-BF16)"
+    rounds = f"rounds {numbers[0]}-{numbers[-1]}" if len(numbers) > 1 else f"round {numbers[0]}"
+    prec = "with bfloat16 autocast (AVX512-BF16)" if tr["args"].get("bf16") else "in float32"
+    if f"; {rounds} " not in t["hardware"]:   # earlier rounds' clauses stay
+        t["hardware"] += f"; {rounds} at two threads {prec}"
     card["metrics"]["test_seeds"] = ev["test_seeds"]
     card["metrics"]["speed"]["seg3d"] = exp["speed_ort_cpu"]["seg3d"]
     card["metrics"].pop("small_phantom", None)   # figures of the earlier file
