@@ -115,17 +115,15 @@ def volume_summary(pairs):
             "within_10_percent": int((np.abs(r - 1) <= 0.10).sum()), "pairs_ml": pairs}
 
 
-def delineated(prob, m_adapt):
+def delineated(m_plain, m_adapt):
     """An alternative to the shipped rule (measured, not shipped): the adaptive mask's lesions
     (18-connected), each that reaches the plain threshold cut back to its voxels above it; lesions
     only the lowered threshold finds keep their adaptive extent. The lowered threshold then decides
     which lesions exist, the plain one where their edge is."""
-    plain = prob > data.L2SNET["threshold"]
     lab, n = ndimage.label(m_adapt, CONN18)
     reaches = np.zeros(n + 1, bool)
-    reaches[np.unique(lab[plain & m_adapt])] = True
-    reaches[0] = False
-    return m_adapt & ~(reaches[lab] & ~plain)
+    reaches[np.unique(lab[m_plain & m_adapt])] = True   # labels > 0 only: inside m_adapt
+    return m_adapt & ~(reaches[lab] & ~m_plain)
 
 
 def edge_voxels(mask, gt, r=2):
@@ -167,7 +165,7 @@ def study_row(seed, seg, locs):
         row["seconds"][f"loc2d_{prec}"] = time.time() - t
         m_adapt = adaptive[prec] = pipeline.adaptive_threshold(prob, cue)
         masks = {"unet2d_cue_0.5": cue > 0.5, "unet3d_0.5": m_plain, "l2snet_adaptive": m_adapt,
-                 "l2snet_delineated": delineated(prob, m_adapt),
+                 "l2snet_delineated": delineated(m_plain, m_adapt),
                  "l2snet_vice_versa": pipeline.adaptive_threshold(prob, cue, VICE_VERSA)}
         row["rules"][prec] = {k: autopet(gt, v, voxel_ml) for k, v in masks.items()}
         if prec == "fp32":
