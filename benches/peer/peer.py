@@ -15,7 +15,8 @@ onnxruntime — with every parameter read from the model cards (models/*/model.t
    location cue; seg3d over the whole model grid in windows of `patch_zyx`, `overlap` apart,
    blended with Gaussian importance weights (nnU-Net) → the probability.
 5. Cue and probability go back onto the native PET grid (trilinear, 0 outside the model grid);
-   there the adaptive threshold, 18-connected lesions (largest first) and their voxels, volume,
+   there the adaptive threshold (each lesion cut back at the card's `edge_threshold` if it has
+   one), 18-connected lesions (largest first) and their voxels, volume,
    SUVmax, SUVmean, TLG and centroid (LPS mm).
 
 Two choices differ from tracerd's defaults, as a typical user would make them: the peer runs the
@@ -304,9 +305,17 @@ def sliding_window(seg, x: np.ndarray, s3) -> tuple:
 
 
 def adaptive_threshold(prob: np.ndarray, cue: np.ndarray, post) -> np.ndarray:
-    """The lowered threshold where the cue locates a lesion, the raised one elsewhere."""
+    """The lowered threshold where the cue locates a lesion, the raised one elsewhere; with an
+    `edge_threshold`, each lesion reaching it is cut back to its voxels above it."""
     located = cue > post["cue_threshold"]
-    return prob > np.where(located, post["lowered_threshold"], post["raised_threshold"])
+    mask = prob > np.where(located, post["lowered_threshold"], post["raised_threshold"])
+    if "edge_threshold" not in post:
+        return mask
+    above = prob > post["edge_threshold"]
+    labels, count = ndimage.label(mask, structure=ndimage.generate_binary_structure(3, 2))
+    reaches = np.zeros(count + 1, bool)
+    reaches[np.unique(labels[mask & above])] = True
+    return mask & ~(reaches[labels] & ~above)
 
 
 def lesions(mask: np.ndarray, suv: np.ndarray, affine: np.ndarray) -> list:

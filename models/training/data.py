@@ -365,6 +365,10 @@ L2SNET = {
     # where the cue is <= 0.5. 0.5 = the lowering-only rule (DESIGN 4); the paper's "and vice versa"
     # (3.4) would be 0.9, which cost lesion volume on held-out studies (README "adaptive threshold")
     "raised_threshold": 0.5,
+    # from 0.5.0: a lesion the adaptive threshold finds is cut back to its voxels above this where
+    # it reaches it (pipeline.delineate; the lowered 0.1 alone drew edges up to a model voxel
+    # outside the 0.5 edge, README "Round 8"); without the key the adaptive mask is final
+    "edge_threshold": 0.5,
 }
 
 

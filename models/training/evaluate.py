@@ -2,9 +2,11 @@
 
 L2SNet runs as tracerd runs it: networks on the model grid, cue and probability mapped back onto each
 study's native PET grid, metrics there. autoPET metrics (Dice, FPV, FNV; 18-connectivity; voxel volume from pixdim, ml) for the
-2D U-Net cue alone (threshold 0.5), the 3D U-Net alone (0.5), L2SNet with the shipped adaptive
-threshold (0.5, 0.1 where cue > 0.5) and with the paper's "and vice versa" (also 0.9 outside the cue,
-not shipped), fp32 and INT8. 2Be3-Net: AUC per outcome for [WS], [H&N]
+2D U-Net cue alone (threshold 0.5), the 3D U-Net alone (0.5), L2SNet with the adaptive threshold
+(0.5, 0.1 where cue > 0.5), with its lesions delineated at the edge threshold (0.5; shipped from
+0.5.0, pipeline.l2snet_mask) and with the paper's "and vice versa" (also 0.9 outside the cue, not
+shipped), fp32 and INT8; detection, lesion-free studies, faces and the INT8 mask overlap of the
+shipped rule (SHIPPED). 2Be3-Net: AUC per outcome for [WS], [H&N]
 and the baselines; INT8 vs fp32 score differences. Writes runs/eval.json (L2SNet per study also to
 runs/eval_l2snet_<size>.jsonl as it goes: a stopped evaluation resumes there).
 """
@@ -28,6 +30,9 @@ CONN18 = ndimage.generate_binary_structure(3, 2)     # 18-connectivity
 # The paper's raised threshold outside the cue ("and vice versa", 3.4); measured, not shipped (the card's
 # raised_threshold is 0.5, README "adaptive threshold")
 VICE_VERSA = 0.9
+# The rule tracerd ships (the card's [postprocessing]): delineated when the card has an edge threshold
+SHIPPED = "l2snet_delineated" if "edge_threshold" in data.L2SNET else "l2snet_adaptive"
+EDGE = data.L2SNET.get("edge_threshold", data.L2SNET["threshold"])
 
 
 def _untouched_voxels(mask, other):
@@ -115,17 +120,6 @@ def volume_summary(pairs):
             "within_10_percent": int((np.abs(r - 1) <= 0.10).sum()), "pairs_ml": pairs}
 
 
-def delineated(m_plain, m_adapt):
-    """An alternative to the shipped rule (measured, not shipped): the adaptive mask's lesions
-    (18-connected), each that reaches the plain threshold cut back to its voxels above it; lesions
-    only the lowered threshold finds keep their adaptive extent. The lowered threshold then decides
-    which lesions exist, the plain one where their edge is."""
-    lab, n = ndimage.label(m_adapt, CONN18)
-    reaches = np.zeros(n + 1, bool)
-    reaches[np.unique(lab[m_plain & m_adapt])] = True   # labels > 0 only: inside m_adapt
-    return m_adapt & ~(reaches[lab] & ~m_plain)
-
-
 def edge_voxels(mask, gt, r=2):
     """Predicted voxels within r voxels of a volume face where the ground truth has none."""
     edge = np.zeros(mask.shape, bool)
@@ -158,23 +152,25 @@ def study_row(seed, seg, locs):
                                                   inside=pipeline.body(m.pet)))
     row["seconds"]["seg3d_fp32"] = time.time() - t
     m_plain = prob > data.L2SNET["threshold"]
-    adaptive = {}
+    shipped = {}
     for prec, loc in locs.items():
         t = time.time()
         cue = m.to_native(pipeline.location_cue(loc, m.pet))
         row["seconds"][f"loc2d_{prec}"] = time.time() - t
-        m_adapt = adaptive[prec] = pipeline.adaptive_threshold(prob, cue)
+        m_adapt = pipeline.adaptive_threshold(prob, cue)
         masks = {"unet2d_cue_0.5": cue > 0.5, "unet3d_0.5": m_plain, "l2snet_adaptive": m_adapt,
-                 "l2snet_delineated": delineated(m_plain, m_adapt),
+                 "l2snet_delineated": pipeline.delineate(m_adapt, prob, EDGE),
                  "l2snet_vice_versa": pipeline.adaptive_threshold(prob, cue, VICE_VERSA)}
+        shipped[prec] = masks[SHIPPED]
         row["rules"][prec] = {k: autopet(gt, v, voxel_ml) for k, v in masks.items()}
         if prec == "fp32":
-            row["detection"] = lesion_detection(gt, m_adapt, voxel_ml)
-            row["false_lesions"] = None if gt.any() else int(ndimage.label(m_adapt, CONN18)[1])
-            row["edges"] = edge_voxels(m_adapt, gt)
+            row["shipped_rule"] = SHIPPED
+            row["detection"] = lesion_detection(gt, shipped[prec], voxel_ml)
+            row["false_lesions"] = None if gt.any() else int(ndimage.label(shipped[prec], CONN18)[1])
+            row["edges"] = edge_voxels(shipped[prec], gt)
             row["volumes"] = {k: lesion_volumes(gt, masks[k], voxel_ml)
                               for k in ("unet3d_0.5", "l2snet_adaptive", "l2snet_delineated")}
-    for name, a, b in (("plain", m_plain, m_plain), ("adaptive", adaptive["fp32"], adaptive["int8"])):
+    for name, a, b in (("plain", m_plain, m_plain), ("shipped", shipped["fp32"], shipped["int8"])):
         row["int8_overlap"][name] = [int((a & b).sum()), int(a.sum() + b.sum())]
     return row, labels
 
@@ -190,7 +186,7 @@ def eval_l2snet(seeds, threads, log):
             r = json.loads(line)
         except json.JSONDecodeError:   # a line cut short by a stopped run
             continue
-        if r.get("files") == files and r["seed"] in seeds:
+        if r.get("files") == files and r.get("shipped_rule") == SHIPPED and r["seed"] in seeds:
             done[r["seed"]] = r
     if done:
         log(f"{len(done)} studies already measured with these files ({path.name})")
@@ -205,7 +201,7 @@ def eval_l2snet(seeds, threads, log):
             f.write(json.dumps(row) + "\n")
             f.flush()
             done[seed] = row
-            r = row["rules"]["fp32"]["l2snet_adaptive"]
+            r = row["rules"]["fp32"][SHIPPED]
             log(f"seed {seed} [{labels.get('acquisition', {}).get('scanner', data.SIZE)}, "
                 f"{labels['pet']['spacing_mm']}] dice {r['dice']:.3f} fpv {r['fpv_ml']:.2f} "
                 f"fnv {r['fnv_ml']:.2f} ({time.time() - t:.0f}s)")
@@ -221,10 +217,10 @@ def summarise_l2snet(rows):
            for prec in ("fp32", "int8")}
     overlap = lambda name: [r["int8_overlap"][name] for r in rows]
     pooled = lambda name: 2 * sum(i for i, _ in overlap(name)) / max(1, sum(s for _, s in overlap(name)))
-    per_study = [1.0 if s == 0 else 2 * i / s for i, s in overlap("adaptive")]
+    per_study = [1.0 if s == 0 else 2 * i / s for i, s in overlap("shipped")]
     res["int8_vs_fp32"] = {
-        "mask_dice_pooled_plain": pooled("plain"), "mask_dice_pooled_adaptive": pooled("adaptive"),
-        "mask_dice_min_adaptive": float(np.min(per_study)), "mask_dice_mean_adaptive": float(np.mean(per_study)),
+        "mask_dice_pooled_plain": pooled("plain"), "mask_dice_pooled_shipped": pooled("shipped"),
+        "mask_dice_min_shipped": float(np.min(per_study)), "mask_dice_mean_shipped": float(np.mean(per_study)),
     }
     bands = {}
     for r in rows:
@@ -237,6 +233,7 @@ def summarise_l2snet(rows):
     res["lesion_free"] = {"studies": len(lesion_free), "with_no_lesion": sum(c == 0 for c in lesion_free),
                           "false_lesions": lesion_free}
     res["edge_voxels_without_truth"] = int(sum(r["edges"] for r in rows))
+    res["shipped_rule"] = SHIPPED
     res["lesion_volume_found_vs_true"] = {k: volume_summary([p for r in rows for p in r["volumes"][k]])
                                           for k in rows[0]["volumes"]}
     res["crop_removed_fraction_mean"] = float(np.mean([r["crop"] for r in rows]))
@@ -246,6 +243,7 @@ def summarise_l2snet(rows):
         "seeds_with_lesions": [r["seed"] for r in keep],
         "dice_plain": [r["rules"]["fp32"]["unet3d_0.5"]["dice"] for r in keep],
         "dice_adaptive": [r["rules"]["fp32"]["l2snet_adaptive"]["dice"] for r in keep],
+        "dice_shipped": [r["rules"]["fp32"][SHIPPED]["dice"] for r in keep],
     }
     return res
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
+from scipy import ndimage
 
 import data
 from grid import MODEL_GRID
@@ -112,6 +113,25 @@ def adaptive_threshold(prob: np.ndarray, cue: np.ndarray, raised: float | None =
     return prob > np.where(cue > p["cue_threshold"], p["lowered_threshold"], outside)
 
 
+def delineate(mask: np.ndarray, prob: np.ndarray, edge: float) -> np.ndarray:
+    """The lowered threshold finds lesions, `edge` says where they end: each 18-connected component
+    of `mask` holding a voxel with prob > edge is cut back to those voxels; the others (found only
+    through the cue) keep their extent."""
+    lab, _ = ndimage.label(mask, ndimage.generate_binary_structure(3, 2))
+    above = prob > edge
+    reaches = np.zeros(lab.max() + 1, bool)
+    reaches[np.unique(lab[mask & above])] = True   # labels > 0 only: inside the mask
+    return mask & ~(reaches[lab] & ~above)
+
+
+def l2snet_mask(prob: np.ndarray, cue: np.ndarray) -> np.ndarray:
+    """The shipped post-processing: the adaptive threshold, then, when the card has an
+    edge_threshold (data.L2SNET), each found lesion delineated at it (tracerd's `delineate`)."""
+    mask = adaptive_threshold(prob, cue)
+    edge = data.L2SNET.get("edge_threshold")
+    return mask if edge is None else delineate(mask, prob, edge)
+
+
 def segment_model_grid(loc_sess, seg_sess, pet_m: np.ndarray, ct_m: np.ndarray):
     """Cue and probability on the model grid."""
     cue = location_cue(loc_sess, pet_m)
@@ -120,18 +140,18 @@ def segment_model_grid(loc_sess, seg_sess, pet_m: np.ndarray, ct_m: np.ndarray):
 
 
 def segment(loc_sess, seg_sess, study: data.Study):
-    """On a cached study (model grid): cue, probability, plain and adaptive masks there."""
+    """On a cached study (model grid): cue, probability, plain and shipped masks there."""
     cue, prob = segment_model_grid(loc_sess, seg_sess, study.pet, study.ct)
-    return cue, prob, prob > data.L2SNET["threshold"], adaptive_threshold(prob, cue)
+    return cue, prob, prob > data.L2SNET["threshold"], l2snet_mask(prob, cue)
 
 
 def segment_native(loc_sess, seg_sess, m: data.OnModelGrid):
     """tracerd's whole L2SNet on a study brought onto the model grid (data.on_model_grid): the
     networks there, cue and probability mapped back onto the native PET grid and thresholded
-    there. Returns (cue, prob, plain mask, adaptive mask), all native [z, y, x]."""
+    there. Returns (cue, prob, plain mask, shipped mask), all native [z, y, x]."""
     cue_m, prob_m = segment_model_grid(loc_sess, seg_sess, m.pet, m.ct)
     cue, prob = m.to_native(cue_m), m.to_native(prob_m)
-    return cue, prob, prob > data.L2SNET["threshold"], adaptive_threshold(prob, cue)
+    return cue, prob, prob > data.L2SNET["threshold"], l2snet_mask(prob, cue)
 
 
 def risk(sess, study, variant: str, slab: str | None = data.TWO_BE_THREE["slab"]) -> np.ndarray:

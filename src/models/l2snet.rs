@@ -16,7 +16,10 @@
 //! 4. Cue and probability go back onto the native PET grid (trilinear), where the adaptive
 //!    threshold (paper §3.4) applies: a voxel the cue calls lesion (cue > 0.5) is kept from a
 //!    probability of 0.1 up, any other from the card's `raised_threshold` (0.5 as shipped; the
-//!    paper's "and vice versa" would be 0.9, `docs/models.md`).
+//!    paper's "and vice versa" would be 0.9, `docs/models.md`). With the card's `edge_threshold`
+//!    the lowered threshold only decides which lesions exist: a lesion (18-connected component)
+//!    that reaches `edge_threshold` somewhere is cut back to its voxels above it, one that does
+//!    not keeps its extent (`delineate`).
 //! 5. Connected components (18-connectivity) and their statistics, on the native grid.
 //!
 //! Everything runs in the models' layout (`Volume::to_canonical_lps`): the data vector, i
@@ -71,6 +74,9 @@ pub struct Params {
     pub lowered_threshold: f32,
     /// Probability threshold everywhere else.
     pub raised_threshold: f32,
+    /// Where a found lesion's edge lies, if the card says ([`delineate`]); `None`: the adaptive
+    /// mask as it is.
+    pub edge_threshold: Option<f32>,
     /// Where the networks run (the card's `[model_grid]`).
     pub grid: GridSpec,
 }
@@ -100,6 +106,7 @@ struct CardPost {
     cue_threshold: f32,
     lowered_threshold: f32,
     raised_threshold: f32,
+    edge_threshold: Option<f32>,
 }
 
 impl Params {
@@ -139,6 +146,7 @@ impl Params {
             cue_threshold: post.cue_threshold,
             lowered_threshold: post.lowered_threshold,
             raised_threshold: post.raised_threshold,
+            edge_threshold: post.edge_threshold,
             grid,
         };
         params.grid.check().map_err(invalid)?;
@@ -167,6 +175,11 @@ impl Params {
                 params.cue_threshold, params.lowered_threshold, params.raised_threshold
             )));
         }
+        if let Some(edge) = params.edge_threshold.filter(|e| !(0.0..=1.0).contains(e)) {
+            return Err(invalid(format!(
+                "[postprocessing] edge_threshold {edge} is outside [0, 1]"
+            )));
+        }
         for [lo, hi] in [params.pet_clip_suv, params.ct_clip_hu] {
             if lo.partial_cmp(&hi) != Some(std::cmp::Ordering::Less) {
                 return Err(invalid(format!("clip range [{lo}, {hi}] is empty")));
@@ -191,6 +204,27 @@ fn adaptive_threshold(probability: &[f32], cue: &[f32], p: &Params) -> Vec<u8> {
             u8::from(prob > threshold)
         })
         .collect()
+}
+
+/// The lowered threshold finds lesions, `edge` says where they end: every 18-connected component
+/// of `mask` holding a voxel whose probability exceeds `edge` is cut back to those voxels; the
+/// others (found only through the location cue) keep their extent. The lowered threshold alone
+/// draws a lesion's edge where the probability has fallen to 0.1, a shell of up to one model
+/// voxel outside the 0.5 edge (`docs/models.md`, the adaptive threshold).
+fn delineate(mask: &mut Volume<u8>, probability: &[f32], edge: f32) {
+    let (labels, count) = label_components(mask);
+    let mut reaches = vec![false; count + 1];
+    for (&l, &p) in labels.iter().zip(probability) {
+        if l != 0 && p > edge {
+            reaches[l as usize] = true;
+        }
+    }
+    let voxels = mask.data_mut().iter_mut().zip(&labels).zip(probability);
+    for ((m, &l), &p) in voxels {
+        if reaches[l as usize] && p <= edge {
+            *m = 0;
+        }
+    }
 }
 
 /// Sliding-window starts along an axis of length `n` for windows of `p`: steps of
@@ -373,7 +407,10 @@ impl L2sNet {
         let cue = grid.to_native(&on_model(cue));
         let probability = grid.to_native(&on_model(probability));
         let mask = adaptive_threshold(probability.data(), cue.data(), &self.params);
-        let mask = Volume::new(pet.geometry().clone(), mask).expect("same shape as the PET");
+        let mut mask = Volume::new(pet.geometry().clone(), mask).expect("same shape as the PET");
+        if let Some(edge) = self.params.edge_threshold {
+            delineate(&mut mask, probability.data(), edge);
+        }
         let ids = lesion_ids(&mask);
         let lesions = lesion_summary(&ids, pet);
         timings.add("l2snet_postprocess", t);
@@ -762,6 +799,7 @@ mod tests {
             cue_threshold: 0.5,
             lowered_threshold: 0.1,
             raised_threshold: 0.9,
+            edge_threshold: None,
             grid: GridSpec {
                 target_spacing_mm: [4.0; 3],
                 body_suv: 0.15,
@@ -813,6 +851,19 @@ mod tests {
             window_weights([2, 2, 2], Blending::Uniform)
                 .iter()
                 .all(|&v| v == 1.0)
+        );
+    }
+
+    #[test]
+    fn delineate_cuts_lesions_reaching_the_edge_back_and_keeps_the_others() {
+        let mut mask = mask_of([6, 1, 1], &[[0, 0, 0], [1, 0, 0], [3, 0, 0], [4, 0, 0]]);
+        let probability = [0.3, 0.7, 0.9, 0.2, 0.3, 0.6];
+        delineate(&mut mask, &probability, 0.5);
+        assert_eq!(
+            mask.data(),
+            &[0, 1, 0, 1, 1, 0],
+            "the first lesion reaches 0.5 and keeps only its voxel above it; the second never \
+             does and keeps both; voxels outside the mask stay out whatever their probability"
         );
     }
 

@@ -2,15 +2,17 @@
 //! never trained on: adults on the grids real scanners write).
 //!
 //! - Two of the first with lesions reach the Dice the L2SNet card claims for those very studies
-//!   (`[metrics.per_study_fp32] dice_adaptive`, measured by `models/training/evaluate.py` with
-//!   onnxruntime): each within 1e-4 (the card rounds to 6 decimals). The first (a GE grid, 3.6 mm)
-//!   is checked in `heldout_clinical_study_reaches_the_cards_dice`, the second ([`GRID_SEED`],
-//!   drawn on a 2 mm grid) in the grid test. One clinical study costs about a minute here, so
+//!   (`[metrics.per_study_fp32] dice_shipped`, of the rule `[metrics] shipped_rule` names,
+//!   measured by `models/training/evaluate.py` with onnxruntime): each within 1e-4 (the card
+//!   rounds to 6 decimals). The first (a GE grid, 3.6 mm) is checked in
+//!   `heldout_clinical_study_reaches_the_cards_dice`, the second ([`GRID_SEED`], drawn on a 2 mm
+//!   grid) in the grid test. One clinical study costs about a minute here, so
 //!   two are what CI can afford; the card holds the held-out means. The first also runs on the
 //!   default path (precision `auto`: loc2d INT8), which must stay within the speed issue's
 //!   bounds of the fp32 run: Dice within 0.005, the same lesion count, scores within 0.02.
 //! - [`GRID_SEED`] rendered at 2.0 mm and at 4.0 mm voxels finds the same lesions: Dice ≥ 0.75 at
-//!   both, found volumes (in all, and per lesion of 5 ml or more) within 10 % of each other, and
+//!   both, found volumes (in all, and per lesion of 5 ml or more) within 10 % of each other and
+//!   each lesion of 5 ml or more within 10 % of the truth, and
 //!   no voxel along the volume's faces (the small-phantom models drew lines of false voxels there).
 
 use crate::common;
@@ -45,7 +47,7 @@ fn ort_processor_at(precision: Precision) -> Processor {
 struct CardFigures {
     /// Seeds of the held-out studies with lesions, in order.
     seeds: Vec<u64>,
-    /// Their Dice (adaptive threshold, fp32).
+    /// Their Dice (the shipped post-processing, fp32).
     dice: Vec<f64>,
     /// Mean and pooled Dice over the whole held-out set.
     mean: f64,
@@ -62,7 +64,10 @@ impl CardFigures {
                 .unwrap_or_else(|| panic!("the card lists per_study_fp32.{key}"))
                 .clone()
         };
-        let claims = &metrics["results"]["fp32_l2snet_adaptive"];
+        let rule = metrics["shipped_rule"]
+            .as_str()
+            .expect("the card names its shipped_rule");
+        let claims = &metrics["results"][&format!("fp32_{rule}")];
         let get = |key: &str| {
             claims[key]
                 .as_float()
@@ -73,7 +78,7 @@ impl CardFigures {
                 .iter()
                 .map(|v| v.as_integer().unwrap() as u64)
                 .collect(),
-            dice: list("dice_adaptive")
+            dice: list("dice_shipped")
                 .iter()
                 .map(|v| v.as_float().unwrap())
                 .collect(),
@@ -132,7 +137,7 @@ fn heldout_clinical_study_reaches_the_cards_dice() {
 
 /// The default path (precision `auto`: loc2d INT8 on ort-cpu) against the fp32 run of the same
 /// study: the speed issue's bounds, Dice within 0.005 and scores within 0.02 of fp32, the same
-/// lesion count (the card's `int8_l2snet_adaptive` holds the held-out means).
+/// lesion count (the card's `int8_<shipped_rule>` holds the held-out means).
 fn fast_path_agrees(input: &Path, fp32: &Published, truth: &Volume<u8>, fp32_dice: f64) {
     let dir = tempfile::tempdir().unwrap();
     let auto = ort_processor_at(Precision::Auto)
@@ -161,9 +166,9 @@ fn fast_path_agrees(input: &Path, fp32: &Published, truth: &Volume<u8>, fp32_dic
 }
 
 /// [`GRID_SEED`] with its PET rendered at 2.0 mm (the grid it was drawn on, so the card's Dice
-/// holds there) and at 4.0 mm. The issue asks each lesion's volume within 10 % of the truth too;
-/// these weights over-segment the 13 ml node by about 40 % on both grids (a shell of about one
-/// 4 mm model voxel), so that is printed and bounded at 50 % here, not asserted at 10 %.
+/// holds there) and at 4.0 mm: each lesion of 5 ml or more found within 10 % of the truth on both
+/// grids and of each other. L2SNet 0.5.0 finds the 13 ml node as 13.55 ml at 2 mm and 13.82 ml at
+/// 4 mm (0.4.0, whose lowered threshold drew the edge: about 40 % too large on both).
 #[test]
 fn the_same_phantom_at_2_and_4_mm_finds_the_same_lesions() {
     let card = CardFigures::load();
@@ -195,7 +200,7 @@ fn the_same_phantom_at_2_and_4_mm_finds_the_same_lesions() {
         assert_eq!(*edges, 0, "{mm} mm: voxels along a face");
         for (t, f) in truth_ml.iter().zip(found_ml).filter(|(t, _)| **t >= 5.0) {
             assert!(
-                (f - t).abs() <= 0.5 * t,
+                (f - t).abs() <= 0.10 * t,
                 "{mm} mm: found {f:.2} ml of {t:.2} ml"
             );
         }
