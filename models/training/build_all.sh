@@ -28,11 +28,13 @@ $PY data.py --splits test --n 100
 #    round 3 at the card's 48^3 with the INT8 loc2d's cue: round 5 with lighter negatives, round 6
 #    with round 5's mined false positives on 60 new studies; round 7 continues from round 6 with
 #    30 % of its patches on voxels above SUV 8 outside the lesions (bladder, brain, kidneys) and no
-#    mining. compare_seg3d.py on held-out 100000..100045 chose round 7, which export.py ships
-#    (README "Round 7").
+#    mining; compare_seg3d.py on held-out 100000..100045 chose round 7 over 3, 5 and 6. Round 8
+#    continues from round 7 with the same recipe plus 5 % of its patches centred on liver lesions
+#    (liver lesions were most of round 7's missed volume); export.py ships round 8 (README
+#    "Round 8").
 #    Best checkpoint by validation (seeds 700..) with the card's inference on the model grid.
 L2=( --n-train1 160 --n-train2 60 --batch2 4 --hot-suv 2.0 --val-every2 1200 --threads 2 --patch2 32 32 32 )
-# rounds 5-7: 48^3 windows, the INT8 loc2d's cue, bf16
+# rounds 5-8: 48^3 windows, the INT8 loc2d's cue, bf16 (float32 without AVX512-BF16)
 L48=( --skip-phase1 --loc2d-onnx ../l2snet/loc2d.int8.onnx --n-val 24 --patch2 48 48 48 --batch2 2 --threads 2 --bf16 )
 (
   $PY train_l2snet.py --n-train1 160 --iters1 1000 --batch1 8 --lr1 1e-3 --val-every1 500 \
@@ -63,6 +65,10 @@ L48=( --skip-phase1 --loc2d-onnx ../l2snet/loc2d.int8.onnx --n-val 24 --patch2 4
   && $PY compare_seg3d.py runs/l2snet/seg3d_r3.pt:32,32,32 runs/l2snet/seg3d_r5.pt \
     runs/l2snet/seg3d_r6.pt runs/l2snet/seg3d_r7.pt --loc2d-onnx ../l2snet/loc2d.int8.onnx \
     --split test --n 46 \
+  && $PY train_l2snet.py "${L48[@]}" --init-seg3d runs/l2snet/seg3d_r7.pt --n-train1 140 --n-train2 140 \
+    --iters2 1000 --lr2 2e-4 --fg-fraction 0.4 --hot-fraction 0.3 --hot-suv 8 --val-every2 1000 \
+    --site-fraction 0.05 --site liver \
+  && cp runs/l2snet/seg3d.pt runs/l2snet/seg3d_r8.pt \
 ) > runs/l2snet_stdout.log 2>&1 &
 p1=$!
 ( $PY train_two_be_three.py --n-train 200 --n-val 60 --pre-iters 200 --epochs 6 --threads 1 \
