@@ -177,6 +177,21 @@ class Study:
     def voxel_ml(self) -> float:
         return float(np.prod(self.spacing)) / 1000.0
 
+    def site_mask(self) -> np.ndarray:
+        """[z, y, x] uint8: 0 background, 1 lesion voxels of a neck lesion, 2 of a distant one (the
+        sites behind the LR and DM outcomes). The generator puts every neck lesion's centre inside
+        head_neck_region_mm and every other site's outside it (train seeds 0-139: 153 and 132 of
+        132 + 153), so a connected lesion belongs to the neck when its centroid lies in that range."""
+        from scipy import ndimage
+        lab, n = ndimage.label(self.mask, ndimage.generate_binary_structure(3, 3))
+        out = np.zeros(lab.shape, np.uint8)
+        if n == 0:
+            return out
+        lo, hi = self.hn_slice_range()
+        zc = np.array(ndimage.center_of_mass(np.ones_like(lab), lab, range(1, n + 1)))[:, 0]
+        site = np.concatenate([[0], np.where((zc >= lo) & (zc <= hi), 1, 2)]).astype(np.uint8)
+        return site[lab]
+
     def hn_slice_range(self) -> tuple[float, float]:
         """Head-and-neck region as fractional z indices of the model grid."""
         lo, hi = self.labels["head_neck_region_mm"]

@@ -468,12 +468,13 @@ def two_be_three_card(exp, ev, tr):
             "validation_seeds": tr.get("val_seeds", []),
             "test_seeds": list(data.SPLITS["test"]),
             "train_prevalence": tr.get("train_prevalence", {}),
-            "extractor": "ResNet-50 conv1/bn1/relu/maxpool/layer1 trained from scratch on a slice-level task on "
-                         "transverse PET slices of the training studies (ImageNet weights unavailable): BCE on "
-                         "'slice holds lesion voxels' and 'slice holds >= 4 lesion voxels' + 4 x MSE on relative "
-                         "slice height; Adam 1e-3 poly decay, {n} iterations of 32 slices (half lesion slices), "
-                         "left-right flip; then frozen (BatchNorm in eval mode)".format(
-                             n=tr.get("args", {}).get("pre_iters")),
+            "extractor": "ResNet-50 conv1/bn1/relu/maxpool/layer1 trained from scratch on a dense task on the [WS] "
+                         "slabs of the first {np} training studies (ImageNet weights unavailable): per feature-map "
+                         "cell BCE (pos_weight 4) on 'a neck lesion here' and 'a distant lesion here' (the lesion "
+                         "mask split by site: the sites behind LR and DM) + 4 x MSE on the slab's relative height; "
+                         "Adam 1e-3 poly decay, {n} iterations of 32 slabs (half holding lesion voxels), left-right "
+                         "flip; then frozen (BatchNorm in eval mode)".format(
+                             n=tr.get("args", {}).get("pre_iters"), np=tr.get("pretrain_studies")),
             "head": "weighted BCE (pos_weight = n_neg/n_pos per outcome), AdamW lr {lr} weight decay 1e-2, poly "
                     "decay, batch {b}, {ep} epochs of random ordered K-slice subsets, extractor features cached; "
                     "checkpoint = epoch with best mean validation AUC".format(
@@ -498,7 +499,8 @@ def two_be_three_card(exp, ev, tr):
         },
         "deviations": [
             "Trained on synthetic phantoms with synthetic outcome labels; demonstration weights only.",
-            "Extractor pre-trained on PET slices with a slice-level task instead of ImageNet (paper's future work).",
+            "Extractor pre-trained on PET slabs with a dense lesion-by-site task instead of ImageNet (paper's "
+            "future work).",
             "No flip/rotation augmentation of the head (features are cached from the frozen extractor); random "
             "ordered slice sampling is the augmentation.",
             "Small studies have 64x64 slices, so the 90x90 'centre crop' zero-pads.",

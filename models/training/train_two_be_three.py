@@ -1,8 +1,8 @@
 """Train 2Be3-Net [WS] and [H&N] plus the experiment-1 baselines (ResNet+Conv2d, 3D CNN).
 
-1. Pre-train the extractor (ResNet-50 conv1..layer1) on a slice-level task on transverse PET
-   slices (ImageNet weights are unavailable): per slice, BCE on "slice holds lesion voxels" and
-   "slice holds >= 4 lesion voxels", MSE on the slice's relative height z / (nz - 1).
+1. Pre-train the extractor (ResNet-50 conv1..layer1) on a dense task on the [WS] slabs
+   (ImageNet weights are unavailable): per feature-map cell, BCE on "a neck lesion here" and "a
+   distant lesion here" (the sites behind LR and DM), MSE on the slab's relative height.
 2. Freeze it (BatchNorm in eval mode) and cache its features for all slices of the train/val
    studies (float16 memmap), so the heads train on random ordered K-slice subsets cheaply.
 3. Train each head with weighted BCE (pos_weight = n_neg / n_pos per outcome), AdamW, keep the
@@ -53,7 +53,7 @@ def auc(y, s):
 # Slices cached per study and variant: studies on the model grid have different slice counts, so the
 # feature caches hold NZC[variant] slices per study, evenly spaced over the variant's range (the
 # inference rule of data.slice_indices with K = NZC); training draws its K ordered slices from them.
-NZC = {"ws": 100, "hn": 40}
+NZC = {"ws": 80, "hn": 40}
 
 
 def cached_slices(study, variant):
@@ -68,41 +68,58 @@ def slices_of(study, variant):
     return data.centre_crop(data.pet_norm(data.slab_max(study.pet, cached_slices(study, variant), h)), CROP)
 
 
+def dense_targets(study, variant="ws"):
+    """[NZC, 2, h, h] uint8: for each of the variant's cached slabs and each feature-map cell, whether
+    the cell's 4 x 4 block of the centre-cropped slab holds voxels of a neck (0) or a distant (1)
+    lesion. Cell j of the extractor's map is centred on input pixel 4j (conv1 and maxpool, both
+    stride 2), so it covers pixels 4j-2 .. 4j+1."""
+    sites, hw = study.site_mask(), feat_hw(CROP)
+    idx, h = cached_slices(study, variant), data.slab_half_width(study, variant, K)
+    out = np.zeros((NZC[variant], 2, 4 * hw, 4 * hw), np.uint8)
+    for c in (0, 1):
+        m = data.centre_crop(data.slab_max(sites == c + 1, idx, h).astype(np.float32), CROP)
+        out[:, c, 2:2 + CROP, 2:2 + CROP] = m > 0
+    return out.reshape(NZC[variant], 2, hw, 4, hw, 4).max((3, 5))
+
+
 def pretrain(studies, args, log):
+    """Pre-trains the extractor on [WS] slabs: per feature-map cell, BCE on "neck lesion here" and
+    "distant lesion here" (dense_targets; pos_weight 4), and MSE on the slab's relative height.
+    Half of each batch is slabs that hold lesion voxels. Left-right flips."""
     rng = np.random.default_rng(3)
     torch.manual_seed(3)
-    net = SliceTaskNet(3)
+    net = SliceTaskNet(2)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
-    imgs = [slices_of(s, "ws") for s in studies]
-    segs = [data.slab_max(s.mask, cached_slices(s, "ws"), data.slab_half_width(s, "ws", K))
-            .reshape(NZC["ws"], -1).sum(1) for s in studies]
-    pos = [(i, k) for i, c in enumerate(segs) for k in np.nonzero(c)[0]]
     t0 = time.time()
+    imgs = [slices_of(s, "ws") for s in studies]
+    tgts = [dense_targets(s) for s in studies]
+    pos = [(i, k) for i, t in enumerate(tgts) for k in np.nonzero(t.reshape(len(t), -1).any(1))[0]]
+    log(f"pretrain: {len(pos)} lesion slabs of {sum(len(t) for t in tgts)}, targets in {time.time() - t0:.0f}s")
+    pw = torch.tensor(4.0)
     net.train()
     for it in range(args.pre_iters):
         for g in opt.param_groups:
             g["lr"] = 1e-3 * (1 - it / args.pre_iters) ** 0.9
-        xb, yb = [], []
+        xb, tb, zb = [], [], []
         for _ in range(args.pre_batch):
             if rng.random() < 0.5:
                 i, k = pos[rng.integers(len(pos))]
             else:
                 i = int(rng.integers(len(imgs)))
-                k = int(rng.integers(imgs[i].shape[0]))
-            x = imgs[i][k]
+                k = int(rng.integers(len(imgs[i])))
+            x, t = imgs[i][k], tgts[i][k]
             if rng.random() < 0.5:
-                x = x[:, ::-1]
+                x, t = x[:, ::-1], t[:, :, ::-1]
             xb.append(x.copy())
-            n = segs[i][k]
-            yb.append([float(n > 0), float(n >= 4), k / (imgs[i].shape[0] - 1)])
-        xb = torch.from_numpy(np.stack(xb))[:, None]
-        yb = torch.tensor(yb, dtype=torch.float32)
-        out = net(xb)
-        loss = F.binary_cross_entropy_with_logits(out[:, :2], yb[:, :2]) + 4 * F.mse_loss(out[:, 2], yb[:, 2])
+            tb.append(t.astype(np.float32))
+            zb.append(k / (len(imgs[i]) - 1))
+        dense, height = net(torch.from_numpy(np.stack(xb))[:, None])
+        loss = (F.binary_cross_entropy_with_logits(dense, torch.from_numpy(np.stack(tb)), pos_weight=pw)
+                + 4 * F.mse_loss(height, torch.tensor(zb, dtype=torch.float32)))
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if it % 25 == 0 or it == args.pre_iters - 1:
+        if it % 50 == 0 or it == args.pre_iters - 1:
             log(f"pretrain it {it} loss {loss.item():.4f} {time.time() - t0:.0f}s")
     return net.extractor, time.time() - t0
 
@@ -344,6 +361,11 @@ def main():
     ap.add_argument("--robust", action="store_true",
                     help="quantisation-robust fine-tuning of the saved 2Be3 heads (robust_head); needs --reuse")
     ap.add_argument("--lam", type=float, default=500.0, help="--robust: weight of the fp32/INT8 logit consistency")
+    ap.add_argument("--n-pretrain", type=int, default=None,
+                    help="pre-train the extractor on the first N training studies (default: all of --n-train)")
+    ap.add_argument("--pretrain-only", action="store_true", help="stop after saving extractor.pt")
+    ap.add_argument("--keep-extractor", action="store_true",
+                    help="take the saved extractor.pt (a --pretrain-only run) instead of pre-training again")
     args = ap.parse_args()
     if args.robust and not args.reuse:
         ap.error("--robust fine-tunes the saved heads on the saved extractor's cached features: add --reuse")
@@ -371,8 +393,18 @@ def main():
         extractor.load_state_dict(torch.load(RUNS / "extractor.pt"))
         mm = {k: np.load(p, mmap_mode="r") for k, p in feat.items()}
     else:
-        extractor, info["pretrain_s"] = pretrain(tr, args, log)
-        torch.save(extractor.state_dict(), RUNS / "extractor.pt")
+        if args.keep_extractor:
+            extractor = resnet50_first_five()
+            extractor.load_state_dict(torch.load(RUNS / "extractor.pt"))
+            info["pretrain_s"] = json.loads(info_path.read_text())["pretrain_s"]
+        else:
+            pre = data.load_many(data.split("train", args.n_pretrain)) if args.n_pretrain else tr
+            extractor, info["pretrain_s"] = pretrain(pre, args, log)
+            info["pretrain_studies"] = len(pre)
+            torch.save(extractor.state_dict(), RUNS / "extractor.pt")
+            info_path.write_text(json.dumps(info, indent=2))
+            if args.pretrain_only:
+                return
         t = time.time()
         mm = {(v, split): cache_features(extractor, studies, v, feat[(v, split)], log)
               for v in variants for split, studies in (("train", tr), ("val", va))}

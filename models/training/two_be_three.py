@@ -59,17 +59,19 @@ def feat_hw(crop: int) -> int:
 
 
 class SliceTaskNet(nn.Module):
-    """Pre-training wrapper: extractor + pooled linear head for per-slice targets."""
+    """Pre-training wrapper: the extractor, a 1x1 convolution on its feature map for the dense
+    per-site lesion targets (neck, distant) and a pooled linear head for the slice's height."""
 
-    def __init__(self, n_out: int):
+    def __init__(self, n_dense: int = 2):
         super().__init__()
         self.extractor = resnet50_first_five()
-        self.head = nn.Linear(FEAT_C * 2, n_out)
+        self.dense = nn.Conv2d(FEAT_C, n_dense, 1)
+        self.height = nn.Linear(FEAT_C * 2, 1)
 
-    def forward(self, x):  # x [N, 1, H, W]
+    def forward(self, x):  # x [N, 1, H, W] -> ([N, n_dense, h, h] logits, [N] height)
         f = self.extractor(torch.cat([x, x, x], 1))
-        f = torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1)
-        return self.head(f)
+        g = torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1)
+        return self.dense(f), self.height(g)[:, 0]
 
 
 def block3d(cin, cout):
