@@ -180,8 +180,9 @@ class Study:
     def site_mask(self) -> np.ndarray:
         """[z, y, x] uint8: 0 background, 1 lesion voxels of a neck lesion, 2 of a distant one (the
         sites behind the LR and DM outcomes). The generator puts every neck lesion's centre inside
-        head_neck_region_mm and every other site's outside it (train seeds 0-139: 153 and 132 of
-        132 + 153), so a connected lesion belongs to the neck when its centroid lies in that range."""
+        head_neck_region_mm and every other site's outside it (train seeds 0-139: all 153 neck
+        lesions inside, all 132 others outside), so a connected lesion belongs to the neck when its
+        centroid lies in that range."""
         from scipy import ndimage
         lab, n = ndimage.label(self.mask, ndimage.generate_binary_structure(3, 3))
         out = np.zeros(lab.shape, np.uint8)
