@@ -1,0 +1,78 @@
+"""Experiment behind README "2Be3-Net at clinical size, 2026-12-03" (not part of the shipped chain):
+a 2Be3 [WS] head whose three 3D blocks keep depth (stride (1, 2, 2)), then per-slab FC 128, the
+maximum over the K slabs, FC 3; trained by train_two_be_three.train_head on the cached features
+of a --keep-extractor run (cache/clinical/feat_ws_{train,val}.npy, seeds 0-228 and 700-759).
+
+    python exp_two_be_three_depth.py EPOCHS MODE [fixed]
+
+MODE is the depth kernel of the three blocks: k333 (3x3x3 each), k1 (1x3x3 each: the 2D
+baseline in 3D form), k133 (first block 1x3x3), k333c (3x3x3 with only the centre depth tap
+non-zero at the start). `fixed` trains on the inference slab positions instead of random
+ordered draws. Prints validation AUC per epoch."""
+import pathlib
+import sys
+import types
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+import data
+import train_two_be_three as T
+import two_be_three as M
+
+KERNELS = {"k333": (3, 3, 3), "k333c": (3, 3, 3), "k1": (1, 1, 1), "k133": (1, 3, 3)}
+
+
+def block(cin, cout, kd):
+    k, p = ((1, 3, 3), (0, 1, 1)) if kd == 1 else (3, 1)
+    return nn.Sequential(nn.Conv3d(cin, cout, k, stride=(1, 2, 2), padding=p, bias=False),
+                         nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
+
+
+def depth_max_net(mode):
+    class DepthMax(M.TwoBeThreeNet):
+        def __init__(self, K=66, crop=90):
+            nn.Module.__init__(self)
+            self.K, self.crop = K, crop
+            self.extractor = M.resnet50_first_five()
+            kd = KERNELS[mode]
+            self.blocks = nn.Sequential(block(M.FEAT_C, 32, kd[0]), block(32, 64, kd[1]), block(64, 64, kd[2]))
+            self.slice_fc = nn.Sequential(nn.Flatten(), nn.Linear(64 * 9, 128), nn.ReLU(inplace=True))
+            self.fc = nn.Sequential(nn.Dropout(0.3), nn.Linear(128, 3))
+            if mode == "k333c":     # start as the 1x3x3 head (I3D-style inflation)
+                with torch.no_grad():
+                    for m in self.blocks.modules():
+                        if isinstance(m, nn.Conv3d):
+                            m.weight[:, :, 0].zero_()
+                            m.weight[:, :, 2].zero_()
+                            m.weight[:, :, 1].mul_(3 ** 0.5)
+
+        def head(self, f):
+            b = self.blocks(f)                      # [B, 64, K, 3, 3]
+            n, c, d = b.shape[:3]
+            v = self.slice_fc(b.permute(0, 2, 1, 3, 4).reshape(n * d, c, 3, 3)).reshape(n, d, -1).amax(1)
+            return self.fc(v)
+    return DepthMax
+
+
+def main():
+    epochs, mode, fixed = int(sys.argv[1]), sys.argv[2], "fixed" in sys.argv[3:]
+    torch.set_num_threads(2)
+    T.TwoBeThreeNet = depth_max_net(mode)
+    if fixed:
+        draw = T.draw_slices
+        T.draw_slices = lambda studies, idxs, variant, rng: draw(studies, idxs, variant, None)
+    tr = [data.load(s) for s in range(229)]
+    va = [data.load(s) for s in range(700, 760)]
+    mm = {split: np.load(data.CACHE / f"feat_ws_{split}.npy", mmap_mode="r") for split in ("train", "val")}
+    args = types.SimpleNamespace(epochs=epochs, batch=6, lr=5e-4, continue_heads=False)
+    T.RUNS = pathlib.Path("/tmp/exp_two_be_three_depth")
+    T.RUNS.mkdir(exist_ok=True)
+    ext = M.resnet50_first_five()
+    ext.load_state_dict(torch.load(data.RUNS / "two_be_three" / "extractor.pt"))
+    T.train_head("2be3", "ws", ext, tr, va, mm["train"], mm["val"], args, print)
+
+
+if __name__ == "__main__":
+    main()
