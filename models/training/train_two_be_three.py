@@ -396,7 +396,8 @@ def main():
         if args.keep_extractor:
             extractor = resnet50_first_five()
             extractor.load_state_dict(torch.load(RUNS / "extractor.pt"))
-            info["pretrain_s"] = json.loads(info_path.read_text())["pretrain_s"]
+            pre_info = json.loads(info_path.read_text())
+            info.update({k: pre_info[k] for k in ("pretrain_s", "pretrain_studies") if k in pre_info})
         else:
             pre = data.load_many(data.split("train", args.n_pretrain)) if args.n_pretrain else tr
             extractor, info["pretrain_s"] = pretrain(pre, args, log)
