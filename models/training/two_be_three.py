@@ -88,21 +88,34 @@ def _out(n):
     return (n - 1) // 2 + 1
 
 
+def block3d_depth_valid(cin, cout):
+    """3x3x3 block that keeps depth: stride (1, 2, 2), no padding in depth (the map loses a slab at
+    each end per block, so no output slab sees the zeros beyond the stack's ends)."""
+    return nn.Sequential(nn.Conv3d(cin, cout, 3, stride=(1, 2, 2), padding=(0, 1, 1), bias=False),
+                         nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
+
+
 class TwoBeThreeNet(nn.Module):
-    """Extractor per slice -> concat along depth -> 3 Conv3d blocks -> FC -> sigmoid(LR, DM, OS)."""
+    """Extractor per slice -> concat along depth -> 3 Conv3d blocks (3x3x3, in-plane stride 2, depth
+    kept, no depth padding) -> per-slab FC -> maximum over the slabs -> FC -> sigmoid(LR, DM, OS).
+
+    The paper flattens the last 3D map (depth strided too) into its FC. At adult size that head did
+    not learn, nor did one that pooled the last map globally; neither did the depth-keeping head with
+    zero padding in depth, whose maximum over the slabs settled on the artefact the padding leaves
+    at the stack's two ends (the same slabs in every study) instead of the lesions. Training README
+    "2Be3-Net [WS]: the depth padding"."""
 
     def __init__(self, K=66, crop=90, widths=(32, 64, 64), hidden=128, dropout=0.3):
         super().__init__()
         self.K, self.crop = K, crop
         self.extractor = resnet50_first_five()
-        hw = feat_hw(crop)
-        self.blocks = nn.Sequential(block3d(FEAT_C, widths[0]), block3d(widths[0], widths[1]),
-                                    block3d(widths[1], widths[2]))
-        d, h = K, hw
+        h = feat_hw(crop)
+        self.blocks = nn.Sequential(block3d_depth_valid(FEAT_C, widths[0]), block3d_depth_valid(widths[0], widths[1]),
+                                    block3d_depth_valid(widths[1], widths[2]))
         for _ in range(3):
-            d, h = _out(d), _out(h)
-        self.fc = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(widths[2] * d * h * h, hidden),
-                                nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, 3))
+            h = _out(h)
+        self.slab_fc = nn.Sequential(nn.Flatten(), nn.Linear(widths[2] * h * h, hidden), nn.ReLU(inplace=True))
+        self.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, 3))
 
     def features(self, x):  # [B, K, H, W] -> [B, 256, K, h, w]
         hw = feat_hw(self.crop)
@@ -111,7 +124,10 @@ class TwoBeThreeNet(nn.Module):
         return f.reshape(-1, self.K, FEAT_C, hw, hw).permute(0, 2, 1, 3, 4)
 
     def head(self, f):  # f [B, 256, K, h, w] -> logits
-        return self.fc(self.blocks(f))
+        b = self.blocks(f)                                     # [B, 64, K - 6, 3, 3]
+        n, c, d = b.shape[:3]
+        v = self.slab_fc(b.permute(0, 2, 1, 3, 4).reshape(n * d, c, b.shape[3], b.shape[4]))
+        return self.fc(v.reshape(n, d, -1).amax(1))
 
     def forward(self, x):
         return torch.sigmoid(self.head(self.features(x)))
