@@ -435,8 +435,10 @@ def two_be_three_card(exp, ev, tr, ev_small):
         "paper": "Thomas, Schalck, Fourure, Bonnefoy, Cervera-Marzal: 2Be3-Net: Combining 2D and 3D convolutional "
                  "neural networks for 3D PET scans predictions (../shared/papers/2be3-net.md)",
         "variants": {"ws": "[WS] slices over the whole scan", "hn": "[H&N] slices over the head-and-neck region"},
-        "recommended": {"cpu": "fp32; int8 (auto on onnxruntime CPU) only for a variant whose "
-                               "acceptance.int8_score_diff_le_0.02 passes on the held-out clinical studies",
+        "recommended": {"cpu": "fp32; int8 on onnxruntime CPU only for a variant whose "
+                               "acceptance.int8_score_diff_le_0.02 passes; not auto: [WS] passes on the held-out "
+                               "clinical studies with no margin (0.019) and its head was not fine-tuned for INT8 "
+                               "robustness",
                         "tract": "fp32", "gpu": "fp32"},
         "files": file_entries(exp, io),
         "model_grid": dict(data.MODEL_GRID),
@@ -535,7 +537,8 @@ def two_be_three_card(exp, ev, tr, ev_small):
             "int8_score_diff_le_0.02": {v: {"pass": e[f"int8_vs_fp32_{v}"]["max_abs_score_diff"] <= 0.02,
                                             **e[f"int8_vs_fp32_{v}"]} for v in ("ws", "hn") if f"int8_vs_fp32_{v}" in e},
         }
-        mark_auto(card, [v for v, r in card["acceptance"]["int8_score_diff_le_0.02"].items() if r["pass"]])
+        # Not marked for auto (mark_auto) yet: 0.2.0's INT8 files pass on the 100 held-out clinical
+        # studies with no margin ([WS] worst case 0.019) and without the robust fine-tuning.
         card["findings"] = [
             "[H&N] sees only the neck region (clavicles to skull base), so it predicts LR well but cannot see "
             "distant lesions: DM/OS AUC near chance is expected, not a bug.",
@@ -597,6 +600,11 @@ def triple(values) -> str:
 
 def baseline_finding(e: dict) -> str:
     """The paper's experiment 1 on these data: 2Be3-Net [WS] against its 2D and 3D baselines."""
+    if not all(k in e for k in ("resnet_conv2d_ws", "cnn3d_ws")):
+        return ("Experiment 1 of the paper (2Be3-Net [WS] against the 2D and 3D baselines) was not re-measured "
+                "on the held-out studies with these heads: the baselines were not re-trained beside them. On "
+                "validation seeds 700..759 with an extractor of the same recipe (models/training/README.md, 2026-12-03) the 2D "
+                "baseline reached 0.925 / 0.784 / 0.895 at its best epoch and the 3D CNN from scratch 0.39-0.57.")
     a, b, c = (e[k]["auc"] for k in ("2be3_ws_fp32", "resnet_conv2d_ws", "cnn3d_ws"))
     row = lambda x: triple(x[k] for k in ("lr", "dm", "os"))
     d = {k: a[k] - b[k] for k in ("lr", "dm", "os")}

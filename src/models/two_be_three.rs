@@ -9,8 +9,8 @@
 //!
 //! The [H&N] variant on the card needs the head-and-neck region (clavicles to skull base) in
 //! millimetres; tracerd has no landmark detector to find it in an unlabelled study, so the
-//! daemon runs [WS], the variant whose held-out AUCs meet the acceptance bar. [`slice_indices`]
-//! takes any range so a site that provides the region can run [H&N].
+//! daemon runs [WS], the variant that sees the whole body (its held-out AUCs are in the card).
+//! [`slice_indices`] takes any range so a site that provides the region can run [H&N].
 
 use std::time::Instant;
 
