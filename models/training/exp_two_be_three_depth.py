@@ -7,9 +7,9 @@ of a --keep-extractor run (cache/clinical/feat_ws_{train,val}.npy, seeds 0-228 a
 
 MODE is the depth kernel of the three blocks: k333 (3x3x3 each), k1 (1x3x3 each: the 2D
 baseline in 3D form), k133 (first block 1x3x3), k333c (3x3x3 with only the centre depth tap
-non-zero at the start), k333v (3x3x3 without zero padding in depth: the stack loses a slab at each
-end per block; the head two_be_three.TwoBeThreeNet now ships). `fixed` trains on the inference slab positions instead of random
-ordered draws. Prints validation AUC per epoch."""
+non-zero at the start), k333v (3x3x3 without zero padding in depth: the head
+two_be_three.TwoBeThreeNet ships). `fixed` trains on the inference slab positions instead of
+random ordered draws. Prints validation AUC per epoch."""
 import pathlib
 import sys
 import types
@@ -22,24 +22,25 @@ import data
 import train_two_be_three as T
 import two_be_three as M
 
-KERNELS = {"k333": (3, 3, 3), "k333c": (3, 3, 3), "k1": (1, 1, 1), "k133": (1, 3, 3), "k333v": (3, 3, 3)}
+KERNELS = {"k333": (3, 3, 3), "k333c": (3, 3, 3), "k1": (1, 1, 1), "k133": (1, 3, 3)}
 
 
-def block(cin, cout, kd, depth_pad=1):
-    k, p = ((1, 3, 3), (0, 1, 1)) if kd == 1 else (3, (depth_pad, 1, 1))
+def block(cin, cout, kd):
+    k, p = ((1, 3, 3), (0, 1, 1)) if kd == 1 else (3, 1)
     return nn.Sequential(nn.Conv3d(cin, cout, k, stride=(1, 2, 2), padding=p, bias=False),
                          nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
 
 
 def depth_max_net(mode):
+    if mode == "k333v":
+        return M.TwoBeThreeNet
     class DepthMax(M.TwoBeThreeNet):
         def __init__(self, K=66, crop=90):
             nn.Module.__init__(self)
             self.K, self.crop = K, crop
             self.extractor = M.resnet50_first_five()
-            kd, dp = KERNELS[mode], int(mode != "k333v")
-            self.blocks = nn.Sequential(block(M.FEAT_C, 32, kd[0], dp), block(32, 64, kd[1], dp),
-                                        block(64, 64, kd[2], dp))
+            kd = KERNELS[mode]
+            self.blocks = nn.Sequential(block(M.FEAT_C, 32, kd[0]), block(32, 64, kd[1]), block(64, 64, kd[2]))
             self.slice_fc = nn.Sequential(nn.Flatten(), nn.Linear(64 * 9, 128), nn.ReLU(inplace=True))
             self.fc = nn.Sequential(nn.Dropout(0.3), nn.Linear(128, 3))
             if mode == "k333c":     # start as the 1x3x3 head (I3D-style inflation)
@@ -51,7 +52,7 @@ def depth_max_net(mode):
                             m.weight[:, :, 1].mul_(3 ** 0.5)
 
         def head(self, f):
-            b = self.blocks(f)                      # [B, 64, K (K - 6 for k333v), 3, 3]
+            b = self.blocks(f)                      # [B, 64, K, 3, 3]
             n, c, d = b.shape[:3]
             v = self.slice_fc(b.permute(0, 2, 1, 3, 4).reshape(n * d, c, 3, 3)).reshape(n, d, -1).amax(1)
             return self.fc(v)

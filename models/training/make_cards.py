@@ -515,12 +515,14 @@ def two_be_three_card(exp, ev, tr, ev_small):
             "'2Be3-Net [WS]: the depth padding').",
             "AdamW lr {lr} for {ep} epochs instead of Adam 1e-5 (CPU budget).".format(
                 lr=tr.get("args", {}).get("lr"), ep=tr.get("args", {}).get("epochs")),
-            "Each head fine-tuned on the fp32 and the INT8 extractor's features side by side (findings: "
-            "quantisation-robust head fine-tuning) so the INT8 files give the fp32 files' scores.",
             "Baseline ResNet+Conv2d: per-slice 2D blocks and FC, max-pooled over slices; 3D CNN: four Conv3d "
             "blocks on the raw 66x90x90 stack + 2 FC.",
         ],
     }
+    if any("robust" in tr.get(v, {}) for v in ("ws", "hn")):
+        card["deviations"].insert(-1, "Each head fine-tuned on the fp32 and the INT8 extractor's features side by "
+                                      "side (findings: quantisation-robust head fine-tuning) so the INT8 files give "
+                                      "the fp32 files' scores.")
     if e:
         card["metrics"]["prevalence"] = e.get("prevalence", {})
         for k, v in e.items():
@@ -603,8 +605,9 @@ def baseline_finding(e: dict) -> str:
     if not all(k in e for k in ("resnet_conv2d_ws", "cnn3d_ws")):
         return ("Experiment 1 of the paper (2Be3-Net [WS] against the 2D and 3D baselines) was not re-measured "
                 "on the held-out studies with these heads: the baselines were not re-trained beside them. On "
-                "validation seeds 700..759 with an extractor of the same recipe (models/training/README.md, 2026-12-03) the 2D "
-                "baseline reached 0.925 / 0.784 / 0.895 at its best epoch and the 3D CNN from scratch 0.39-0.57.")
+                "validation seeds 700..759 with an extractor of the same recipe (models/training/README.md, "
+                "2026-12-03) the 2D baseline reached 0.925 / 0.784 / 0.895 at its best epoch and the 3D CNN from "
+                "scratch 0.39-0.57.")
     a, b, c = (e[k]["auc"] for k in ("2be3_ws_fp32", "resnet_conv2d_ws", "cnn3d_ws"))
     row = lambda x: triple(x[k] for k in ("lr", "dm", "os"))
     d = {k: a[k] - b[k] for k in ("lr", "dm", "os")}
