@@ -68,51 +68,129 @@ def slices_of(study, variant):
     return data.centre_crop(data.pet_norm(data.slab_max(study.pet, cached_slices(study, variant), h)), CROP)
 
 
-def dense_targets(study, variant="ws"):
-    """[NZC, 2, h, h] uint8: for each of the variant's cached slabs and each feature-map cell, whether
-    the cell's 4 x 4 block of the centre-cropped slab holds voxels of a neck (0) or a distant (1)
-    lesion. Cell j of the extractor's map is centred on input pixel 4j (conv1 and maxpool, both
-    stride 2), so it covers pixels 4j-2 .. 4j+1."""
-    sites, hw = study.site_mask(), feat_hw(CROP)
-    idx, h = cached_slices(study, variant), data.slab_half_width(study, variant, K)
-    out = np.zeros((NZC[variant], 2, 4 * hw, 4 * hw), np.uint8)
+def cell_targets(site_slabs, shift=(0, 0)):
+    """[n, 2, h, h] uint8 from [n, z, y, x]-shaped site slabs ([n, y, x] of site codes, the maximum
+    over each slab per site): for each feature-map cell, whether the cell's 4 x 4 block of the
+    cropped slab holds voxels of a neck (0) or a distant (1) lesion. Cell j of the extractor's map is
+    centred on input pixel 4j (conv1 and maxpool, both stride 2), so it covers pixels 4j-2 .. 4j+1."""
+    hw, n = feat_hw(CROP), len(site_slabs[0])
+    out = np.zeros((n, 2, 4 * hw, 4 * hw), np.uint8)
     for c in (0, 1):
-        m = data.centre_crop(data.slab_max(sites == c + 1, idx, h).astype(np.float32), CROP)
-        out[:, c, 2:2 + CROP, 2:2 + CROP] = m > 0
-    return out.reshape(NZC[variant], 2, hw, 4, hw, 4).max((3, 5))
+        out[:, c, 2:2 + CROP, 2:2 + CROP] = shifted_crop(site_slabs[c].astype(np.float32), shift) > 0
+    return out.reshape(n, 2, hw, 4, hw, 4).max((3, 5))
 
 
-def pretrain(studies, args, log):
+def shifted_crop(sl, shift):
+    """data.centre_crop with the crop window moved by `shift` = (dy, dx) pixels (zero outside)."""
+    dy, dx = shift
+    if dy == 0 and dx == 0:
+        return data.centre_crop(sl, CROP)
+    pad = max(abs(dy), abs(dx))
+    p = np.pad(sl, [(0, 0)] * (sl.ndim - 2) + [(pad, pad), (pad, pad)])
+    ys, xs = sl.shape[-2:]
+    return data.centre_crop(p[..., pad + dy:pad + dy + ys, pad + dx:pad + dx + xs], CROP)
+
+
+def dense_targets(study, variant="ws"):
+    """cell_targets of the variant's NZC cached slabs."""
+    sites = study.site_mask()
+    idx, h = cached_slices(study, variant), data.slab_half_width(study, variant, K)
+    return cell_targets([data.slab_max(sites == c + 1, idx, h) for c in (0, 1)])
+
+
+class RandomSlabs:
+    """Pre-training samples drawn anywhere in the body (--pre-sampling random): a slab (the [WS]
+    half-width) centred on any slice, the crop window shifted by up to SHIFT pixels, left-right
+    flipped at random. Lesion draws centre the slab on a slice holding lesion voxels. The cached
+    sampler sees only the NZC fixed slabs per study (660 lesion slabs in 168 studies)."""
+    SHIFT = 8
+
+    def __init__(self, studies):
+        self.studies = studies
+        self.sites = [s.site_mask() for s in studies]
+        self.h = [data.slab_half_width(s, "ws", K) for s in studies]
+        self.lesion_z = [np.nonzero(m.reshape(len(m), -1).any(1))[0] for m in self.sites]
+        self.with_lesion = [i for i, z in enumerate(self.lesion_z) if len(z)]
+
+    def n_lesion_slices(self):
+        return sum(len(z) for z in self.lesion_z)
+
+    def draw(self, rng, lesion: bool):
+        i = self.with_lesion[rng.integers(len(self.with_lesion))] if lesion else int(rng.integers(len(self.studies)))
+        nz = self.studies[i].pet.shape[0]
+        z = int(rng.choice(self.lesion_z[i])) if lesion else int(rng.integers(nz))
+        shift = tuple(int(v) for v in rng.integers(-self.SHIFT, self.SHIFT + 1, 2))
+        idx = np.array([z])
+        pet = data.slab_max(self.studies[i].pet, idx, self.h[i])
+        slab = self.sites[i][max(0, z - self.h[i]):z + self.h[i] + 1]
+        x = shifted_crop(data.pet_norm(pet), shift)[0]
+        t = cell_targets([(slab == c + 1).any(0)[None] for c in (0, 1)], shift)[0]
+        return x, t, z / (nz - 1)
+
+
+class CachedSlabs:
+    """Pre-training samples from the NZC cached slabs of each study (the 0.2.0 recipe)."""
+
+    def __init__(self, studies):
+        self.imgs = [slices_of(s, "ws") for s in studies]
+        self.tgts = [dense_targets(s) for s in studies]
+        self.pos = [(i, k) for i, t in enumerate(self.tgts) for k in np.nonzero(t.reshape(len(t), -1).any(1))[0]]
+
+    def n_lesion_slices(self):
+        return len(self.pos)
+
+    def draw(self, rng, lesion: bool):
+        if lesion:
+            i, k = self.pos[rng.integers(len(self.pos))]
+        else:
+            i = int(rng.integers(len(self.imgs)))
+            k = int(rng.integers(len(self.imgs[i])))
+        return self.imgs[i][k], self.tgts[i][k], k / (len(self.imgs[i]) - 1)
+
+
+@torch.no_grad()
+def dense_probe(net, studies):
+    """Validation AUC of the pre-training's own dense outputs as study scores: the maximum neck and
+    distant logit over every cell of the study's cached [WS] slabs, against LR and DM. A check that
+    the extractor finds the lesions behind the outcomes, not a figure of the heads."""
+    net.eval()
+    neck, dist = [], []
+    for s in studies:
+        x = torch.from_numpy(slices_of(s, "ws"))[:, None]
+        d = net(x)[0]
+        neck.append(d[:, 0].max().item())
+        dist.append(d[:, 1].max().item())
+    net.train()
+    y = np.stack([s.outcomes for s in studies])
+    return auc(y[:, 0], neck), auc(y[:, 1], dist)
+
+
+def pretrain(studies, args, log, val=None):
     """Pre-trains the extractor on [WS] slabs: per feature-map cell, BCE on "neck lesion here" and
-    "distant lesion here" (dense_targets; pos_weight 4), and MSE on the slab's relative height.
-    Half of each batch is slabs that hold lesion voxels. Left-right flips."""
+    "distant lesion here" (cell_targets; pos_weight 4), and MSE on the slab's relative height.
+    Half of each batch is slabs that hold lesion voxels. Left-right flips. Samples from
+    CachedSlabs or RandomSlabs (args.pre_sampling); with `val`, logs dense_probe every 500 iterations."""
     rng = np.random.default_rng(3)
     torch.manual_seed(3)
     net = SliceTaskNet(2)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
     t0 = time.time()
-    imgs = [slices_of(s, "ws") for s in studies]
-    tgts = [dense_targets(s) for s in studies]
-    pos = [(i, k) for i, t in enumerate(tgts) for k in np.nonzero(t.reshape(len(t), -1).any(1))[0]]
-    log(f"pretrain: {len(pos)} lesion slabs of {sum(len(t) for t in tgts)}, targets in {time.time() - t0:.0f}s")
+    sampler = (RandomSlabs if args.pre_sampling == "random" else CachedSlabs)(studies)
+    log(f"pretrain ({args.pre_sampling}): {sampler.n_lesion_slices()} lesion slices, targets in {time.time() - t0:.0f}s")
     pw = torch.tensor(4.0)
+    probes = []
     net.train()
     for it in range(args.pre_iters):
         for g in opt.param_groups:
             g["lr"] = 1e-3 * (1 - it / args.pre_iters) ** 0.9
         xb, tb, zb = [], [], []
         for _ in range(args.pre_batch):
-            if rng.random() < 0.5:
-                i, k = pos[rng.integers(len(pos))]
-            else:
-                i = int(rng.integers(len(imgs)))
-                k = int(rng.integers(len(imgs[i])))
-            x, t = imgs[i][k], tgts[i][k]
+            x, t, z = sampler.draw(rng, rng.random() < 0.5)
             if rng.random() < 0.5:
                 x, t = x[:, ::-1], t[:, :, ::-1]
             xb.append(x.copy())
             tb.append(t.astype(np.float32))
-            zb.append(k / (len(imgs[i]) - 1))
+            zb.append(z)
         dense, height = net(torch.from_numpy(np.stack(xb))[:, None])
         loss = (F.binary_cross_entropy_with_logits(dense, torch.from_numpy(np.stack(tb)), pos_weight=pw)
                 + 4 * F.mse_loss(height, torch.tensor(zb, dtype=torch.float32)))
@@ -121,7 +199,11 @@ def pretrain(studies, args, log):
         opt.step()
         if it % 50 == 0 or it == args.pre_iters - 1:
             log(f"pretrain it {it} loss {loss.item():.4f} {time.time() - t0:.0f}s")
-    return net.extractor, time.time() - t0
+        if val and ((it + 1) % 500 == 0 or it == args.pre_iters - 1):
+            lr_auc, dm_auc = dense_probe(net, val)
+            probes.append({"it": it + 1, "lr": lr_auc, "dm": dm_auc})
+            log(f"pretrain it {it + 1} dense probe val AUC LR {lr_auc:.3f} DM {dm_auc:.3f}")
+    return net.extractor, time.time() - t0, probes
 
 
 def cache_slices(studies, variant, path, dtype, per_study, log):
@@ -351,6 +433,8 @@ def main():
     ap.add_argument("--n-val", type=int, default=100)
     ap.add_argument("--pre-iters", type=int, default=300)
     ap.add_argument("--pre-batch", type=int, default=32)
+    ap.add_argument("--pre-sampling", choices=("cached", "random"), default="cached",
+                    help="pre-training slabs: the cached inference slabs, or RandomSlabs anywhere in the body")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--batch", type=int, default=6)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -397,10 +481,10 @@ def main():
             extractor = resnet50_first_five()
             extractor.load_state_dict(torch.load(RUNS / "extractor.pt"))
             pre_info = json.loads(info_path.read_text())
-            info.update({k: pre_info[k] for k in ("pretrain_s", "pretrain_studies") if k in pre_info})
+            info.update({k: pre_info[k] for k in ("pretrain_s", "pretrain_studies", "pretrain_probe") if k in pre_info})
         else:
             pre = data.load_many(data.split("train", args.n_pretrain)) if args.n_pretrain else tr
-            extractor, info["pretrain_s"] = pretrain(pre, args, log)
+            extractor, info["pretrain_s"], info["pretrain_probe"] = pretrain(pre, args, log, va)
             info["pretrain_studies"] = len(pre)
             torch.save(extractor.state_dict(), RUNS / "extractor.pt")
             info_path.write_text(json.dumps(info, indent=2))
