@@ -69,9 +69,10 @@ def slices_of(study, variant):
 
 
 def cell_targets(site_slabs, shift=(0, 0)):
-    """[n, 2, h, h] uint8 from [n, z, y, x]-shaped site slabs ([n, y, x] of site codes, the maximum
-    over each slab per site): for each feature-map cell, whether the cell's 4 x 4 block of the
-    cropped slab holds voxels of a neck (0) or a distant (1) lesion. Cell j of the extractor's map is
+    """[n, 2, h, h] uint8 from `site_slabs` = (neck, distant), each [n, y, x] (whether any slice of
+    the slab holds that site's lesion voxels): for each feature-map cell, whether the cell's 4 x 4
+    block of the cropped slab (crop window moved by `shift`) holds voxels of a neck (0) or a
+    distant (1) lesion. Cell j of the extractor's map is
     centred on input pixel 4j (conv1 and maxpool, both stride 2), so it covers pixels 4j-2 .. 4j+1."""
     hw, n = feat_hw(CROP), len(site_slabs[0])
     out = np.zeros((n, 2, 4 * hw, 4 * hw), np.uint8)
