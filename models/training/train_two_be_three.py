@@ -150,19 +150,18 @@ class CachedSlabs:
 
 
 @torch.no_grad()
-def dense_probe(net, studies):
+def dense_probe(net, slabs, y):
     """Validation AUC of the pre-training's own dense outputs as study scores: the maximum neck and
-    distant logit over every cell of the study's cached [WS] slabs, against LR and DM. A check that
-    the extractor finds the lesions behind the outcomes, not a figure of the heads."""
+    distant logit over every cell of each study's cached [WS] slabs (`slabs`, slices_of per study),
+    against LR and DM (`y`, outcomes per study). A check that the extractor finds the lesions
+    behind the outcomes, not a figure of the heads."""
     net.eval()
     neck, dist = [], []
-    for s in studies:
-        x = torch.from_numpy(slices_of(s, "ws"))[:, None]
-        d = net(x)[0]
+    for x in slabs:
+        d = net(torch.from_numpy(x)[:, None])[0]
         neck.append(d[:, 0].max().item())
         dist.append(d[:, 1].max().item())
     net.train()
-    y = np.stack([s.outcomes for s in studies])
     return auc(y[:, 0], neck), auc(y[:, 1], dist)
 
 
@@ -180,6 +179,8 @@ def pretrain(studies, args, log, val=None):
     log(f"pretrain ({args.pre_sampling}): {sampler.n_lesion_slices()} lesion slices, targets in {time.time() - t0:.0f}s")
     pw = torch.tensor(4.0)
     probes = []
+    val_slabs = [slices_of(s, "ws") for s in val] if val else []    # read once, probed every 500 its
+    val_y = np.stack([s.outcomes for s in val]) if val else None
     net.train()
     for it in range(args.pre_iters):
         for g in opt.param_groups:
@@ -201,7 +202,7 @@ def pretrain(studies, args, log, val=None):
         if it % 50 == 0 or it == args.pre_iters - 1:
             log(f"pretrain it {it} loss {loss.item():.4f} {time.time() - t0:.0f}s")
         if val and ((it + 1) % 500 == 0 or it == args.pre_iters - 1):
-            lr_auc, dm_auc = dense_probe(net, val)
+            lr_auc, dm_auc = dense_probe(net, val_slabs, val_y)
             probes.append({"it": it + 1, "lr": lr_auc, "dm": dm_auc})
             log(f"pretrain it {it + 1} dense probe val AUC LR {lr_auc:.3f} DM {dm_auc:.3f}")
     return net.extractor, time.time() - t0, probes
