@@ -165,10 +165,23 @@ def dense_probe(net, slabs, y):
     return auc(y[:, 0], neck), auc(y[:, 1], dist)
 
 
+HARD_K = 8    # hard negative cells per map and site: about 1.5 % of a 23 x 23 map
+
+
+def hard_negative_loss(dense, target, k):
+    """Mean BCE (target 0) of the k highest-scoring lesion-free cells of each map: the cells that
+    become a study's false maximum (hot kidneys, bowel, heart), which the mean over all cells barely
+    weighs (--hard-neg)."""
+    neg = dense.masked_fill(target > 0, float("-inf")).flatten(2)
+    top = neg.topk(k, dim=2).values
+    return F.softplus(top[torch.isfinite(top)]).mean()
+
+
 def pretrain(studies, args, log, val=None):
     """Pre-trains the extractor on [WS] slabs: per feature-map cell, BCE on "neck lesion here" and
-    "distant lesion here" (cell_targets; pos_weight 4), and MSE on the slab's relative height.
-    Half of each batch is slabs that hold lesion voxels. Left-right flips. Samples from
+    "distant lesion here" (cell_targets; pos_weight 4), and MSE on the slab's relative height; with
+    --hard-neg W > 0, plus W times hard_negative_loss over the top HARD_K cells. Half of each batch
+    is slabs that hold lesion voxels. Left-right flips. Samples from
     CachedSlabs or RandomSlabs (args.pre_sampling); with `val`, logs dense_probe every 500 iterations."""
     rng = np.random.default_rng(3)
     torch.manual_seed(3)
@@ -194,8 +207,11 @@ def pretrain(studies, args, log, val=None):
             tb.append(t.astype(np.float32))
             zb.append(z)
         dense, height = net(torch.from_numpy(np.stack(xb))[:, None])
-        loss = (F.binary_cross_entropy_with_logits(dense, torch.from_numpy(np.stack(tb)), pos_weight=pw)
+        tgt = torch.from_numpy(np.stack(tb))
+        loss = (F.binary_cross_entropy_with_logits(dense, tgt, pos_weight=pw)
                 + 4 * F.mse_loss(height, torch.tensor(zb, dtype=torch.float32)))
+        if args.hard_neg > 0:
+            loss = loss + args.hard_neg * hard_negative_loss(dense, tgt, HARD_K)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -437,6 +453,8 @@ def main():
     ap.add_argument("--pre-batch", type=int, default=32)
     ap.add_argument("--pre-sampling", choices=("cached", "random"), default="cached",
                     help="pre-training slabs: the cached inference slabs, or RandomSlabs anywhere in the body")
+    ap.add_argument("--hard-neg", type=float, default=0.0,
+                    help="pre-training: weight of the BCE on each map's HARD_K highest lesion-free cells")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--batch", type=int, default=6)
     ap.add_argument("--lr", type=float, default=3e-4)
