@@ -1,5 +1,6 @@
 //! Benchmark: one clinical-size synthetic study end to end through `tracerd process`'s code path
-//! (ingest, both models, publish) on ort-cpu and on tract, and the Python peer
+//! (ingest, both models, publish) on ort-cpu (and on ort-cpu with every body window of seg3d,
+//! `seg3d_windows = "body"`, the whole-volume result) and on tract, and the Python peer
 //! (`benches/peer/peer.py`: the same job in nibabel, numpy, scipy, onnxruntime, on the fp32 ONNX
 //! files, where tracerd's default precision runs loc2d in INT8 on ort-cpu) on the same study in
 //! the same run. Wall time, peak RSS and per-stage times; the ratios the inference issue sets
@@ -17,11 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use tracerd::config::Seg3dWindows;
 use tracerd::config::{Config, Engine};
 use tracerd::models::card::ModelCard;
-use tracerd::models::grid::ModelGrid;
-use tracerd::models::l2snet::{Body, Params};
-use tracerd::process::Processor;
+use tracerd::models::l2snet::Params;
+use tracerd::process::{self, Processor};
 use tracerd::synth::{self, Size, SynthOptions};
 
 /// The study: a held-out seed (never trained on) with two lesions.
@@ -55,7 +56,9 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         ort_library().display()
     );
-    let mut engines = vec!["ort-cpu"];
+    // ort-cpu-body: ort-cpu running every body window of seg3d (the whole-volume result the
+    // cued windows are measured against).
+    let mut engines = vec!["ort-cpu", "ort-cpu-body"];
     if !args.iter().any(|a| a == "no-tract") {
         engines.push("tract");
     }
@@ -181,26 +184,10 @@ fn seg3d_flops() -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("flops.py prints JSON")
 }
 
-/// How many seg3d windows tracerd runs on the study: those holding a body voxel on the model
-/// grid, as `L2sNet::sliding_window` enumerates them.
-fn seg3d_windows(study: &Path) -> usize {
-    let params = l2snet_params();
-    let loaded = tracerd::study::load(study, "study", &Default::default(), &Default::default())
-        .expect("the study loads");
-    let pet = loaded.pet.to_canonical_lps().expect("an axis-aligned PET");
-    let grid = ModelGrid::over_body(&pet, &params.grid).expect("a body");
-    let body = Body::new(
-        grid.pet(&pet).data(),
-        params.grid.body_suv,
-        grid.geometry.shape,
-    );
-    body.windows(params.patch_zyx, params.overlap).len()
-}
-
 /// The shipped L2SNet card's inference parameters.
 fn l2snet_params() -> Params {
     let card = ModelCard::load(&repo().join("models/l2snet")).expect("l2snet card");
-    Params::from_card(&card, None).expect("l2snet parameters")
+    Params::from_card(&card, None, true).expect("l2snet parameters")
 }
 
 fn repo() -> PathBuf {
@@ -238,17 +225,28 @@ fn child(engine: &str, dir: &Path) {
     let mut config = Config::default();
     config.paths.models = repo().join("models");
     config.inference.engines = vec![match engine {
-        "ort-cpu" => Engine::OrtCpu,
+        "ort-cpu" | "ort-cpu-body" => Engine::OrtCpu,
         "tract" => Engine::Tract,
         other => panic!("unknown engine {other}"),
     }];
     config.inference.ort_library = Some(ort_library());
+    if engine == "ort-cpu-body" {
+        config.inference.seg3d_windows = Seg3dWindows::Body;
+    }
     let mut processor = Processor::new(&config).expect("models load");
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let outbox = dir.join(format!("outbox-{engine}"));
-    let published = processor
-        .process(&dir.join("study"), "study", &outbox)
-        .expect("process");
+    // `Processor::process`, step by step, to keep the seg3d window count.
+    let ingest = Instant::now();
+    let study = tracerd::study::load(&dir.join("study"), "study", &config.limits, &config.scope)
+        .expect("the study loads");
+    let (study, ct) = process::prepare(study, processor.l2snet_params());
+    let ingest_ms = ingest.elapsed().as_secs_f64() * 1e3;
+    let findings = processor.analyse(&study, ct).expect("the models run");
+    let windows = findings.lesions.as_ref().map(|l| l.seg3d_windows);
+    let info = processor.model_info();
+    let published =
+        process::publish(&study, findings, &info, &outbox, ingest_ms, &[]).expect("publish");
     let r = &published.result;
     let mut stages = serde_json::to_value(&r.timings_ms).expect("timings");
     stages["load_models"] = load_ms.into();
@@ -262,7 +260,8 @@ fn child(engine: &str, dir: &Path) {
         "stages_ms": stages,
         "lesions": lesions,
         "engine": r.backend.engine,
-        "windows": seg3d_windows(&dir.join("study")),
+        "windows": windows.map(|w| w.run),
+        "body_windows": windows.map(|w| w.body),
     });
     println!("{report}");
 }

@@ -389,6 +389,20 @@ pub struct Inference {
     /// accuracy cost is within the card's acceptance bounds (as shipped: L2SNet's loc2d INT8
     /// file on ort-cpu), else fp32. `"fp32"`: always fp32.
     pub precision: Precision,
+    /// Which L2SNet `seg3d` windows run. `"cued"`: only those holding a voxel where the location
+    /// cue exceeds the model card's `[seg3d] cue_gate` (every body window when the card has
+    /// none); `"body"`: every window that holds a body voxel (the whole-volume pass, about
+    /// three times the `seg3d` time on clinical studies).
+    pub seg3d_windows: Seg3dWindows,
+}
+
+/// See [`Inference::seg3d_windows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Seg3dWindows {
+    #[default]
+    Cued,
+    Body,
 }
 
 /// See [`Inference::precision`].
@@ -407,6 +421,7 @@ impl Default for Inference {
             ort_library: None,
             overlap: None,
             precision: Precision::Auto,
+            seg3d_windows: Seg3dWindows::Cued,
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct FoundLesions {
     /// 0 background, *n* the voxels of `summary.items[n - 1]`.
     pub ids: Volume<u32>,
     pub summary: LesionSummary,
+    /// How many `seg3d` windows ran, of those holding a body voxel.
+    pub seg3d_windows: l2snet::Windows,
 }
 
 /// A published study.
@@ -200,6 +202,7 @@ impl Processor {
                     mask: on_grid(seg.mask, study.pet.geometry()),
                     ids: on_grid(seg.ids, study.pet.geometry()),
                     summary: seg.lesions,
+                    seg3d_windows: seg.windows,
                 };
                 timings.add("layout", t);
                 Some(found)

@@ -88,6 +88,8 @@ $PY export.py --threads 1
 $PY evaluate.py --n-test 100 --threads 1
 #    the same files on 100 half-scale small phantoms (the cards report both sizes)
 SYNTH_SIZE=small $PY evaluate.py --n-test 100 --threads 1
+#    L2SNet's cued windows (data.L2SNET cue_gate) against every body window, first 40 held-out studies
+$PY cue_gate.py --n 40
 # 5. model cards
 $PY make_cards.py
 echo "build_all: $(( $(date +%s) - start )) s"

@@ -375,6 +375,10 @@ L2SNET = {
     "loc2d_multiple": 32,                   # coronal slices zero-padded at the high end to a multiple
     "patch_zyx": [48, 48, 48],              # 3D U-Net patch (train and inference): 192 mm at 4 mm (rounds 1-4: 32)
     "overlap": 0.5,
+    # seg3d runs only on windows holding a voxel where the location cue exceeds this (pipeline.cued_region;
+    # tracerd's default [inference] seg3d_windows = "cued"), measured against every body window on
+    # held-out clinical studies (cue_gate.py, README "the cued windows")
+    "cue_gate": 0.1,
     "threshold": 0.5,
     "cue_threshold": 0.5,
     "lowered_threshold": 0.1,

@@ -289,6 +289,7 @@ def l2snet_card(exp, ev, tr, ev_small):
                              "plus a last start n-p if not already present",
             "body_only": "only windows holding a body voxel (model-grid PET > model_grid.body_suv) run; a "
                          "voxel no window covers reads 0 (a body voxel gets what the whole-volume pass gives)",
+            **cued_windows(l),
             "blending": "gaussian",
             "gaussian_sigma_fraction": pipeline.GAUSSIAN_SIGMA_FRACTION,
             "blending_rule": "Gaussian importance weighting: a voxel at index (z, y, x) inside a patch of size "
@@ -348,16 +349,68 @@ def l2snet_card(exp, ev, tr, ev_small):
             "Phase 2 trains in rounds with hard negatives (phase2_rounds; not in the paper): at clinical size the "
             "first round's false positives were moderately hot normal structures (bowel, brown fat) that random "
             "body patches rarely show the network; mining them cut the validation false-positive volume 17-fold.",
-        ] + ([DELINEATION_DEVIATION] if "edge_threshold" in data.L2SNET else []),
+        ] + ([DELINEATION_DEVIATION] if "edge_threshold" in data.L2SNET else [])
+          + ([CUED_DEVIATION] if data.L2SNET.get("cue_gate") is not None else []),
     }
     sp = exp.get("speed_ort_cpu", {})
     card["metrics"]["speed"] = {k: sp[k] for k in ("loc2d", "seg3d") if k in sp}
+    cued_metrics(card)
     if f32:
         held_out_figures(card, l2)
         card["findings"] = [detection_finding(l2), SEG3D_FINDING, adaptive_finding(f32)] + volume_finding(l2)
     seg3d_sha = exp["files"]["l2snet/seg3d.fp32.onnx"]["sha256"]
     if ev_small.get("l2snet", {}).get("seg3d_sha256") == seg3d_sha:   # only figures of these files
         card["metrics"]["small_phantom"] = small_phantom(ev_small)
+    return card
+
+
+CUE_GATE_RECORD = RUNS / "l2snet_cue_gate.json"
+
+
+def cued_windows(l):
+    """[seg3d]'s cue gate (data.L2SNET) and its rule; nothing without a gate."""
+    if l.get("cue_gate") is None:
+        return {}
+    return {"cue_gate": l["cue_gate"],
+            "cued_only": "of those, only windows holding a voxel where the location cue exceeds cue_gate "
+                         "run (a cued voxel gets every window that holds it, so its probability is the "
+                         "whole-volume one); a voxel no window covers reads 0. tracerd's [inference] "
+                         "seg3d_windows = \"cued\" (the default); \"body\" runs every body window. Measured "
+                         "against every body window in metrics.cued_windows"}
+
+
+def cued_metrics(card):
+    """metrics.cued_windows from cue_gate.py's record, for the gate of data.L2SNET."""
+    if data.L2SNET.get("cue_gate") is None or not CUE_GATE_RECORD.exists():
+        return
+    rec = json.loads(CUE_GATE_RECORD.read_text())
+    g = rec["gates"][f"window_{data.L2SNET['cue_gate']:g}"]
+    card["metrics"]["cued_windows"] = {
+        "test_seeds": rec["seeds"], "studies": rec["studies"],
+        "loc2d": "loc2d.int8.onnx (tracerd's ort-cpu default)",
+        "body_windows": rec["body_windows"], "windows_run": g["windows_run"],
+        "share_of_body_windows": g["share_of_body_windows"],
+        "mask_dice_vs_body_pooled": g["mask_dice_vs_body_pooled"],
+        "mask_dice_vs_body_min": g["mask_dice_vs_body_min"],
+        "same_lesion_count": g["same_lesion_count"],
+        "mean_dice_body": rec["mean_dice_body"], "mean_dice_cued": g["mean_dice"]}
+
+
+CUED_DEVIATION = ("Sliding window only where the cue points (not in the paper, which slides the 3D U-Net over the "
+                  "whole volume): seg3d runs on the windows holding location cue above [seg3d] cue_gate "
+                  "(cued_only); measured against every body window in metrics.cued_windows.")
+
+
+def update_gate(card):
+    """The l2snet card with data.L2SNET's cue gate and cue_gate.py's figures for it (the rest as it is)."""
+    card["deviations"] = [d for d in card["deviations"] if not d.startswith("Sliding window only")]
+    card["deviations"] += [CUED_DEVIATION] if data.L2SNET.get("cue_gate") is not None else []
+    seg = {k: v for k, v in card["seg3d"].items() if k not in ("cue_gate", "cued_only")}
+    at = list(seg).index("body_only") + 1
+    items = list(seg.items())
+    card["seg3d"] = dict(items[:at] + list(cued_windows(data.L2SNET).items()) + items[at:])
+    card["metrics"].pop("cued_windows", None)
+    cued_metrics(card)
     return card
 
 
@@ -767,7 +820,15 @@ def main():
                     help="update the l2snet card for a re-trained 3D U-Net whose runs/l2snet/train.json chain "
                          "started from the shipped file: the README's numbers of its rounds, e.g. 5,6 (needs "
                          "runs/export.json and runs/eval.json of the new file only)")
+    ap.add_argument("--update-gate", action="store_true",
+                    help="update the l2snet card's seg3d cue gate and metrics.cued_windows (data.L2SNET, "
+                         "runs/l2snet_cue_gate.json from cue_gate.py)")
     args = ap.parse_args()
+    if args.update_gate:
+        path = MODELS / "l2snet" / "model.toml"
+        write(path, HEADER.format(status=STATUS), update_gate(tomllib.loads(path.read_text())))
+        print("l2snet card updated")
+        return
     ev_small = json.loads((RUNS / "eval_small.json").read_text()) if (RUNS / "eval_small.json").exists() else {}
     if args.update_seg3d:
         path = MODELS / "l2snet" / "model.toml"

@@ -60,21 +60,33 @@ def gaussian_weights(patch) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def sliding_window(sess, x: np.ndarray, patch=None, overlap=None, inside=None) -> np.ndarray:
+def sliding_window(sess, x: np.ndarray, patch=None, overlap=None, inside=None, cued=None) -> np.ndarray:
     """x [2, z, y, x] -> probability [z, y, x] from the ONNX seg3d session, one window per run
-    (blend_windows; `inside`: the body)."""
+    (blend_windows; `inside`: the body; `cued`: the cued region)."""
     name = sess.get_inputs()[0].name
-    return blend_windows(x, lambda xb: sess.run(None, {name: xb})[0][:, 0], patch, overlap, inside=inside)
+    return blend_windows(x, lambda xb: sess.run(None, {name: xb})[0][:, 0], patch, overlap, inside=inside,
+                         cued=cued)
 
 
-def blend_windows(x: np.ndarray, predict, patch=None, overlap=None, batch=1, inside=None) -> np.ndarray:
+def cued_region(cue: np.ndarray, gate: float | None = None) -> np.ndarray | None:
+    """Where seg3d runs besides the body: the windows holding a voxel where the location cue
+    exceeds the card's [seg3d] cue_gate (data.L2SNET; `gate` overrides it); None without a gate
+    (every body window runs)."""
+    gate = data.L2SNET.get("cue_gate") if gate is None else gate
+    return None if gate is None else cue > gate
+
+
+def blend_windows(x: np.ndarray, predict, patch=None, overlap=None, batch=1, inside=None,
+                  cued=None) -> np.ndarray:
     """x [2, z, y, x] -> probability [z, y, x]. Windows from data.window_starts on each axis;
     a volume smaller than the patch on an axis is zero-padded at the high end; `predict` maps a
     batch of windows [b, 2, pz, py, px] to probabilities [b, pz, py, px] (up to `batch` at a
     time); overlapping window probabilities are blended with Gaussian importance weights
     (gaussian_weights): prob = sum_windows(w * p_window) / sum_windows(w), float32 accumulators.
     With `inside` (the body, [z, y, x] bool) only windows holding one of its voxels run, and a
-    voxel no window covered reads 0; a body voxel gets what the whole-volume pass gives."""
+    voxel no window covered reads 0; a body voxel gets what the whole-volume pass gives. With
+    `cued` (cued_region, [z, y, x] bool) a window must hold one of its voxels too, and a cued
+    voxel still gets every window that holds it (its probability is the whole-volume one)."""
     patch = patch or data.L2SNET["patch_zyx"]
     overlap = data.L2SNET["overlap"] if overlap is None else overlap
     c, *shape = x.shape
@@ -88,10 +100,11 @@ def blend_windows(x: np.ndarray, predict, patch=None, overlap=None, batch=1, ins
            for z in data.window_starts(padded[0], patch[0], overlap)
            for y in data.window_starts(padded[1], patch[1], overlap)
            for w in data.window_starts(padded[2], patch[2], overlap)]
-    if inside is not None:
-        ip = np.zeros(padded, bool)
-        ip[:shape[0], :shape[1], :shape[2]] = inside
-        sls = [sl for sl in sls if ip[sl].any()]
+    for region in (inside, cued):
+        if region is not None:
+            ip = np.zeros(padded, bool)
+            ip[:shape[0], :shape[1], :shape[2]] = region
+            sls = [sl for sl in sls if ip[sl].any()]
     for i in range(0, len(sls), batch):
         part = sls[i:i + batch]
         pb = predict(np.stack([xp[(slice(None),) + sl] for sl in part]))
@@ -132,10 +145,12 @@ def l2snet_mask(prob: np.ndarray, cue: np.ndarray) -> np.ndarray:
     return mask if edge is None else delineate(mask, prob, edge)
 
 
-def segment_model_grid(loc_sess, seg_sess, pet_m: np.ndarray, ct_m: np.ndarray):
-    """Cue and probability on the model grid."""
+def segment_model_grid(loc_sess, seg_sess, pet_m: np.ndarray, ct_m: np.ndarray, cued: bool = True):
+    """Cue and probability on the model grid; seg3d on the cued windows (tracerd's default
+    `seg3d_windows = "cued"`), or on every body window with `cued` False."""
     cue = location_cue(loc_sess, pet_m)
-    prob = sliding_window(seg_sess, petct_input(pet_m, ct_m), inside=body(pet_m))
+    prob = sliding_window(seg_sess, petct_input(pet_m, ct_m), inside=body(pet_m),
+                          cued=cued_region(cue) if cued else None)
     return cue, prob
 
 

@@ -10,9 +10,13 @@
 //!    configured overlap; overlapping windows are blended with Gaussian importance weights
 //!    (σ = patch/8, as nnU-Net), or uniformly if the card says so.
 //!
-//!    Both networks run only where the body is (`Body`: model-grid PET above the card's
+//!    Both networks run only where the body is (a [`Region`]: model-grid PET above the card's
 //!    `body_suv`): a coronal slice or a window without a body voxel is skipped and reads 0.
-//!    Every body voxel gets exactly what the whole-volume pass gives it.
+//!    With the card's `[seg3d] cue_gate`, `seg3d` runs only the windows holding a voxel where the
+//!    location cue exceeds the gate: the 2D network finds the places, the 3D network draws them
+//!    (`docs/models.md`, the cued windows). A cued voxel still gets every window that holds it,
+//!    so its probability is the whole-volume one. `[inference] seg3d_windows = "body"` runs every
+//!    body window.
 //! 4. Cue and probability go back onto the native PET grid (trilinear), where the adaptive
 //!    threshold (paper §3.4) applies: a voxel the cue calls lesion (cue > 0.5) is kept from a
 //!    probability of 0.1 up, any other from the card's `raised_threshold` (0.5 as shipped; the
@@ -67,6 +71,9 @@ pub struct Params {
     pub patch_zyx: [usize; 3],
     /// Fraction of a window shared with its neighbour, in `[0, 1)`.
     pub overlap: f64,
+    /// `seg3d` runs only on windows where the location cue exceeds this somewhere (the card's
+    /// `[seg3d] cue_gate`, unless `[inference] seg3d_windows = "body"`); `None`: every body window.
+    pub cue_gate: Option<f32>,
     pub blending: Blending,
     /// The cue above which a voxel counts as located by the 2D network.
     pub cue_threshold: f32,
@@ -99,6 +106,7 @@ struct CardSeg3d {
     overlap: f64,
     blending: String,
     gaussian_sigma_fraction: Option<f64>,
+    cue_gate: Option<f32>,
 }
 
 #[derive(Deserialize)]
@@ -110,8 +118,13 @@ struct CardPost {
 }
 
 impl Params {
-    /// Reads the card; `overlap` replaces the card's default when given.
-    pub fn from_card(card: &ModelCard, overlap: Option<f64>) -> Result<Params, CardError> {
+    /// Reads the card; `overlap` replaces the card's default when given; `cued` false drops the
+    /// card's `cue_gate` (every body window runs).
+    pub fn from_card(
+        card: &ModelCard,
+        overlap: Option<f64>,
+        cued: bool,
+    ) -> Result<Params, CardError> {
         let pre: CardPreprocessing = card.section("preprocessing")?;
         let loc: CardLoc2d = card.section("loc2d")?;
         let seg: CardSeg3d = card.section("seg3d")?;
@@ -142,6 +155,7 @@ impl Params {
             pad_multiple: loc.pad_multiple,
             patch_zyx: seg.patch_zyx,
             overlap: overlap.unwrap_or(seg.overlap),
+            cue_gate: seg.cue_gate.filter(|_| cued),
             blending,
             cue_threshold: post.cue_threshold,
             lowered_threshold: post.lowered_threshold,
@@ -173,6 +187,11 @@ impl Params {
                 "[postprocessing] needs thresholds in [0, 1] with lowered_threshold <= \
                  raised_threshold, got cue {}, lowered {}, raised {}",
                 params.cue_threshold, params.lowered_threshold, params.raised_threshold
+            )));
+        }
+        if let Some(gate) = params.cue_gate.filter(|g| !(0.0..1.0).contains(g)) {
+            return Err(invalid(format!(
+                "[seg3d] cue_gate {gate} is outside [0, 1)"
             )));
         }
         if let Some(edge) = params.edge_threshold.filter(|e| !(0.0..=1.0).contains(e)) {
@@ -309,6 +328,7 @@ pub struct Segmentation {
     /// The mask's lesions numbered by [`lesion_ids`].
     pub ids: Volume<u32>,
     pub lesions: LesionSummary,
+    pub windows: Windows,
 }
 
 /// The CT as [`L2sNet::segment`] takes it.
@@ -323,6 +343,22 @@ pub enum Ct {
 }
 
 impl Params {
+    /// The `seg3d` windows to run: those holding a body voxel and, with a cue gate, a voxel
+    /// where the location cue (`[z][y][x]` on the model grid) exceeds it.
+    pub fn seg3d_windows(&self, body: &Region, cue: &[f32]) -> WindowPlan {
+        let patch = self.patch_zyx;
+        let mut starts = body.windows(patch, self.overlap);
+        let in_body = starts.len();
+        if let Some(gate) = self.cue_gate {
+            let cued = Region::new(cue, gate, body.shape);
+            starts.retain(|&start| cued.window(start, patch));
+        }
+        WindowPlan {
+            starts,
+            body: in_body,
+        }
+    }
+
     /// The CT (HU, any grid) on the model grid over the body of `pet` (SUV, canonical layout),
     /// exactly as `segment` resamples a native CT.
     pub fn ct_on_model_grid(&self, pet: &Volume<f32>, ct: &Volume<f32>) -> Result<Ct, NoBody> {
@@ -380,7 +416,7 @@ impl L2sNet {
             .map_err(|e| RunError::Input(e.to_string()))?;
         let model = grid.geometry.clone();
         let pet_m = grid.pet(pet);
-        let body = Body::new(pet_m.data(), self.params.grid.body_suv, model.shape);
+        let body = Region::new(pet_m.data(), self.params.grid.body_suv, model.shape);
         let pet_n = normalise(pet_m.data(), self.params.pet_clip_suv);
         drop(pet_m);
         let ct_m = match ct {
@@ -398,7 +434,13 @@ impl L2sNet {
         timings.add("l2snet_loc2d", t);
 
         let t = Instant::now();
-        let probability = self.sliding_window(&pet_n, &ct_n, &body)?;
+        let windows = self.params.seg3d_windows(&body, &cue);
+        tracing::debug!(
+            run = windows.starts.len(),
+            body = windows.body,
+            "seg3d windows"
+        );
+        let probability = self.sliding_window(&pet_n, &ct_n, model.shape, &windows.starts)?;
         drop((pet_n, ct_n));
         timings.add("l2snet_seg3d", t);
 
@@ -420,12 +462,16 @@ impl L2sNet {
             mask,
             ids,
             lesions,
+            windows: Windows {
+                run: windows.starts.len(),
+                body: windows.body,
+            },
         })
     }
 
     /// Every coronal slice of the normalised PET that holds a body voxel through `loc2d`;
     /// `[z][y][x]` probabilities, 0 on the slices of air.
-    pub fn location_cue(&mut self, pet_n: &[f32], body: &Body) -> Result<Vec<f32>, RunError> {
+    pub fn location_cue(&mut self, pet_n: &[f32], body: &Region) -> Result<Vec<f32>, RunError> {
         let [nx, ny, nz] = body.shape;
         let m = self.params.pad_multiple;
         let (zp, xp) = (nz.div_ceil(m) * m, nx.div_ceil(m) * m);
@@ -466,22 +512,23 @@ impl L2sNet {
         Ok(cue)
     }
 
-    /// `seg3d` over every window that holds a body voxel; blended `[z][y][x]` probabilities,
-    /// 0 where no window ran. A body voxel lies only in windows that hold it, so its
-    /// probability is the one the whole-volume pass gives.
+    /// `seg3d` over the windows at `starts` (`[z, y, x]`) of a model grid of `shape`
+    /// (`[x, y, z]`); blended `[z][y][x]` probabilities, 0 where no window ran. With every
+    /// window holding a body voxel, a body voxel gets what the whole-volume pass gives (it lies
+    /// only in windows that hold it).
     pub fn sliding_window(
         &mut self,
         pet_n: &[f32],
         ct_n: &[f32],
-        body: &Body,
+        shape: [usize; 3],
+        starts: &[[usize; 3]],
     ) -> Result<Vec<f32>, RunError> {
-        let [nx, ny, nz] = body.shape;
+        let [nx, ny, nz] = shape;
         let [pz, py, px] = self.params.patch_zyx;
         let weights = window_weights(self.params.patch_zyx, self.params.blending);
-        let windows = body.windows(self.params.patch_zyx, self.params.overlap);
         let mut acc = vec![0f32; pet_n.len()];
         let mut wsum = vec![0f32; pet_n.len()];
-        for chunk in windows.chunks(PATCH_BATCH) {
+        for chunk in starts.chunks(PATCH_BATCH) {
             let mut batch = Array5::<f32>::zeros((chunk.len(), 2, pz, py, px));
             for (b, &[z0, y0, x0]) in chunk.iter().enumerate() {
                 let w = px.min(nx - x0);
@@ -531,30 +578,47 @@ impl L2sNet {
     }
 }
 
-/// The body on the model grid (PET above the card's `body_suv`), asked per coronal slice and
-/// per window: the networks run only where it is.
-pub struct Body {
+/// The `seg3d` windows [`Params::seg3d_windows`] picked.
+pub struct WindowPlan {
+    /// `[z, y, x]` starts of the windows to run.
+    pub starts: Vec<[usize; 3]>,
+    /// How many windows hold a body voxel (all of them run without a cue gate).
+    pub body: usize,
+}
+
+/// How many `seg3d` windows ran on a study, of those holding a body voxel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    pub run: usize,
+    pub body: usize,
+}
+
+/// Voxels of a model-grid map above a threshold, asked per coronal slice and per window: the
+/// body (PET above the card's `body_suv`), where both networks run, and the cued region
+/// (location cue above the card's `cue_gate`), where `seg3d` runs.
+pub struct Region {
     voxels: Vec<bool>,
     /// `[x, y, z]`, as `Geometry::shape`.
     shape: [usize; 3],
 }
 
-impl Body {
-    pub fn new(pet_suv: &[f32], body_suv: f32, shape: [usize; 3]) -> Body {
-        Body {
-            voxels: pet_suv.iter().map(|&v| v > body_suv).collect(),
+impl Region {
+    /// The voxels of `map` (`[z][y][x]`, `shape` `[x, y, z]`) above `threshold`.
+    pub fn new(map: &[f32], threshold: f32, shape: [usize; 3]) -> Region {
+        Region {
+            voxels: map.iter().map(|&v| v > threshold).collect(),
             shape,
         }
     }
 
-    /// Whether coronal slice `j` holds a body voxel.
+    /// Whether coronal slice `j` holds a voxel of the region.
     pub fn coronal(&self, j: usize) -> bool {
         let [nx, ny, nz] = self.shape;
         (0..nz).any(|z| self.voxels[(z * ny + j) * nx..][..nx].contains(&true))
     }
 
     /// The starts (`[z, y, x]`) of the sliding windows of `patch`, `overlap` apart, that hold a
-    /// body voxel: the windows `seg3d` runs on.
+    /// voxel of the region (of the body: the windows `seg3d` may run on).
     pub fn windows(&self, patch: [usize; 3], overlap: f64) -> Vec<[usize; 3]> {
         let [nx, ny, nz] = self.shape;
         let [pz, py, px] = patch;
@@ -571,14 +635,20 @@ impl Body {
         windows
     }
 
-    /// Whether the window at `start` (`[z, y, x]`, clipped to the volume) holds a body voxel.
+    /// Whether the window at `start` (`[z, y, x]`, clipped to the volume) holds a voxel of the
+    /// region.
     pub fn window(&self, start: [usize; 3], patch: [usize; 3]) -> bool {
+        self.any_in([0, 1, 2].map(|a| start[a]..start[a] + patch[a]))
+    }
+
+    /// Whether the box `[z, y, x]` (clipped to the volume) holds a voxel of the region.
+    fn any_in(&self, zyx: [std::ops::Range<usize>; 3]) -> bool {
         let [nx, ny, nz] = self.shape;
-        let [z0, y0, x0] = start;
-        let w = patch[2].min(nx - x0);
-        (z0..nz.min(z0 + patch[0])).any(|z| {
-            (y0..ny.min(y0 + patch[1]))
-                .any(|y| self.voxels[(z * ny + y) * nx + x0..][..w].contains(&true))
+        let [z, y, x] = zyx;
+        let x = x.start.min(nx)..x.end.min(nx);
+        (z.start..z.end.min(nz)).any(|z| {
+            (y.start..y.end.min(ny))
+                .any(|y| self.voxels[(z * ny + y) * nx..][x.clone()].contains(&true))
         })
     }
 }
@@ -786,15 +856,15 @@ fn round(v: f64, digits: i32) -> f64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn adaptive_threshold_lowers_inside_the_cue_and_raises_outside() {
-        let params = Params {
+    fn params() -> Params {
+        Params {
             pet_clip_suv: [0.0, 15.0],
             ct_clip_hu: [-1000.0, 1000.0],
             ct_outside_hu: -1000.0,
             pad_multiple: 32,
             patch_zyx: [32, 32, 32],
             overlap: 0.5,
+            cue_gate: None,
             blending: Blending::Uniform,
             cue_threshold: 0.5,
             lowered_threshold: 0.1,
@@ -806,7 +876,12 @@ mod tests {
                 body_min_area_mm2: 100.0,
                 body_margin_mm: 20.0,
             },
-        };
+        }
+    }
+
+    #[test]
+    fn adaptive_threshold_lowers_inside_the_cue_and_raises_outside() {
+        let params = params();
         let probability = [0.2, 0.05, 0.7, 0.95, 0.7];
         let cue = [0.6, 0.6, 0.4, 0.4, 0.5];
         assert_eq!(
@@ -926,7 +1001,7 @@ mod tests {
         let mut suv = vec![0.0f32; nx * ny * nz];
         suv[(15 * ny + 2) * nx + 7] = 1.0;
         suv[(3 * ny + 4) * nx + 1] = 0.15; // at the threshold: not body
-        let body = Body::new(&suv, 0.15, [nx, ny, nz]);
+        let body = Region::new(&suv, 0.15, [nx, ny, nz]);
         let slices: Vec<usize> = (0..ny).filter(|&j| body.coronal(j)).collect();
         assert_eq!(slices, [2]);
         let patch = [8, 4, 4];
@@ -938,5 +1013,26 @@ mod tests {
         assert!(!body.window([0, 0, 0], patch));
         assert!(!body.window([8, 3, 4], patch), "y 3..6 misses y 2");
         assert!(!body.window([16, 0, 4], patch), "z 16..20 misses z 15");
+    }
+
+    #[test]
+    fn cued_windows_are_the_body_windows_where_the_cue_exceeds_the_gate() {
+        // shape [x, y, z] = [8, 8, 16], patch 8³ at overlap 0.5: windows at z 0..8, 4..12, 8..16
+        let [nx, ny, nz] = [8, 8, 16];
+        let body = Region::new(&vec![1.0; nx * ny * nz], 0.15, [nx, ny, nz]);
+        let mut cue = vec![0.0f32; nx * ny * nz];
+        cue[(13 * ny + 3) * nx + 3] = 0.3; // z 13: only in the window at z 8
+        cue[(2 * ny + 7) * nx] = 0.3; // z 2, x 0, y 7: only in the window at z 0
+        cue[(6 * ny + 3) * nx + 3] = 0.05; // z 6: at the gate, not above it
+        let mut params = Params {
+            patch_zyx: [8, 8, 8],
+            cue_gate: Some(0.05),
+            ..params()
+        };
+        let plan = params.seg3d_windows(&body, &cue);
+        assert_eq!((plan.starts, plan.body), (vec![[0, 0, 0], [8, 0, 0]], 3));
+        params.cue_gate = None;
+        let every = params.seg3d_windows(&body, &cue).starts;
+        assert_eq!(every, [[0, 0, 0], [4, 0, 0], [8, 0, 0]]);
     }
 }
