@@ -187,7 +187,7 @@ fn seg3d_flops() -> serde_json::Value {
 /// The shipped L2SNet card's inference parameters.
 fn l2snet_params() -> Params {
     let card = ModelCard::load(&repo().join("models/l2snet")).expect("l2snet card");
-    Params::from_card(&card, None, true).expect("l2snet parameters")
+    Params::from_card(&card, None, Seg3dWindows::Cued).expect("l2snet parameters")
 }
 
 fn repo() -> PathBuf {

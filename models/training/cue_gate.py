@@ -21,21 +21,12 @@ import numpy as np
 from scipy import ndimage
 
 import data
+import evaluate
 import pipeline
 
 RUNS = data.RUNS
 ROWS = RUNS / "l2snet_cue_gate.jsonl"
 GATES = [(rule, t) for rule in ("window", "core") for t in (0.5, 0.1, 0.05)]
-CONN18 = ndimage.generate_binary_structure(3, 2)
-
-
-def native(seed):
-    """(OnModelGrid, native SEG [z, y, x] bool, voxel ml) of a held-out study."""
-    d = data.NATIVE / str(seed)
-    pet = data.load_nifti(d / "SUV.nii.gz")
-    m = data.on_model_grid(pet, data.load_nifti(d / "CT.nii.gz"))
-    seg = data.to_zyx(data.load_nifti(d / "SEG.nii.gz"), np.uint8) > 0
-    return m, seg, float(np.prod(pet.header.get_zooms()[:3])) / 1000.0
 
 
 def window_outputs(seg, m):
@@ -70,7 +61,7 @@ def core(sl, padded, patch):
 
 
 def study_row(seed, loc, seg):
-    m, gt, voxel_ml = native(seed)
+    m, gt, voxel_ml, _ = evaluate.native(seed)
     cue_m = pipeline.location_cue(loc, m.pet)
     padded, sls, outs = window_outputs(seg, m)
     cp = np.zeros(padded, np.float32)
@@ -92,11 +83,11 @@ def study_row(seed, loc, seg):
 
     def metrics(mk):
         inter, g, p = int((gt & mk).sum()), int(gt.sum()), int(mk.sum())
-        return {"lesions": int(ndimage.label(mk, CONN18)[1]), "inter": inter, "gt": g, "pred": p,
+        return {"lesions": int(ndimage.label(mk, evaluate.CONN18)[1]), "inter": inter, "gt": g, "pred": p,
                 "dice": 2 * inter / (g + p) if g else None, "voxel_ml": voxel_ml}
 
     full = mask(np.ones(len(sls), bool))
-    row = {"seed": seed, "windows": len(sls), "gt_lesions": int(ndimage.label(gt, CONN18)[1]),
+    row = {"seed": seed, "windows": len(sls), "gt_lesions": int(ndimage.label(gt, evaluate.CONN18)[1]),
            "body": metrics(full)}
     for rule, t in GATES:
         keep = peak[rule] > t

@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use super::card::{CardError, ModelCard, ModelFile};
 use super::grid::{GridSpec, ModelGrid, NoBody};
 use super::{RunError, Timings, clip_scale};
+use crate::config::Seg3dWindows;
 use crate::infer::Session;
 use crate::volume::{Geometry, Volume};
 
@@ -118,12 +119,12 @@ struct CardPost {
 }
 
 impl Params {
-    /// Reads the card; `overlap` replaces the card's default when given; `cued` false drops the
-    /// card's `cue_gate` (every body window runs).
+    /// Reads the card; `overlap` replaces the card's default when given; with
+    /// [`Seg3dWindows::Body`] the card's `cue_gate` is dropped (every body window runs).
     pub fn from_card(
         card: &ModelCard,
         overlap: Option<f64>,
-        cued: bool,
+        windows: Seg3dWindows,
     ) -> Result<Params, CardError> {
         let pre: CardPreprocessing = card.section("preprocessing")?;
         let loc: CardLoc2d = card.section("loc2d")?;
@@ -155,7 +156,7 @@ impl Params {
             pad_multiple: loc.pad_multiple,
             patch_zyx: seg.patch_zyx,
             overlap: overlap.unwrap_or(seg.overlap),
-            cue_gate: seg.cue_gate.filter(|_| cued),
+            cue_gate: seg.cue_gate.filter(|_| windows == Seg3dWindows::Cued),
             blending,
             cue_threshold: post.cue_threshold,
             lowered_threshold: post.lowered_threshold,
@@ -434,13 +435,10 @@ impl L2sNet {
         timings.add("l2snet_loc2d", t);
 
         let t = Instant::now();
-        let windows = self.params.seg3d_windows(&body, &cue);
-        tracing::debug!(
-            run = windows.starts.len(),
-            body = windows.body,
-            "seg3d windows"
-        );
-        let probability = self.sliding_window(&pet_n, &ct_n, model.shape, &windows.starts)?;
+        let plan = self.params.seg3d_windows(&body, &cue);
+        let windows = plan.counts();
+        tracing::debug!(run = windows.run, body = windows.body, "seg3d windows");
+        let probability = self.sliding_window(&pet_n, &ct_n, model.shape, &plan.starts)?;
         drop((pet_n, ct_n));
         timings.add("l2snet_seg3d", t);
 
@@ -462,10 +460,7 @@ impl L2sNet {
             mask,
             ids,
             lesions,
-            windows: Windows {
-                run: windows.starts.len(),
-                body: windows.body,
-            },
+            windows,
         })
     }
 
@@ -586,6 +581,15 @@ pub struct WindowPlan {
     pub body: usize,
 }
 
+impl WindowPlan {
+    pub fn counts(&self) -> Windows {
+        Windows {
+            run: self.starts.len(),
+            body: self.body,
+        }
+    }
+}
+
 /// How many `seg3d` windows ran on a study, of those holding a body voxel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Windows {
@@ -638,17 +642,12 @@ impl Region {
     /// Whether the window at `start` (`[z, y, x]`, clipped to the volume) holds a voxel of the
     /// region.
     pub fn window(&self, start: [usize; 3], patch: [usize; 3]) -> bool {
-        self.any_in([0, 1, 2].map(|a| start[a]..start[a] + patch[a]))
-    }
-
-    /// Whether the box `[z, y, x]` (clipped to the volume) holds a voxel of the region.
-    fn any_in(&self, zyx: [std::ops::Range<usize>; 3]) -> bool {
         let [nx, ny, nz] = self.shape;
-        let [z, y, x] = zyx;
-        let x = x.start.min(nx)..x.end.min(nx);
-        (z.start..z.end.min(nz)).any(|z| {
-            (y.start..y.end.min(ny))
-                .any(|y| self.voxels[(z * ny + y) * nx..][x.clone()].contains(&true))
+        let [z0, y0, x0] = start;
+        let w = patch[2].min(nx - x0);
+        (z0..nz.min(z0 + patch[0])).any(|z| {
+            (y0..ny.min(y0 + patch[1]))
+                .any(|y| self.voxels[(z * ny + y) * nx + x0..][..w].contains(&true))
         })
     }
 }

@@ -118,11 +118,7 @@ impl Models {
                 Ok((file, session))
             };
         let l2snet = l2snet::L2sNet::new(
-            l2snet::Params::from_card(
-                &l2,
-                inference.overlap,
-                inference.seg3d_windows == config::Seg3dWindows::Cued,
-            )?,
+            l2snet::Params::from_card(&l2, inference.overlap, inference.seg3d_windows)?,
             open(&l2, "loc2d")?,
             open(&l2, "seg3d")?,
         );
