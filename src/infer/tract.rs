@@ -22,6 +22,8 @@ use tract_onnx::tract_hir::infer::Factoid;
 use super::{InferError, Provenance, Session};
 use crate::config::Engine;
 
+mod resize;
+
 /// Cached plans per input shape; beyond this many, the oldest shapes are dropped.
 const MAX_PLANS: usize = 8;
 
@@ -90,19 +92,13 @@ impl TractSession {
             return Ok(plan.clone());
         }
         let plan = match &self.model {
-            Prepared::Typed(model) => bind_symbols(model, &shapes)?
-                .into_optimized()?
-                .into_runnable()?,
+            Prepared::Typed(model) => optimise(bind_symbols(model, &shapes)?)?,
             Prepared::PerShape(model) => {
                 let mut model = model.clone();
                 for (ix, shape) in shapes.iter().enumerate() {
                     model.set_input_fact(ix, f32::fact(shape).into())?;
                 }
-                model
-                    .into_typed()?
-                    .into_decluttered()?
-                    .into_optimized()?
-                    .into_runnable()?
+                optimise(model.into_typed()?.into_decluttered()?)?
             }
         };
         if self.order.len() >= MAX_PLANS {
@@ -113,6 +109,13 @@ impl TractSession {
         self.plans.insert(shapes, plan.clone());
         Ok(plan)
     }
+}
+
+/// A decluttered model with concrete shapes, made runnable: linear resizes evaluated row by row
+/// ([`resize`]), then tract's optimisation.
+fn optimise(mut model: TypedModel) -> TractResult<Arc<TypedRunnableModel>> {
+    resize::use_row_resize(&mut model)?;
+    model.into_optimized()?.into_runnable()
 }
 
 /// Binds each symbolic input dimension to the size given; fixed dimensions must match.
