@@ -197,15 +197,8 @@ const ROLE_CT_SOP: u64 = 6;
 /// Writes the study as DICOM under `out/DICOM/` (plus `labels.json` in `out`).
 pub fn write_dicom(study: &SyntheticStudy, out: &Path) -> Result<DicomSynthSummary, DicomError> {
     let seed = study.labels.seed;
-    let werr = |p: &Path, e: io::Error| {
-        DicomError::new(
-            Stage::Write,
-            p.display().to_string(),
-            DicomErrorKind::Write(e.to_string()),
-        )
-    };
     let dicom_dir = out.join("DICOM");
-    std::fs::create_dir_all(&dicom_dir).map_err(|e| werr(&dicom_dir, e))?;
+    std::fs::create_dir_all(&dicom_dir).map_err(|e| write_error(&dicom_dir, e))?;
     let common = Common {
         seed,
         study_uid: synth_uid(seed, ROLE_STUDY, 0),
@@ -214,237 +207,223 @@ pub fn write_dicom(study: &SyntheticStudy, out: &Path) -> Result<DicomSynthSumma
     };
     let pet_series = synth_uid(seed, ROLE_PET_SERIES, 0);
     let ct_series = synth_uid(seed, ROLE_CT_SERIES, 0);
-    let factor = common.tags.suv_factor();
-
-    let pet = &study.pet;
-    let [nx, ny, nz] = pet.shape();
+    let [.., nz] = study.pet.shape();
     (0..nz).into_par_iter().try_for_each(|k| {
-        let slice = &pet.data()[k * nx * ny..(k + 1) * nx * ny];
-        // Activity in Bq/ml, then int16 with this slice's own slope.
-        let bqml: Vec<f64> = slice.iter().map(|&s| s as f64 / factor).collect();
-        let max = bqml.iter().cloned().fold(0.0, f64::max);
-        let slope_text = ds(if max > 0.0 { max / 32767.0 } else { 1.0 });
-        let slope: f64 = slope_text.parse().expect("ds() writes a number");
-        let stored: Vec<u16> = bqml
-            .iter()
-            .map(|v| ((v / slope).round().clamp(-32768.0, 32767.0) as i16) as u16)
-            .collect();
-        let sop = synth_uid(seed, ROLE_PET_SOP, k as u64);
-        let mut obj = InMemDicomObject::new_empty();
-        common.fill(&mut obj);
-        put_str(&mut obj, tags::SOP_CLASS_UID, VR::UI, PET_IMAGE_STORAGE);
-        put_str(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, &sop);
-        put_str(&mut obj, tags::MODALITY, VR::CS, "PT");
-        put_str(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, &pet_series);
-        put_str(&mut obj, tags::SERIES_NUMBER, VR::IS, "2");
-        put_str(
-            &mut obj,
+        let (obj, sop) = pet_slice(&common, &pet_series, &study.pet, k);
+        let path = scattered(&dicom_dir, seed, ROLE_PET_SOP, k as u64);
+        write_part10(&path, obj, PET_IMAGE_STORAGE, &sop).map_err(|e| write_error(&path, e))
+    })?;
+    let [.., cz] = study.ct.shape();
+    (0..cz).into_par_iter().try_for_each(|k| {
+        let (obj, sop) = ct_slice(&common, &ct_series, &study.ct, k);
+        let path = scattered(&dicom_dir, seed, ROLE_CT_SOP, k as u64);
+        write_part10(&path, obj, CT_IMAGE_STORAGE, &sop).map_err(|e| write_error(&path, e))
+    })?;
+    write_side_files(study, out, &dicom_dir)?;
+    Ok(DicomSynthSummary {
+        dicom_dir,
+        pet_files: nz,
+        ct_files: cz,
+        suv_factor: common.tags.suv_factor(),
+        study_uid: common.study_uid,
+        pet_series_uid: pet_series,
+        ct_series_uid: ct_series,
+    })
+}
+
+fn write_error(path: &Path, e: io::Error) -> DicomError {
+    DicomError::new(
+        Stage::Write,
+        path.display().to_string(),
+        DicomErrorKind::Write(e.to_string()),
+    )
+}
+
+/// PET slice `k` as a scanner writes it: activity in Bq/ml stored as int16 with the slice's own
+/// RescaleSlope, decay-corrected to the series start; returns the object and its SOP UID.
+fn pet_slice(
+    common: &Common,
+    series: &str,
+    pet: &Volume<f32>,
+    k: usize,
+) -> (InMemDicomObject, String) {
+    let [nx, ny, nz] = pet.shape();
+    let t = &common.tags;
+    let (slope, stored) = pet_pixels(&pet.data()[k * nx * ny..][..nx * ny], t.suv_factor());
+    let sop = synth_uid(common.seed, ROLE_PET_SOP, k as u64);
+    let mut obj = InMemDicomObject::new_empty();
+    common.fill(&mut obj);
+    for (tag, vr, value) in [
+        (tags::SOP_CLASS_UID, VR::UI, PET_IMAGE_STORAGE.to_string()),
+        (tags::SOP_INSTANCE_UID, VR::UI, sop.clone()),
+        (tags::MODALITY, VR::CS, "PT".into()),
+        (tags::SERIES_INSTANCE_UID, VR::UI, series.into()),
+        (tags::SERIES_NUMBER, VR::IS, "2".into()),
+        (
             tags::SERIES_DESCRIPTION,
             VR::LO,
-            "PET WB AC (synthetic)",
-        );
-        put_str(
-            &mut obj,
-            tags::SERIES_TIME,
-            VR::TM,
-            &tm(common.tags.series_s),
-        );
-        put_str(
-            &mut obj,
-            tags::ACQUISITION_TIME,
-            VR::TM,
-            &tm(common.tags.series_s + 5),
-        );
-        put_str(
-            &mut obj,
-            tags::CONTENT_TIME,
-            VR::TM,
-            &tm(common.tags.series_s + 5),
-        );
-        put_str(&mut obj, tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY");
-        put_str(
-            &mut obj,
-            tags::INSTANCE_NUMBER,
-            VR::IS,
-            &(nz - k).to_string(),
-        );
-        put_str(&mut obj, tags::ACQUISITION_NUMBER, VR::IS, "1");
-        fill_plane(&mut obj, pet, k);
-        put(&mut obj, tags::BITS_ALLOCATED, VR::US, 16u16);
-        put(&mut obj, tags::BITS_STORED, VR::US, 16u16);
-        put(&mut obj, tags::HIGH_BIT, VR::US, 15u16);
-        put(&mut obj, tags::PIXEL_REPRESENTATION, VR::US, 1u16);
-        put_str(&mut obj, tags::RESCALE_SLOPE, VR::DS, &slope_text);
-        put_str(&mut obj, tags::RESCALE_INTERCEPT, VR::DS, "0");
-        put_str(&mut obj, tags::RESCALE_TYPE, VR::LO, "BQML");
-        put_str(&mut obj, tags::UNITS, VR::CS, "BQML");
-        put_str(&mut obj, tags::DECAY_CORRECTION, VR::CS, "START");
-        put_str(
-            &mut obj,
+            "PET WB AC (synthetic)".into(),
+        ),
+        (tags::SERIES_TIME, VR::TM, tm(t.series_s)),
+        (tags::ACQUISITION_TIME, VR::TM, tm(t.series_s + 5)),
+        (tags::CONTENT_TIME, VR::TM, tm(t.series_s + 5)),
+        (tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY".into()),
+        (tags::INSTANCE_NUMBER, VR::IS, (nz - k).to_string()),
+        (tags::ACQUISITION_NUMBER, VR::IS, "1".into()),
+        (tags::RESCALE_SLOPE, VR::DS, slope),
+        (tags::RESCALE_INTERCEPT, VR::DS, "0".into()),
+        (tags::RESCALE_TYPE, VR::LO, "BQML".into()),
+        (tags::UNITS, VR::CS, "BQML".into()),
+        (tags::DECAY_CORRECTION, VR::CS, "START".into()),
+        (
             tags::CORRECTED_IMAGE,
             VR::CS,
-            "NORM\\DTIM\\ATTN\\SCAT\\DECY\\RAN",
-        );
-        put_str(&mut obj, tags::SERIES_TYPE, VR::CS, "WHOLE BODY\\IMAGE");
-        put_str(&mut obj, tags::COUNTS_SOURCE, VR::CS, "EMISSION");
-        put_str(&mut obj, tags::RANDOMS_CORRECTION_METHOD, VR::CS, "DLYD");
-        put_str(&mut obj, tags::ATTENUATION_CORRECTION_METHOD, VR::LO, "CT");
-        put_str(&mut obj, tags::RECONSTRUCTION_METHOD, VR::LO, "OSEM");
-        put(&mut obj, tags::NUMBER_OF_SLICES, VR::US, nz as u16);
-        put(&mut obj, tags::IMAGE_INDEX, VR::US, (k + 1) as u16);
-        put_str(
-            &mut obj,
-            tags::PATIENT_WEIGHT,
-            VR::DS,
-            &ds(common.tags.weight_kg),
-        );
-        put_str(&mut obj, tags::ACTUAL_FRAME_DURATION, VR::IS, "120000");
-        put_str(&mut obj, tags::FRAME_REFERENCE_TIME, VR::DS, "0");
-        put_str(&mut obj, tags::DECAY_FACTOR, VR::DS, "1");
-        let mut rp = InMemDicomObject::new_empty();
-        put_str(
-            &mut rp,
+            "NORM\\DTIM\\ATTN\\SCAT\\DECY\\RAN".into(),
+        ),
+        (tags::SERIES_TYPE, VR::CS, "WHOLE BODY\\IMAGE".into()),
+        (tags::COUNTS_SOURCE, VR::CS, "EMISSION".into()),
+        (tags::RANDOMS_CORRECTION_METHOD, VR::CS, "DLYD".into()),
+        (tags::ATTENUATION_CORRECTION_METHOD, VR::LO, "CT".into()),
+        (tags::RECONSTRUCTION_METHOD, VR::LO, "OSEM".into()),
+        (tags::PATIENT_WEIGHT, VR::DS, ds(t.weight_kg)),
+        (tags::ACTUAL_FRAME_DURATION, VR::IS, "120000".into()),
+        (tags::FRAME_REFERENCE_TIME, VR::DS, "0".into()),
+        (tags::DECAY_FACTOR, VR::DS, "1".into()),
+    ] {
+        put_str(&mut obj, tag, vr, &value);
+    }
+    fill_plane(&mut obj, pet, k);
+    put_pixel_format(&mut obj, 16, true);
+    put(&mut obj, tags::NUMBER_OF_SLICES, VR::US, nz as u16);
+    put(&mut obj, tags::IMAGE_INDEX, VR::US, (k + 1) as u16);
+    obj.put(DataElement::new(
+        tags::RADIOPHARMACEUTICAL_INFORMATION_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(vec![radiopharmaceutical(t)]),
+    ));
+    put(
+        &mut obj,
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(stored.into()),
+    );
+    (obj, sop)
+}
+
+/// A PET slice's SUVs as Bq/ml in int16 (two's complement in u16 words) with the slice's own
+/// RescaleSlope, written as text first so that the stored values use the slope a reader parses.
+fn pet_pixels(suv: &[f32], suv_factor: f64) -> (String, Vec<u16>) {
+    let bqml: Vec<f64> = suv.iter().map(|&s| s as f64 / suv_factor).collect();
+    let max = bqml.iter().cloned().fold(0.0, f64::max);
+    let slope_text = ds(if max > 0.0 { max / 32767.0 } else { 1.0 });
+    let slope: f64 = slope_text.parse().expect("ds() writes a number");
+    let stored = bqml
+        .iter()
+        .map(|v| ((v / slope).round().clamp(-32768.0, 32767.0) as i16) as u16)
+        .collect();
+    (slope_text, stored)
+}
+
+/// BitsAllocated 16, BitsStored and HighBit for `bits_stored`, PixelRepresentation.
+fn put_pixel_format(obj: &mut InMemDicomObject, bits_stored: u16, signed: bool) {
+    put(obj, tags::BITS_ALLOCATED, VR::US, 16u16);
+    put(obj, tags::BITS_STORED, VR::US, bits_stored);
+    put(obj, tags::HIGH_BIT, VR::US, bits_stored - 1);
+    put(obj, tags::PIXEL_REPRESENTATION, VR::US, u16::from(signed));
+}
+
+/// The Radiopharmaceutical Information Sequence item: 18F-FDG, injection time and dose.
+fn radiopharmaceutical(t: &SynthPetTags) -> InMemDicomObject {
+    let mut rp = InMemDicomObject::new_empty();
+    for (tag, vr, value) in [
+        (
             tags::RADIOPHARMACEUTICAL,
             VR::LO,
-            "Fluorodeoxyglucose",
-        );
-        put_str(
-            &mut rp,
+            "Fluorodeoxyglucose".into(),
+        ),
+        (
             tags::RADIOPHARMACEUTICAL_START_TIME,
             VR::TM,
-            &tm(common.tags.injection_s),
-        );
-        put_str(
-            &mut rp,
+            tm(t.injection_s),
+        ),
+        (
             tags::RADIOPHARMACEUTICAL_START_DATE_TIME,
             VR::DT,
-            &format!("{}{}", common.tags.study_date, tm(common.tags.injection_s)),
-        );
-        put_str(
-            &mut rp,
-            tags::RADIONUCLIDE_TOTAL_DOSE,
-            VR::DS,
-            &ds(common.tags.dose_bq),
-        );
-        put_str(
-            &mut rp,
-            tags::RADIONUCLIDE_HALF_LIFE,
-            VR::DS,
-            &ds(F18_HALF_LIFE_S),
-        );
-        put_str(
-            &mut rp,
-            tags::RADIONUCLIDE_POSITRON_FRACTION,
-            VR::DS,
-            "0.97",
-        );
-        obj.put(DataElement::new(
-            tags::RADIOPHARMACEUTICAL_INFORMATION_SEQUENCE,
-            VR::SQ,
-            DataSetSequence::from(vec![rp]),
-        ));
-        put(
-            &mut obj,
-            tags::PIXEL_DATA,
-            VR::OW,
-            PrimitiveValue::U16(stored.into()),
-        );
-        let path = scattered(&dicom_dir, seed, ROLE_PET_SOP, k as u64);
-        write_part10(&path, obj, PET_IMAGE_STORAGE, &sop).map_err(|e| werr(&path, e))
-    })?;
+            format!("{}{}", t.study_date, tm(t.injection_s)),
+        ),
+        (tags::RADIONUCLIDE_TOTAL_DOSE, VR::DS, ds(t.dose_bq)),
+        (tags::RADIONUCLIDE_HALF_LIFE, VR::DS, ds(F18_HALF_LIFE_S)),
+        (tags::RADIONUCLIDE_POSITRON_FRACTION, VR::DS, "0.97".into()),
+    ] {
+        put_str(&mut rp, tag, vr, &value);
+    }
+    rp
+}
 
-    let ct = &study.ct;
-    let [cx, cy, cz] = ct.shape();
-    (0..cz).into_par_iter().try_for_each(|k| {
-        let slice = &ct.data()[k * cx * cy..(k + 1) * cx * cy];
-        let stored: Vec<u16> = slice
-            .iter()
-            .map(|&hu| (hu.round() + 1024.0).clamp(0.0, 4095.0) as u16)
-            .collect();
-        let sop = synth_uid(seed, ROLE_CT_SOP, k as u64);
-        let mut obj = InMemDicomObject::new_empty();
-        common.fill(&mut obj);
-        put_str(&mut obj, tags::SOP_CLASS_UID, VR::UI, CT_IMAGE_STORAGE);
-        put_str(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, &sop);
-        put_str(&mut obj, tags::MODALITY, VR::CS, "CT");
-        put_str(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, &ct_series);
-        put_str(&mut obj, tags::SERIES_NUMBER, VR::IS, "1");
-        put_str(
-            &mut obj,
-            tags::SERIES_DESCRIPTION,
-            VR::LO,
-            "CT WB (synthetic)",
-        );
-        put_str(
-            &mut obj,
-            tags::SERIES_TIME,
-            VR::TM,
-            &tm(common.tags.series_s - 120),
-        );
-        put_str(
-            &mut obj,
-            tags::ACQUISITION_TIME,
-            VR::TM,
-            &tm(common.tags.series_s - 120),
-        );
-        put_str(
-            &mut obj,
-            tags::CONTENT_TIME,
-            VR::TM,
-            &tm(common.tags.series_s - 120),
-        );
-        put_str(
-            &mut obj,
-            tags::IMAGE_TYPE,
-            VR::CS,
-            "ORIGINAL\\PRIMARY\\AXIAL",
-        );
-        put_str(
-            &mut obj,
-            tags::INSTANCE_NUMBER,
-            VR::IS,
-            &(k + 1).to_string(),
-        );
-        put_str(&mut obj, tags::ACQUISITION_NUMBER, VR::IS, "1");
-        fill_plane(&mut obj, ct, k);
-        put(&mut obj, tags::BITS_ALLOCATED, VR::US, 16u16);
-        put(&mut obj, tags::BITS_STORED, VR::US, 12u16);
-        put(&mut obj, tags::HIGH_BIT, VR::US, 11u16);
-        put(&mut obj, tags::PIXEL_REPRESENTATION, VR::US, 0u16);
-        put_str(&mut obj, tags::RESCALE_SLOPE, VR::DS, "1");
-        put_str(&mut obj, tags::RESCALE_INTERCEPT, VR::DS, "-1024");
-        put_str(&mut obj, tags::RESCALE_TYPE, VR::LO, "HU");
-        put_str(&mut obj, tags::KVP, VR::DS, "120");
-        put(
-            &mut obj,
-            tags::PIXEL_DATA,
-            VR::OW,
-            PrimitiveValue::U16(stored.into()),
-        );
-        let path = scattered(&dicom_dir, seed, ROLE_CT_SOP, k as u64);
-        write_part10(&path, obj, CT_IMAGE_STORAGE, &sop).map_err(|e| werr(&path, e))
-    })?;
+/// CT slice `k`: HU + 1024 in 12 bits, RescaleIntercept -1024; returns the object and its SOP UID.
+fn ct_slice(
+    common: &Common,
+    series: &str,
+    ct: &Volume<f32>,
+    k: usize,
+) -> (InMemDicomObject, String) {
+    let [cx, cy, _] = ct.shape();
+    let stored: Vec<u16> = ct.data()[k * cx * cy..][..cx * cy]
+        .iter()
+        .map(|&hu| (hu.round() + 1024.0).clamp(0.0, 4095.0) as u16)
+        .collect();
+    let sop = synth_uid(common.seed, ROLE_CT_SOP, k as u64);
+    let time = tm(common.tags.series_s - 120);
+    let mut obj = InMemDicomObject::new_empty();
+    common.fill(&mut obj);
+    for (tag, vr, value) in [
+        (tags::SOP_CLASS_UID, VR::UI, CT_IMAGE_STORAGE.to_string()),
+        (tags::SOP_INSTANCE_UID, VR::UI, sop.clone()),
+        (tags::MODALITY, VR::CS, "CT".into()),
+        (tags::SERIES_INSTANCE_UID, VR::UI, series.into()),
+        (tags::SERIES_NUMBER, VR::IS, "1".into()),
+        (tags::SERIES_DESCRIPTION, VR::LO, "CT WB (synthetic)".into()),
+        (tags::SERIES_TIME, VR::TM, time.clone()),
+        (tags::ACQUISITION_TIME, VR::TM, time.clone()),
+        (tags::CONTENT_TIME, VR::TM, time),
+        (tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY\\AXIAL".into()),
+        (tags::INSTANCE_NUMBER, VR::IS, (k + 1).to_string()),
+        (tags::ACQUISITION_NUMBER, VR::IS, "1".into()),
+        (tags::RESCALE_SLOPE, VR::DS, "1".into()),
+        (tags::RESCALE_INTERCEPT, VR::DS, "-1024".into()),
+        (tags::RESCALE_TYPE, VR::LO, "HU".into()),
+        (tags::KVP, VR::DS, "120".into()),
+    ] {
+        put_str(&mut obj, tag, vr, &value);
+    }
+    fill_plane(&mut obj, ct, k);
+    put_pixel_format(&mut obj, 12, false);
+    put(
+        &mut obj,
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(stored.into()),
+    );
+    (obj, sop)
+}
 
+/// The stray non-DICOM file of a real export folder, and the ground truth beside `DICOM/`.
+fn write_side_files(
+    study: &SyntheticStudy,
+    out: &Path,
+    dicom_dir: &Path,
+) -> Result<(), DicomError> {
     let readme = dicom_dir.join("README.txt");
     fsio::write_bytes_atomic(
         &readme,
         b"Synthetic PET/CT study written by tracerd synth --format dicom; not patient data.\n",
     )
-    .map_err(|e| werr(&readme, e))?;
-    let mut json =
-        serde_json::to_vec_pretty(&study.labels).map_err(|e| werr(out, io::Error::other(e)))?;
+    .map_err(|e| write_error(&readme, e))?;
+    let mut json = serde_json::to_vec_pretty(&study.labels)
+        .map_err(|e| write_error(out, io::Error::other(e)))?;
     json.push(b'\n');
     let labels = out.join("labels.json");
-    fsio::write_bytes_atomic(&labels, &json).map_err(|e| werr(&labels, e))?;
-    Ok(DicomSynthSummary {
-        dicom_dir,
-        pet_files: nz,
-        ct_files: cz,
-        study_uid: common.study_uid,
-        pet_series_uid: pet_series,
-        ct_series_uid: ct_series,
-        suv_factor: factor,
-    })
+    fsio::write_bytes_atomic(&labels, &json).map_err(|e| write_error(&labels, e))
 }
 
 #[cfg(test)]

@@ -355,6 +355,49 @@ fn generated_voxels_are_pinned() {
     }
 }
 
+/// Pins the DICOM export's bytes (every file under the study folder, by relative path), so that
+/// refactoring the exporter provably changes nothing.
+#[test]
+fn dicom_export_is_pinned() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    super::dicom::write_dicom(&generate(&small(3)), dir.path()).unwrap();
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(d).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            match path.is_dir() {
+                true => dirs.push(path),
+                false => files.push(path),
+            }
+        }
+    }
+    files.sort();
+    assert_eq!(
+        files.len(),
+        194,
+        "PET and CT slices, README.txt, labels.json"
+    );
+    let mut all = Sha256::new();
+    for path in &files {
+        all.update(
+            path.strip_prefix(dir.path())
+                .unwrap()
+                .to_string_lossy()
+                .as_bytes(),
+        );
+        all.update(Sha256::digest(std::fs::read(path).unwrap()));
+    }
+    let got: String = all
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(got, "9b29502c8f2a8cf1");
+}
+
 #[test]
 fn write_nifti_round_trips_and_is_byte_identical() {
     let dir = tempfile::tempdir().unwrap();
