@@ -98,110 +98,14 @@ pub fn stack(slices: &[&Instance], subject: &str) -> Result<Stack, DicomError> {
     let first = *slices
         .first()
         .ok_or_else(|| fail(subject, "series has no image".into()))?;
-    let missing =
-        |i: &Instance, what: &str| fail(subject, format!("{}: {what} missing", i.rel.display()));
-    for s in slices {
-        if s.number_of_frames > 1 {
-            return Err(fail(
-                subject,
-                format!(
-                    "{}: multi-frame image ({} frames); tracerd reads single-frame series",
-                    s.rel.display(),
-                    s.number_of_frames
-                ),
-            ));
-        }
-        if s.image_position.is_none() {
-            return Err(missing(s, "ImagePositionPatient (0020,0032)"));
-        }
-        if s.image_orientation.is_none() {
-            return Err(missing(s, "ImageOrientationPatient (0020,0037)"));
-        }
-        if s.pixel_spacing.is_none() {
-            return Err(missing(s, "PixelSpacing (0028,0030)"));
-        }
-        if s.rows == 0 || s.columns == 0 {
-            return Err(missing(s, "Rows/Columns (0028,0010)/(0028,0011)"));
-        }
-    }
-    let iop = first.image_orientation.unwrap();
-    let ps = first.pixel_spacing.unwrap();
-    for s in slices {
-        let o = s.image_orientation.unwrap();
-        if o.iter().zip(&iop).any(|(a, b)| (a - b).abs() > 1e-4) {
-            return Err(fail(
-                subject,
-                format!(
-                    "{}: ImageOrientationPatient differs between slices",
-                    s.rel.display()
-                ),
-            ));
-        }
-        let p = s.pixel_spacing.unwrap();
-        if (p[0] - ps[0]).abs() > 1e-4 || (p[1] - ps[1]).abs() > 1e-4 {
-            return Err(fail(
-                subject,
-                format!("{}: PixelSpacing differs between slices", s.rel.display()),
-            ));
-        }
-        if s.rows != first.rows || s.columns != first.columns {
-            return Err(fail(
-                subject,
-                format!("{}: Rows/Columns differ between slices", s.rel.display()),
-            ));
-        }
-    }
-    let row = Vector3::new(iop[0], iop[1], iop[2]);
-    let col = Vector3::new(iop[3], iop[4], iop[5]);
-    if (row.norm() - 1.0).abs() > 1e-3
-        || (col.norm() - 1.0).abs() > 1e-3
-        || row.dot(&col).abs() > 1e-3
-    {
-        return Err(fail(
-            subject,
-            format!("ImageOrientationPatient {iop:?} is not two orthogonal unit vectors"),
-        ));
-    }
-    let (row, col) = (row.normalize(), col.normalize());
-    let normal = row.cross(&col);
-
-    let pos = |i: usize| Vector3::from(slices[i].image_position.unwrap());
+    check_slices(slices, subject)?;
+    let ps = first.pixel_spacing.expect("checked");
+    let [row, col, normal] = orientation(first.image_orientation.expect("checked"), subject)?;
+    let pos = |i: usize| Vector3::from(slices[i].image_position.expect("checked"));
     let mut idx: Vec<usize> = (0..slices.len()).collect();
     idx.sort_by(|&a, &b| normal.dot(&pos(a)).total_cmp(&normal.dot(&pos(b))));
-
-    // Duplicates: one position, several images.
     let mut warnings = Vec::new();
-    let mut dropped = Vec::new();
-    let mut order: Vec<usize> = Vec::with_capacity(idx.len());
-    for &i in &idx {
-        if let Some(&last) = order.last()
-            && (pos(i) - pos(last)).norm() < 1e-3
-        {
-            let rank = |x: usize| {
-                (
-                    slices[x].acquisition_number.unwrap_or(i64::MIN),
-                    slices[x].instance_number.unwrap_or(i64::MIN),
-                )
-            };
-            let (keep, drop) = if rank(i) > rank(last) {
-                (i, last)
-            } else {
-                (last, i)
-            };
-            warnings.push(format!(
-                "two images at position {:.3} mm along the normal: kept {} (AcquisitionNumber \
-                 {:?}), dropped {}",
-                normal.dot(&pos(i)),
-                slices[keep].rel.display(),
-                slices[keep].acquisition_number,
-                slices[drop].rel.display()
-            ));
-            dropped.push(drop);
-            *order.last_mut().unwrap() = keep;
-            continue;
-        }
-        order.push(i);
-    }
+    let (order, dropped) = deduplicate(slices, &idx, normal, &mut warnings);
     if order.len() < 2 {
         return Err(fail(
             subject,
@@ -210,20 +114,11 @@ pub fn stack(slices: &[&Instance], subject: &str) -> Result<Stack, DicomError> {
     }
     let d: Vec<f64> = order.iter().map(|&i| normal.dot(&pos(i))).collect();
     let spacing_k = check_spacing(&d, subject, &mut warnings)?;
-    // Gantry tilt: positions must advance along the normal only.
-    let span = pos(*order.last().unwrap()) - pos(order[0]);
-    let along = span.dot(&normal);
-    let sideways = (span - normal * along).norm();
-    if sideways > 1e-3 * along.abs().max(1.0) + 1e-3 {
-        let angle = sideways.atan2(along).to_degrees();
-        return Err(fail(
-            subject,
-            format!(
-                "slice positions drift {sideways:.2} mm off the slice normal (gantry tilt \
-                 {angle:.2}°); tilted series are not supported"
-            ),
-        ));
-    }
+    check_tilt(
+        pos(*order.last().expect("two or more")) - pos(order[0]),
+        normal,
+        subject,
+    )?;
     let geometry = Geometry {
         shape: [first.columns as usize, first.rows as usize, order.len()],
         spacing: Vector3::new(ps[1], ps[0], spacing_k),
@@ -241,9 +136,263 @@ pub fn stack(slices: &[&Instance], subject: &str) -> Result<Stack, DicomError> {
     })
 }
 
+/// Every slice is single-frame and has the geometry tags; orientation, pixel spacing and matrix
+/// are the first slice's.
+fn check_slices(slices: &[&Instance], subject: &str) -> Result<(), DicomError> {
+    let bad = |i: &Instance, what: &str| fail(subject, format!("{}: {what}", i.rel.display()));
+    for s in slices {
+        if s.number_of_frames > 1 {
+            let what = format!(
+                "multi-frame image ({} frames); tracerd reads single-frame series",
+                s.number_of_frames
+            );
+            return Err(bad(s, &what));
+        }
+        let missing = [
+            (
+                s.image_position.is_none(),
+                "ImagePositionPatient (0020,0032)",
+            ),
+            (
+                s.image_orientation.is_none(),
+                "ImageOrientationPatient (0020,0037)",
+            ),
+            (s.pixel_spacing.is_none(), "PixelSpacing (0028,0030)"),
+            (
+                s.rows == 0 || s.columns == 0,
+                "Rows/Columns (0028,0010)/(0028,0011)",
+            ),
+        ];
+        if let Some((_, tag)) = missing.iter().find(|(absent, _)| *absent) {
+            return Err(bad(s, &format!("{tag} missing")));
+        }
+    }
+    let first = slices[0];
+    let (iop, ps) = (
+        first.image_orientation.unwrap(),
+        first.pixel_spacing.unwrap(),
+    );
+    for s in slices {
+        let (o, p) = (s.image_orientation.unwrap(), s.pixel_spacing.unwrap());
+        if o.iter().zip(&iop).any(|(a, b)| (a - b).abs() > 1e-4) {
+            return Err(bad(s, "ImageOrientationPatient differs between slices"));
+        }
+        if (p[0] - ps[0]).abs() > 1e-4 || (p[1] - ps[1]).abs() > 1e-4 {
+            return Err(bad(s, "PixelSpacing differs between slices"));
+        }
+        if s.rows != first.rows || s.columns != first.columns {
+            return Err(bad(s, "Rows/Columns differ between slices"));
+        }
+    }
+    Ok(())
+}
+
+/// Row, column and slice normal (row × column) of ImageOrientationPatient, which must hold two
+/// orthogonal unit vectors.
+fn orientation(iop: [f64; 6], subject: &str) -> Result<[Vector3<f64>; 3], DicomError> {
+    let row = Vector3::new(iop[0], iop[1], iop[2]);
+    let col = Vector3::new(iop[3], iop[4], iop[5]);
+    if (row.norm() - 1.0).abs() > 1e-3
+        || (col.norm() - 1.0).abs() > 1e-3
+        || row.dot(&col).abs() > 1e-3
+    {
+        return Err(fail(
+            subject,
+            format!("ImageOrientationPatient {iop:?} is not two orthogonal unit vectors"),
+        ));
+    }
+    let (row, col) = (row.normalize(), col.normalize());
+    Ok([row, col, row.cross(&col)])
+}
+
+/// The slices in `idx` (sorted along the normal) with one image per position: of two at one
+/// position the higher (AcquisitionNumber, InstanceNumber) is kept, with a warning. Returns the
+/// kept order and the dropped slices.
+fn deduplicate(
+    slices: &[&Instance],
+    idx: &[usize],
+    normal: Vector3<f64>,
+    warnings: &mut Vec<String>,
+) -> (Vec<usize>, Vec<usize>) {
+    let pos = |i: usize| Vector3::from(slices[i].image_position.expect("checked"));
+    let rank = |x: usize| {
+        (
+            slices[x].acquisition_number.unwrap_or(i64::MIN),
+            slices[x].instance_number.unwrap_or(i64::MIN),
+        )
+    };
+    let mut dropped = Vec::new();
+    let mut order: Vec<usize> = Vec::with_capacity(idx.len());
+    for &i in idx {
+        let Some(last) = order
+            .last_mut()
+            .filter(|l| (pos(i) - pos(**l)).norm() < 1e-3)
+        else {
+            order.push(i);
+            continue;
+        };
+        let (keep, drop) = if rank(i) > rank(*last) {
+            (i, *last)
+        } else {
+            (*last, i)
+        };
+        warnings.push(format!(
+            "two images at position {:.3} mm along the normal: kept {} (AcquisitionNumber \
+             {:?}), dropped {}",
+            normal.dot(&pos(i)),
+            slices[keep].rel.display(),
+            slices[keep].acquisition_number,
+            slices[drop].rel.display()
+        ));
+        dropped.push(drop);
+        *last = keep;
+    }
+    (order, dropped)
+}
+
+/// Gantry tilt: from the first to the last slice, positions must advance along the normal only.
+fn check_tilt(span: Vector3<f64>, normal: Vector3<f64>, subject: &str) -> Result<(), DicomError> {
+    let along = span.dot(&normal);
+    let sideways = (span - normal * along).norm();
+    if sideways > 1e-3 * along.abs().max(1.0) + 1e-3 {
+        let angle = sideways.atan2(along).to_degrees();
+        return Err(fail(
+            subject,
+            format!(
+                "slice positions drift {sideways:.2} mm off the slice normal (gantry tilt \
+                 {angle:.2}°); tilted series are not supported"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+
+    /// Slice `k` of an axial 4×3 series at 2 mm.
+    fn slice(k: usize) -> Instance {
+        Instance {
+            path: PathBuf::new(),
+            rel: PathBuf::from(format!("IM{k}")),
+            transfer_syntax: String::new(),
+            sop_class_uid: String::new(),
+            sop_instance_uid: String::new(),
+            study_uid: String::new(),
+            series_uid: String::new(),
+            modality: "PT".into(),
+            frame_of_reference_uid: None,
+            image_type: vec![],
+            series_description: None,
+            rows: 3,
+            columns: 4,
+            number_of_frames: 1,
+            pixel_spacing: Some([1.5, 1.5]),
+            image_position: Some([0.0, 0.0, 2.0 * k as f64]),
+            image_orientation: Some([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
+            acquisition_number: None,
+            instance_number: None,
+            rescale_slope: 1.0,
+            rescale_intercept: 0.0,
+            bad_tags: Vec::new(),
+            native: None,
+            image_index: None,
+            number_of_slices: None,
+            suv: None,
+            tracer: None,
+        }
+    }
+
+    /// Makes one slice of a good series bad.
+    type Spoil = fn(&mut Instance);
+
+    fn stack_error(slices: &[Instance]) -> String {
+        let refs: Vec<&Instance> = slices.iter().collect();
+        stack(&refs, "PT series 1").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn each_missing_geometry_tag_is_named_with_its_file() {
+        let cases: [(Spoil, &str); 5] = [
+            (
+                |s| s.image_position = None,
+                "ImagePositionPatient (0020,0032) missing",
+            ),
+            (
+                |s| s.image_orientation = None,
+                "ImageOrientationPatient (0020,0037) missing",
+            ),
+            (
+                |s| s.pixel_spacing = None,
+                "PixelSpacing (0028,0030) missing",
+            ),
+            (
+                |s| s.rows = 0,
+                "Rows/Columns (0028,0010)/(0028,0011) missing",
+            ),
+            (|s| s.number_of_frames = 3, "multi-frame image (3 frames)"),
+        ];
+        for (spoil, reason) in cases {
+            let mut slices: Vec<Instance> = (0..3).map(slice).collect();
+            spoil(&mut slices[1]);
+            let e = stack_error(&slices);
+            assert!(e.contains(&format!("IM1: {reason}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn slices_must_agree_on_orientation_spacing_and_matrix() {
+        let cases: [(Spoil, &str); 3] = [
+            (
+                |s| s.image_orientation = Some([1.0, 0.0, 0.0, 0.0, 0.0, -1.0]),
+                "ImageOrientationPatient differs",
+            ),
+            (
+                |s| s.pixel_spacing = Some([1.5, 2.0]),
+                "PixelSpacing differs",
+            ),
+            (|s| s.columns = 5, "Rows/Columns differ"),
+        ];
+        for (spoil, reason) in cases {
+            let mut slices: Vec<Instance> = (0..3).map(slice).collect();
+            spoil(&mut slices[2]);
+            let e = stack_error(&slices);
+            assert!(e.contains(&format!("IM2: {reason}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn orientation_needs_two_orthogonal_unit_vectors() {
+        let [row, col, normal] = orientation([0.0, 1.0, 0.0, 0.0, 0.0, -1.0], "s").unwrap();
+        assert_eq!(normal, row.cross(&col));
+        assert_eq!(normal, Vector3::new(-1.0, 0.0, 0.0));
+        for bad in [
+            [1.0, 0.0, 0.0, 0.6, 0.8, 0.0],
+            [2.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        ] {
+            let e = orientation(bad, "s").unwrap_err().to_string();
+            assert!(e.contains("not two orthogonal unit vectors"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_stack_orders_slices_along_the_normal_and_keeps_one_per_position() {
+        let mut slices: Vec<Instance> = [2, 0, 1].into_iter().map(slice).collect();
+        slices.push(Instance {
+            acquisition_number: Some(2),
+            rel: PathBuf::from("IM1b"),
+            ..slice(1)
+        });
+        let refs: Vec<&Instance> = slices.iter().collect();
+        let st = stack(&refs, "PT series 1").unwrap();
+        assert_eq!(st.order, [1, 3, 0]);
+        assert_eq!(st.dropped, [2]);
+        assert!(st.warnings[0].contains("kept IM1b"), "{:?}", st.warnings);
+        assert_eq!(st.geometry.shape, [4, 3, 3]);
+        assert_eq!(st.geometry.spacing, Vector3::new(1.5, 1.5, 2.0));
+    }
 
     fn check(d: &[f64]) -> Result<Vec<String>, String> {
         let mut w = Vec::new();
