@@ -518,106 +518,11 @@ impl Config {
     /// Checks every rule that needs no filesystem access and reports all violations together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        let study_dirs = self.paths.study_dirs();
-        for (name, path) in study_dirs
-            .iter()
-            .chain([("models", &self.paths.models)].iter())
-        {
-            if path.as_os_str().is_empty() {
-                problems.push(format!("paths.{name} is empty"));
-            }
-        }
-        for (a, (name_a, path_a)) in study_dirs.iter().enumerate() {
-            for (name_b, path_b) in &study_dirs[a + 1..] {
-                let (pa, pb) = (normalise(path_a), normalise(path_b));
-                if pa.as_os_str().is_empty() || pb.as_os_str().is_empty() {
-                    continue;
-                }
-                if pa == pb {
-                    problems.push(format!(
-                        "paths.{name_a} and paths.{name_b} are the same folder ({})",
-                        pa.display()
-                    ));
-                } else if pa.starts_with(&pb) {
-                    problems.push(format!("paths.{name_a} is inside paths.{name_b}"));
-                } else if pb.starts_with(&pa) {
-                    problems.push(format!("paths.{name_b} is inside paths.{name_a}"));
-                }
-            }
-        }
-        let settle = self.watch.settle_seconds;
-        if !(settle.is_finite() && settle > 0.0 && settle <= 86_400.0) {
-            problems.push(format!(
-                "watch.settle_seconds is {settle}; it must be > 0 and at most 86400"
-            ));
-        }
-        let rescan = self.watch.rescan_seconds;
-        if !(rescan.is_finite() && rescan > 0.0 && rescan <= 3600.0) {
-            problems.push(format!(
-                "watch.rescan_seconds is {rescan}; it must be > 0 and at most 3600"
-            ));
-        }
-        let d = &self.daemon;
-        if !(1..=16).contains(&d.ingest_workers) {
-            problems.push(format!(
-                "daemon.ingest_workers is {}; it must be 1 to 16",
-                d.ingest_workers
-            ));
-        }
-        if !(1..=16).contains(&d.queue_length) {
-            problems.push(format!(
-                "daemon.queue_length is {}; it must be 1 to 16",
-                d.queue_length
-            ));
-        }
-        for (name, value) in [
-            ("stop_timeout_seconds", d.stop_timeout_seconds),
-            ("stall_seconds", d.stall_seconds),
-        ] {
-            if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
-                problems.push(format!(
-                    "daemon.{name} is {value}; it must be > 0 and at most 86400"
-                ));
-            }
-        }
-        if !(1..=1000).contains(&d.max_attempts) {
-            problems.push(format!(
-                "daemon.max_attempts is {}; it must be 1 to 1000",
-                d.max_attempts
-            ));
-        }
-        if self.limits.max_voxels_per_volume < 1_000_000 {
-            problems.push(format!(
-                "limits.max_voxels_per_volume is {}; it must be at least 1000000",
-                self.limits.max_voxels_per_volume
-            ));
-        }
-        if self.limits.max_study_mib < 64 {
-            problems.push(format!(
-                "limits.max_study_mib is {}; it must be at least 64",
-                self.limits.max_study_mib
-            ));
-        }
-        if let Some(overlap) = self.inference.overlap
-            && !(0.0..=0.9).contains(&overlap)
-        {
-            problems.push(format!(
-                "inference.overlap is {overlap}; it must be between 0 and 0.9"
-            ));
-        }
-        if self.inference.engines.is_empty() {
-            problems.push("inference.engines is empty; list at least \"tract\"".into());
-        }
-        for (i, engine) in self.inference.engines.iter().enumerate() {
-            if self.inference.engines[..i].contains(engine) {
-                problems.push(format!("inference.engines lists \"{engine}\" twice"));
-            }
-        }
-        if let Some(lib) = &self.inference.ort_library
-            && lib.as_os_str().is_empty()
-        {
-            problems.push("inference.ort_library is empty; remove the key to search".into());
-        }
+        self.paths.validate(&mut problems);
+        self.watch.validate(&mut problems);
+        self.daemon.validate(&mut problems);
+        self.limits.validate(&mut problems);
+        self.inference.validate(&mut problems);
         if self.metrics.enabled && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
             problems.push(format!(
                 "metrics.listen is {:?}; it must be an address and port such as \"127.0.0.1:9417\"",
@@ -630,6 +535,113 @@ impl Config {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+/// `name is value; it must be > 0 and at most max` unless `value` is finite and in (0, max].
+fn check_seconds(problems: &mut Vec<String>, name: &str, value: f64, max: f64) {
+    if !(value.is_finite() && value > 0.0 && value <= max) {
+        problems.push(format!(
+            "{name} is {value}; it must be > 0 and at most {max}"
+        ));
+    }
+}
+
+/// `name is value; it must be lo to hi` unless `value` is in `lo..=hi`.
+fn check_count(problems: &mut Vec<String>, name: &str, value: usize, lo: usize, hi: usize) {
+    if !(lo..=hi).contains(&value) {
+        problems.push(format!("{name} is {value}; it must be {lo} to {hi}"));
+    }
+}
+
+impl Watch {
+    fn validate(&self, problems: &mut Vec<String>) {
+        check_seconds(
+            problems,
+            "watch.settle_seconds",
+            self.settle_seconds,
+            86_400.0,
+        );
+        check_seconds(
+            problems,
+            "watch.rescan_seconds",
+            self.rescan_seconds,
+            3600.0,
+        );
+    }
+}
+
+impl Daemon {
+    fn validate(&self, problems: &mut Vec<String>) {
+        check_count(
+            problems,
+            "daemon.ingest_workers",
+            self.ingest_workers,
+            1,
+            16,
+        );
+        check_count(problems, "daemon.queue_length", self.queue_length, 1, 16);
+        check_seconds(
+            problems,
+            "daemon.stop_timeout_seconds",
+            self.stop_timeout_seconds,
+            86_400.0,
+        );
+        check_seconds(
+            problems,
+            "daemon.stall_seconds",
+            self.stall_seconds,
+            86_400.0,
+        );
+        check_count(
+            problems,
+            "daemon.max_attempts",
+            self.max_attempts as usize,
+            1,
+            1000,
+        );
+    }
+}
+
+impl Limits {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.max_voxels_per_volume < 1_000_000 {
+            problems.push(format!(
+                "limits.max_voxels_per_volume is {}; it must be at least 1000000",
+                self.max_voxels_per_volume
+            ));
+        }
+        if self.max_study_mib < 64 {
+            problems.push(format!(
+                "limits.max_study_mib is {}; it must be at least 64",
+                self.max_study_mib
+            ));
+        }
+    }
+}
+
+impl Inference {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if let Some(overlap) = self.overlap
+            && !(0.0..=0.9).contains(&overlap)
+        {
+            problems.push(format!(
+                "inference.overlap is {overlap}; it must be between 0 and 0.9"
+            ));
+        }
+        if self.engines.is_empty() {
+            problems.push("inference.engines is empty; list at least \"tract\"".into());
+        }
+        for (i, engine) in self.engines.iter().enumerate() {
+            if self.engines[..i].contains(engine) {
+                problems.push(format!("inference.engines lists \"{engine}\" twice"));
+            }
+        }
+        if let Some(lib) = &self.ort_library
+            && lib.as_os_str().is_empty()
+        {
+            problems.push("inference.ort_library is empty; remove the key to search".into());
         }
     }
 }
@@ -677,34 +689,32 @@ impl DicomListener {
         if self.transfer_syntaxes.is_empty() {
             problems.push("dicom_listener.transfer_syntaxes is empty".into());
         }
-        if !(1..=64).contains(&self.max_associations) {
-            problems.push(format!(
-                "dicom_listener.max_associations is {}; it must be 1 to 64",
-                self.max_associations
-            ));
-        }
+        check_count(
+            problems,
+            "dicom_listener.max_associations",
+            self.max_associations,
+            1,
+            64,
+        );
     }
 }
 
 impl Delivery {
     fn validate(&self, problems: &mut Vec<String>) {
         for (name, value) in [
-            ("retry_initial_seconds", self.retry_initial_seconds),
-            ("retry_max_seconds", self.retry_max_seconds),
-            ("timeout_seconds", self.timeout_seconds),
+            ("delivery.retry_initial_seconds", self.retry_initial_seconds),
+            ("delivery.retry_max_seconds", self.retry_max_seconds),
+            ("delivery.timeout_seconds", self.timeout_seconds),
         ] {
-            if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
-                problems.push(format!(
-                    "delivery.{name} is {value}; it must be > 0 and at most 86400"
-                ));
-            }
+            check_seconds(problems, name, value, 86_400.0);
         }
-        if !(1..=1000).contains(&self.max_attempts) {
-            problems.push(format!(
-                "delivery.max_attempts is {}; it must be 1 to 1000",
-                self.max_attempts
-            ));
-        }
+        check_count(
+            problems,
+            "delivery.max_attempts",
+            self.max_attempts as usize,
+            1,
+            1000,
+        );
         for (i, d) in self.destinations.iter().enumerate() {
             let key = format!("delivery.destinations[{i}]");
             if self.destinations[..i].iter().any(|o| o.name == d.name) {
@@ -769,6 +779,34 @@ impl Destination {
 }
 
 impl Paths {
+    /// No folder is empty; no two study folders are the same or one inside the other.
+    fn validate(&self, problems: &mut Vec<String>) {
+        let study_dirs = self.study_dirs();
+        for (name, path) in study_dirs.iter().chain([("models", &self.models)].iter()) {
+            if path.as_os_str().is_empty() {
+                problems.push(format!("paths.{name} is empty"));
+            }
+        }
+        for (a, (name_a, path_a)) in study_dirs.iter().enumerate() {
+            for (name_b, path_b) in &study_dirs[a + 1..] {
+                let (pa, pb) = (normalise(path_a), normalise(path_b));
+                if pa.as_os_str().is_empty() || pb.as_os_str().is_empty() {
+                    continue;
+                }
+                if pa == pb {
+                    problems.push(format!(
+                        "paths.{name_a} and paths.{name_b} are the same folder ({})",
+                        pa.display()
+                    ));
+                } else if pa.starts_with(&pb) {
+                    problems.push(format!("paths.{name_a} is inside paths.{name_b}"));
+                } else if pb.starts_with(&pa) {
+                    problems.push(format!("paths.{name_b} is inside paths.{name_a}"));
+                }
+            }
+        }
+    }
+
     /// The five folders a study moves between, with their config key names.
     pub fn study_dirs(&self) -> [(&'static str, &PathBuf); 5] {
         [

@@ -1,6 +1,6 @@
 //! The `tracerd` command line: parses arguments and calls into the library, nothing more.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -152,130 +152,150 @@ fn run(command: Command) -> Result<ExitCode, String> {
             seed,
             size,
             format,
-        } => {
-            let options = SynthOptions {
-                seed,
-                size: size.into(),
-            };
-            let study = synth::generate(&options);
-            match format {
-                FormatArg::Nifti => synth::write_nifti(&study, &out).map_err(|e| e.to_string())?,
-                FormatArg::Dicom => {
-                    tracerd::synth::dicom::write_dicom(&study, &out).map_err(|e| e.to_string())?;
-                }
-            }
-            let o = &study.labels.outcomes;
-            println!(
-                "wrote synthetic study seed {seed} ({}) to {}: {} lesion(s); outcomes lr={} dm={} os={}",
-                options.size,
-                out.display(),
-                study.labels.lesions.len(),
-                o.lr,
-                o.dm,
-                o.os
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Convert { config, out, input } => {
-            let loaded = Config::load(config.as_deref()).map_err(|e| e.to_string())?;
-            let results =
-                dicom::convert(&input, &out, &loaded.limits).map_err(|e| e.to_string())?;
-            let mut failed = 0;
-            for r in &results {
-                match &r.result {
-                    Ok(report) => println!(
-                        "{}: converted PET {} slices (SUV factor {:.6e}){} into {}",
-                        r.key,
-                        report.pet.slices,
-                        report.suv.suv_factor,
-                        report
-                            .ct
-                            .as_ref()
-                            .map(|c| format!(" and CT {} slices", c.slices))
-                            .unwrap_or_default(),
-                        r.dir.display()
-                    ),
-                    Err(e) => {
-                        failed += 1;
-                        eprintln!("tracerd: error: {}: {} stage: {e}", r.key, e.stage);
-                    }
-                }
-            }
-            if failed > 0 {
-                Err(format!("{failed} of {} studies failed", results.len()))
-            } else {
-                Ok(ExitCode::SUCCESS)
-            }
-        }
+        } => synth_study(&out, seed, size, format),
+        Command::Convert { config, out, input } => convert(config.as_deref(), &out, &input),
         Command::Process {
             config,
             outbox,
             input,
-        } => {
-            let loaded = Config::load(config.as_deref()).map_err(|e| e.to_string())?;
-            // The study first: a bad input fails fast, before the models load.
-            let started = std::time::Instant::now();
-            let key = tracerd::process::key_from_folder(&input, loaded.outbox.nifti_key);
-            let study = tracerd::study::load(&input, &key, &loaded.limits, &loaded.scope)
-                .map_err(|e| e.to_string())?;
-            let ingest_ms = started.elapsed().as_secs_f64() * 1e3;
-            let mut processor = Processor::new(&loaded).map_err(|e| e.to_string())?;
-            let published = processor
-                .process_study(study, ingest_ms, &outbox)
-                .map_err(|e| e.to_string())?;
-            println!("{}", published_line(&published));
-            Ok(ExitCode::SUCCESS)
+        } => process(config.as_deref(), &outbox, &input),
+        Command::Run { config, demo } => run_daemon(config, demo),
+        Command::Check { config } => check(config.as_deref()),
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    Config::load(path).map_err(|e| e.to_string())
+}
+
+/// `tracerd synth`: one study, and a line saying what it holds.
+fn synth_study(
+    out: &Path,
+    seed: u64,
+    size: SizeArg,
+    format: FormatArg,
+) -> Result<ExitCode, String> {
+    let options = SynthOptions {
+        seed,
+        size: size.into(),
+    };
+    let study = synth::generate(&options);
+    match format {
+        FormatArg::Nifti => synth::write_nifti(&study, out).map_err(|e| e.to_string())?,
+        FormatArg::Dicom => {
+            tracerd::synth::dicom::write_dicom(&study, out).map_err(|e| e.to_string())?;
         }
-        Command::Run { config, demo } => {
-            let mut loaded = Config::load(config.as_deref()).map_err(|e| e.to_string())?;
-            let mut options = RunOptions {
-                config_path: config.clone(),
-                exit_after: None,
-            };
-            let mut truth = None;
-            if demo {
-                if config.is_none() {
-                    loaded = demo_config();
-                }
-                truth = Some(drop_demo_study(&loaded.paths.inbox)?);
-                options.exit_after = Some(1);
-            }
-            let summary = daemon::run(loaded, options).map_err(|e| e.to_string())?;
-            if let Some(truth) = &truth {
-                match &summary.last_published {
-                    Some(published) => {
-                        println!("{}", published_line(published));
-                        println!("{}", demo_truth_line(published, truth));
-                        println!(
-                            "the picture: {}",
-                            published.dir.join(tracerd::outbox::OVERVIEW_FILE).display()
-                        );
-                    }
-                    None => {
-                        return Err("the demo study was not published; see the log above".into());
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Check { config } => {
-            let loaded = Config::load(config.as_deref()).map_err(|e| e.to_string())?;
-            match &config {
-                Some(path) => println!("# effective configuration from {}", path.display()),
-                None => println!("# effective configuration (embedded defaults)"),
-            }
-            print!("{}", loaded.to_toml());
-            println!();
-            let report = tracerd::check::check(&loaded);
-            print!("{report}");
-            if report.passed() {
-                println!("check passed");
-                Ok(ExitCode::SUCCESS)
-            } else {
-                Err(format!("check failed with {} error(s)", report.errors()))
+    }
+    let o = &study.labels.outcomes;
+    println!(
+        "wrote synthetic study seed {seed} ({}) to {}: {} lesion(s); outcomes lr={} dm={} os={}",
+        options.size,
+        out.display(),
+        study.labels.lesions.len(),
+        o.lr,
+        o.dm,
+        o.os
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tracerd convert`: every study found under `input`, one line each; fails if any failed.
+fn convert(config: Option<&Path>, out: &Path, input: &Path) -> Result<ExitCode, String> {
+    let loaded = load_config(config)?;
+    let results = dicom::convert(input, out, &loaded.limits).map_err(|e| e.to_string())?;
+    let mut failed = 0;
+    for r in &results {
+        match &r.result {
+            Ok(report) => println!(
+                "{}: converted PET {} slices (SUV factor {:.6e}){} into {}",
+                r.key,
+                report.pet.slices,
+                report.suv.suv_factor,
+                report
+                    .ct
+                    .as_ref()
+                    .map(|c| format!(" and CT {} slices", c.slices))
+                    .unwrap_or_default(),
+                r.dir.display()
+            ),
+            Err(e) => {
+                failed += 1;
+                eprintln!("tracerd: error: {}: {} stage: {e}", r.key, e.stage);
             }
         }
     }
+    if failed > 0 {
+        return Err(format!("{failed} of {} studies failed", results.len()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tracerd process`: one study folder through the models into `outbox`.
+fn process(config: Option<&Path>, outbox: &Path, input: &Path) -> Result<ExitCode, String> {
+    let loaded = load_config(config)?;
+    // The study first: a bad input fails fast, before the models load.
+    let started = std::time::Instant::now();
+    let key = tracerd::process::key_from_folder(input, loaded.outbox.nifti_key);
+    let study = tracerd::study::load(input, &key, &loaded.limits, &loaded.scope)
+        .map_err(|e| e.to_string())?;
+    let ingest_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut processor = Processor::new(&loaded).map_err(|e| e.to_string())?;
+    let published = processor
+        .process_study(study, ingest_ms, outbox)
+        .map_err(|e| e.to_string())?;
+    println!("{}", published_line(&published));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tracerd run [--demo]`: the daemon; with `--demo`, one synthetic study dropped, processed and
+/// compared with its ground truth, then exit.
+fn run_daemon(config: Option<PathBuf>, demo: bool) -> Result<ExitCode, String> {
+    let mut loaded = load_config(config.as_deref())?;
+    let mut options = RunOptions {
+        config_path: config.clone(),
+        exit_after: None,
+    };
+    let mut truth = None;
+    if demo {
+        if config.is_none() {
+            loaded = demo_config();
+        }
+        truth = Some(drop_demo_study(&loaded.paths.inbox)?);
+        options.exit_after = Some(1);
+    }
+    let summary = daemon::run(loaded, options).map_err(|e| e.to_string())?;
+    let Some(truth) = &truth else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let published = summary
+        .last_published
+        .as_ref()
+        .ok_or("the demo study was not published; see the log above")?;
+    println!("{}", published_line(published));
+    println!("{}", demo_truth_line(published, truth));
+    println!(
+        "the picture: {}",
+        published.dir.join(tracerd::outbox::OVERVIEW_FILE).display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tracerd check`: the effective configuration, then every check's result.
+fn check(config: Option<&Path>) -> Result<ExitCode, String> {
+    let loaded = load_config(config)?;
+    match config {
+        Some(path) => println!("# effective configuration from {}", path.display()),
+        None => println!("# effective configuration (embedded defaults)"),
+    }
+    print!("{}", loaded.to_toml());
+    println!();
+    let report = tracerd::check::check(&loaded);
+    print!("{report}");
+    if !report.passed() {
+        return Err(format!("check failed with {} error(s)", report.errors()));
+    }
+    println!("check passed");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `run --demo` without a config: every folder under ./tracerd-demo/, quick to settle.
