@@ -251,19 +251,15 @@ fn pet_slice(
     let t = &common.tags;
     let (slope, stored) = pet_pixels(&pet.data()[k * nx * ny..][..nx * ny], t.suv_factor());
     let sop = synth_uid(common.seed, ROLE_PET_SOP, k as u64);
-    let mut obj = InMemDicomObject::new_empty();
-    common.fill(&mut obj);
-    for (tag, vr, value) in [
-        (tags::SOP_CLASS_UID, VR::UI, PET_IMAGE_STORAGE.to_string()),
-        (tags::SOP_INSTANCE_UID, VR::UI, sop.clone()),
-        (tags::MODALITY, VR::CS, "PT".into()),
-        (tags::SERIES_INSTANCE_UID, VR::UI, series.into()),
-        (tags::SERIES_NUMBER, VR::IS, "2".into()),
-        (
-            tags::SERIES_DESCRIPTION,
-            VR::LO,
-            "PET WB AC (synthetic)".into(),
-        ),
+    let id = identity(
+        PET_IMAGE_STORAGE,
+        &sop,
+        "PT",
+        series,
+        "2",
+        "PET WB AC (synthetic)",
+    );
+    let header = id.into_iter().chain([
         (tags::SERIES_TIME, VR::TM, tm(t.series_s)),
         (tags::ACQUISITION_TIME, VR::TM, tm(t.series_s + 5)),
         (tags::CONTENT_TIME, VR::TM, tm(t.series_s + 5)),
@@ -289,11 +285,8 @@ fn pet_slice(
         (tags::ACTUAL_FRAME_DURATION, VR::IS, "120000".into()),
         (tags::FRAME_REFERENCE_TIME, VR::DS, "0".into()),
         (tags::DECAY_FACTOR, VR::DS, "1".into()),
-    ] {
-        put_str(&mut obj, tag, vr, &value);
-    }
-    fill_plane(&mut obj, pet, k);
-    put_pixel_format(&mut obj, 16, true);
+    ]);
+    let mut obj = image(common, header, pet, k, stored, [16, 1]);
     put(&mut obj, tags::NUMBER_OF_SLICES, VR::US, nz as u16);
     put(&mut obj, tags::IMAGE_INDEX, VR::US, (k + 1) as u16);
     obj.put(DataElement::new(
@@ -301,12 +294,6 @@ fn pet_slice(
         VR::SQ,
         DataSetSequence::from(vec![radiopharmaceutical(t)]),
     ));
-    put(
-        &mut obj,
-        tags::PIXEL_DATA,
-        VR::OW,
-        PrimitiveValue::U16(stored.into()),
-    );
     (obj, sop)
 }
 
@@ -324,12 +311,52 @@ fn pet_pixels(suv: &[f32], suv_factor: f64) -> (String, Vec<u16>) {
     (slope_text, stored)
 }
 
-/// BitsAllocated 16, BitsStored and HighBit for `bits_stored`, PixelRepresentation.
-fn put_pixel_format(obj: &mut InMemDicomObject, bits_stored: u16, signed: bool) {
-    put(obj, tags::BITS_ALLOCATED, VR::US, 16u16);
-    put(obj, tags::BITS_STORED, VR::US, bits_stored);
-    put(obj, tags::HIGH_BIT, VR::US, bits_stored - 1);
-    put(obj, tags::PIXEL_REPRESENTATION, VR::US, u16::from(signed));
+/// SOP class and instance, modality, series UID, number and description of one image.
+fn identity(
+    sop_class: &str,
+    sop: &str,
+    modality: &str,
+    series: &str,
+    number: &str,
+    description: &str,
+) -> [(Tag, VR, String); 6] {
+    [
+        (tags::SOP_CLASS_UID, VR::UI, sop_class.into()),
+        (tags::SOP_INSTANCE_UID, VR::UI, sop.into()),
+        (tags::MODALITY, VR::CS, modality.into()),
+        (tags::SERIES_INSTANCE_UID, VR::UI, series.into()),
+        (tags::SERIES_NUMBER, VR::IS, number.into()),
+        (tags::SERIES_DESCRIPTION, VR::LO, description.into()),
+    ]
+}
+
+/// One image: the study's common tags, `header`, the plane of slice `k` of `vol`, and the
+/// `stored` 16-bit words with `[bits_stored, pixel_representation]`.
+fn image(
+    common: &Common,
+    header: impl IntoIterator<Item = (Tag, VR, String)>,
+    vol: &Volume<f32>,
+    k: usize,
+    stored: Vec<u16>,
+    [bits_stored, representation]: [u16; 2],
+) -> InMemDicomObject {
+    let mut obj = InMemDicomObject::new_empty();
+    common.fill(&mut obj);
+    for (tag, vr, value) in header {
+        put_str(&mut obj, tag, vr, &value);
+    }
+    fill_plane(&mut obj, vol, k);
+    put(&mut obj, tags::BITS_ALLOCATED, VR::US, 16u16);
+    put(&mut obj, tags::BITS_STORED, VR::US, bits_stored);
+    put(&mut obj, tags::HIGH_BIT, VR::US, bits_stored - 1);
+    put(&mut obj, tags::PIXEL_REPRESENTATION, VR::US, representation);
+    put(
+        &mut obj,
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(stored.into()),
+    );
+    obj
 }
 
 /// The Radiopharmaceutical Information Sequence item: 18F-FDG, injection time and dose.
@@ -374,15 +401,15 @@ fn ct_slice(
         .collect();
     let sop = synth_uid(common.seed, ROLE_CT_SOP, k as u64);
     let time = tm(common.tags.series_s - 120);
-    let mut obj = InMemDicomObject::new_empty();
-    common.fill(&mut obj);
-    for (tag, vr, value) in [
-        (tags::SOP_CLASS_UID, VR::UI, CT_IMAGE_STORAGE.to_string()),
-        (tags::SOP_INSTANCE_UID, VR::UI, sop.clone()),
-        (tags::MODALITY, VR::CS, "CT".into()),
-        (tags::SERIES_INSTANCE_UID, VR::UI, series.into()),
-        (tags::SERIES_NUMBER, VR::IS, "1".into()),
-        (tags::SERIES_DESCRIPTION, VR::LO, "CT WB (synthetic)".into()),
+    let id = identity(
+        CT_IMAGE_STORAGE,
+        &sop,
+        "CT",
+        series,
+        "1",
+        "CT WB (synthetic)",
+    );
+    let header = id.into_iter().chain([
         (tags::SERIES_TIME, VR::TM, time.clone()),
         (tags::ACQUISITION_TIME, VR::TM, time.clone()),
         (tags::CONTENT_TIME, VR::TM, time),
@@ -393,18 +420,8 @@ fn ct_slice(
         (tags::RESCALE_INTERCEPT, VR::DS, "-1024".into()),
         (tags::RESCALE_TYPE, VR::LO, "HU".into()),
         (tags::KVP, VR::DS, "120".into()),
-    ] {
-        put_str(&mut obj, tag, vr, &value);
-    }
-    fill_plane(&mut obj, ct, k);
-    put_pixel_format(&mut obj, 12, false);
-    put(
-        &mut obj,
-        tags::PIXEL_DATA,
-        VR::OW,
-        PrimitiveValue::U16(stored.into()),
-    );
-    (obj, sop)
+    ]);
+    (image(common, header, ct, k, stored, [12, 0]), sop)
 }
 
 /// The stray non-DICOM file of a real export folder, and the ground truth beside `DICOM/`.

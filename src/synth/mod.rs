@@ -353,111 +353,19 @@ fn build_on(
         .as_ref()
         .map_or_else(small_grids, |p| (p.pet.clone(), p.ct.clone()));
     let pet_g = render.unwrap_or_else(|| drawn_g.clone());
+    // One stream for the whole patient, drawn in this order: anatomy, lesions, PET physics, CT.
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let anatomy = build_anatomy(&drawn_g, &mut rng, plan.as_ref());
-
-    let (model, requests) = plan_lesions(&mut rng);
-    let placer = Placer {
-        anatomy: &anatomy,
-        pet: &drawn_g,
-        dirs: probe_directions(),
-        max_radius: match options.size {
-            Size::Small => 15.0,
-            Size::Clinical => 25.0,
-        },
-    };
-    let mut lesions: Vec<PlacedLesion> = Vec::new();
-    for request in requests {
-        if let Some(l) = placer.place(&mut rng, request, &lesions) {
-            lesions.push(l);
-        }
-    }
-    if model != DiseaseModel::None && lesions.is_empty() {
-        // Every site failed (very unlikely): fall back to a small lesion where one always fits.
-        for site in [Site::Liver, Site::Lung, Site::NeckNode] {
-            let request = Request {
-                site,
-                radius: (3.0, 5.0),
-                near: None,
-            };
-            if let Some(l) = placer.place(&mut rng, request, &lesions) {
-                lesions.push(l);
-                break;
-            }
-        }
-    }
-    for l in &mut lesions {
-        lesion_values(&mut rng, &anatomy.tables, l);
-    }
-
-    // Noise level: liver SNR after the PSF of 8–15, whatever the blur.
-    let fwhm = uni(&mut rng, 6.0, 7.0);
-    // The small size on its own grid keeps the isotropic kernel and noise formula it always had
-    // (same bytes); everything else blurs per axis.
-    let (kernels, blur_sd_factor) = match (&plan, pet_g == drawn_g) {
-        (None, true) => {
-            let kernel = gaussian_kernel(fwhm, pet_g.spacing.x);
-            let sd = kernel
-                .iter()
-                .map(|w| (*w as f64).powi(2))
-                .sum::<f64>()
-                .powf(1.5);
-            ([kernel.clone(), kernel.clone(), kernel], sd)
-        }
-        (planned, _) => {
-            let fwhm = planned.as_ref().map_or(fwhm, |p| p.acquisition.psf_fwhm_mm);
-            let kernels: [Vec<f32>; 3] =
-                std::array::from_fn(|a| gaussian_kernel(fwhm, pet_g.spacing[a]));
-            let sd = kernels
-                .iter()
-                .map(|k| k.iter().map(|w| (*w as f64).powi(2)).sum::<f64>().sqrt())
-                .product::<f64>();
-            (kernels, sd)
-        }
-    };
-    let snr = uni(&mut rng, 8.0, 15.0);
-    let liver = anatomy.tables.suv[tissue::LIVER as usize] as f64;
-    let physics = PetPhysics {
-        texture: Texture::new(&mut rng, &drawn_g, 20.0),
-        texture_amplitude: uni(&mut rng, 0.05, 0.09) as f32,
-        noise_k: liver / (snr * blur_sd_factor).powi(2),
-        kernels,
-    };
+    let (model, lesions) = place_lesions(&mut rng, &anatomy, &drawn_g, options.size);
+    let physics = pet_physics(&mut rng, &anatomy, plan.as_ref(), [&drawn_g, &pet_g]);
     let ct_noise = uni(&mut rng, 10.0, 20.0) as f32;
 
     let pet = make_pet(&anatomy, &lesions, &pet_g, &physics, seed);
     let ct = make_ct(&anatomy, &lesions, &ct_g, ct_noise, seed);
     let mut seg = vec![0u8; pet_g.len()];
     let counts = make_seg(&lesions, &pet_g, &mut seg);
-
-    let lesion_labels: Vec<Lesion> = lesions
-        .iter()
-        .zip(&counts)
-        .enumerate()
-        .map(|(n, (l, &voxels))| Lesion {
-            id: n as u32 + 1,
-            site: l.site,
-            centre_mm: l.shape.c.into(),
-            radii_mm: l.shape.r.into(),
-            suv_peak: l.suv,
-            voxels,
-            volume_ml: round_dp(l.shape.volume_ml(), 3),
-            near_hot_organ: l.near,
-        })
-        .collect();
-    let mut outcomes = derive_outcomes(&lesion_labels);
-    let mut flipped = Vec::new();
-    let mut label_rng = sub_rng(seed, TAG_LABEL_NOISE, 0);
-    for (name, value) in [
-        ("lr", &mut outcomes.lr),
-        ("dm", &mut outcomes.dm),
-        ("os", &mut outcomes.os),
-    ] {
-        if label_rng.random_bool(LABEL_FLIP_RATE) {
-            *value = 1 - *value;
-            flipped.push(name.to_string());
-        }
-    }
+    let lesion_labels = lesion_labels(&lesions, &counts);
+    let (outcomes, flipped) = noisy_outcomes(&lesion_labels, seed);
     let labels = Labels {
         schema: SCHEMA.to_string(),
         generator_version: GENERATOR_VERSION,
@@ -489,4 +397,127 @@ fn build_on(
         labels,
     };
     (study, lesions)
+}
+
+/// The disease model and its lesions, placed in the anatomy and given their uptake.
+fn place_lesions(
+    rng: &mut ChaCha8Rng,
+    anatomy: &Anatomy,
+    pet: &Geometry,
+    size: Size,
+) -> (DiseaseModel, Vec<PlacedLesion>) {
+    let (model, requests) = plan_lesions(rng);
+    let placer = Placer {
+        anatomy,
+        pet,
+        dirs: probe_directions(),
+        max_radius: match size {
+            Size::Small => 15.0,
+            Size::Clinical => 25.0,
+        },
+    };
+    let mut lesions: Vec<PlacedLesion> = Vec::new();
+    for request in requests {
+        if let Some(l) = placer.place(rng, request, &lesions) {
+            lesions.push(l);
+        }
+    }
+    if model != DiseaseModel::None && lesions.is_empty() {
+        // Every site failed (very unlikely): fall back to a small lesion where one always fits.
+        for site in [Site::Liver, Site::Lung, Site::NeckNode] {
+            let request = Request {
+                site,
+                radius: (3.0, 5.0),
+                near: None,
+            };
+            if let Some(l) = placer.place(rng, request, &lesions) {
+                lesions.push(l);
+                break;
+            }
+        }
+    }
+    for l in &mut lesions {
+        lesion_values(rng, &anatomy.tables, l);
+    }
+    (model, lesions)
+}
+
+/// Blur, texture and noise of the PET rendered on `[drawn, rendered]` grids: liver SNR after the
+/// PSF of 8–15, whatever the blur.
+fn pet_physics(
+    rng: &mut ChaCha8Rng,
+    anatomy: &Anatomy,
+    plan: Option<&ClinicalPlan>,
+    [drawn_g, pet_g]: [&Geometry; 2],
+) -> PetPhysics {
+    let fwhm = uni(rng, 6.0, 7.0);
+    // The small size on its own grid keeps the isotropic kernel and noise formula it always had
+    // (same bytes); everything else blurs per axis.
+    let (kernels, blur_sd_factor) = match (plan, pet_g == drawn_g) {
+        (None, true) => {
+            let kernel = gaussian_kernel(fwhm, pet_g.spacing.x);
+            let sd = kernel
+                .iter()
+                .map(|w| (*w as f64).powi(2))
+                .sum::<f64>()
+                .powf(1.5);
+            ([kernel.clone(), kernel.clone(), kernel], sd)
+        }
+        (planned, _) => {
+            let fwhm = planned.map_or(fwhm, |p| p.acquisition.psf_fwhm_mm);
+            let kernels: [Vec<f32>; 3] =
+                std::array::from_fn(|a| gaussian_kernel(fwhm, pet_g.spacing[a]));
+            let sd = kernels
+                .iter()
+                .map(|k| k.iter().map(|w| (*w as f64).powi(2)).sum::<f64>().sqrt())
+                .product::<f64>();
+            (kernels, sd)
+        }
+    };
+    let snr = uni(rng, 8.0, 15.0);
+    let liver = anatomy.tables.suv[tissue::LIVER as usize] as f64;
+    PetPhysics {
+        texture: Texture::new(rng, drawn_g, 20.0),
+        texture_amplitude: uni(rng, 0.05, 0.09) as f32,
+        noise_k: liver / (snr * blur_sd_factor).powi(2),
+        kernels,
+    }
+}
+
+/// The labels of the placed lesions with their voxel counts on the PET grid.
+fn lesion_labels(lesions: &[PlacedLesion], counts: &[u64]) -> Vec<Lesion> {
+    lesions
+        .iter()
+        .zip(counts)
+        .enumerate()
+        .map(|(n, (l, &voxels))| Lesion {
+            id: n as u32 + 1,
+            site: l.site,
+            centre_mm: l.shape.c.into(),
+            radii_mm: l.shape.r.into(),
+            suv_peak: l.suv,
+            voxels,
+            volume_ml: round_dp(l.shape.volume_ml(), 3),
+            near_hot_organ: l.near,
+        })
+        .collect()
+}
+
+/// The outcomes the lesions imply, each inverted with probability [`LABEL_FLIP_RATE`] by the
+/// seed's label noise; returns them and the names of those inverted.
+fn noisy_outcomes(lesions: &[Lesion], seed: u64) -> (Outcomes, Vec<String>) {
+    let mut outcomes = derive_outcomes(lesions);
+    let mut flipped = Vec::new();
+    let mut label_rng = sub_rng(seed, TAG_LABEL_NOISE, 0);
+    for (name, value) in [
+        ("lr", &mut outcomes.lr),
+        ("dm", &mut outcomes.dm),
+        ("os", &mut outcomes.os),
+    ] {
+        if label_rng.random_bool(LABEL_FLIP_RATE) {
+            *value = 1 - *value;
+            flipped.push(name.to_string());
+        }
+    }
+    (outcomes, flipped)
 }

@@ -67,37 +67,12 @@ fn distance(a: [f64; 3], b: [f64; 3]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn inst(idx: Option<i64>, n: Option<i64>) -> Instance {
         Instance {
-            path: PathBuf::new(),
-            rel: PathBuf::new(),
-            transfer_syntax: String::new(),
-            sop_class_uid: String::new(),
-            sop_instance_uid: String::new(),
-            study_uid: String::new(),
-            series_uid: String::new(),
-            modality: "PT".into(),
-            frame_of_reference_uid: None,
-            image_type: vec![],
-            series_description: None,
-            rows: 1,
-            columns: 1,
-            number_of_frames: 1,
-            pixel_spacing: None,
-            image_position: None,
-            image_orientation: None,
-            acquisition_number: None,
-            instance_number: None,
-            rescale_slope: 1.0,
-            rescale_intercept: 0.0,
-            bad_tags: Vec::new(),
-            native: None,
             image_index: idx,
             number_of_slices: n,
-            suv: None,
-            tracer: None,
+            ..Instance::for_tests()
         }
     }
 

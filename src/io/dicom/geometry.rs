@@ -275,33 +275,13 @@ mod tests {
     /// Slice `k` of an axial 4×3 series at 2 mm.
     fn slice(k: usize) -> Instance {
         Instance {
-            path: PathBuf::new(),
             rel: PathBuf::from(format!("IM{k}")),
-            transfer_syntax: String::new(),
-            sop_class_uid: String::new(),
-            sop_instance_uid: String::new(),
-            study_uid: String::new(),
-            series_uid: String::new(),
-            modality: "PT".into(),
-            frame_of_reference_uid: None,
-            image_type: vec![],
-            series_description: None,
             rows: 3,
             columns: 4,
-            number_of_frames: 1,
             pixel_spacing: Some([1.5, 1.5]),
             image_position: Some([0.0, 0.0, 2.0 * k as f64]),
             image_orientation: Some([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
-            acquisition_number: None,
-            instance_number: None,
-            rescale_slope: 1.0,
-            rescale_intercept: 0.0,
-            bad_tags: Vec::new(),
-            native: None,
-            image_index: None,
-            number_of_slices: None,
-            suv: None,
-            tracer: None,
+            ..Instance::for_tests()
         }
     }
 

@@ -58,6 +58,42 @@ pub struct Instance {
     pub native: Option<NativePixels>,
 }
 
+#[cfg(test)]
+impl Instance {
+    /// A 1×1 single-frame PT image with no geometry, numbering or SUV tags, for tests to fill in.
+    pub(crate) fn for_tests() -> Instance {
+        Instance {
+            path: PathBuf::new(),
+            rel: PathBuf::new(),
+            transfer_syntax: String::new(),
+            sop_class_uid: String::new(),
+            sop_instance_uid: String::new(),
+            study_uid: String::new(),
+            series_uid: String::new(),
+            modality: "PT".into(),
+            frame_of_reference_uid: None,
+            image_type: vec![],
+            series_description: None,
+            rows: 1,
+            columns: 1,
+            number_of_frames: 1,
+            pixel_spacing: None,
+            image_position: None,
+            image_orientation: None,
+            acquisition_number: None,
+            instance_number: None,
+            rescale_slope: 1.0,
+            rescale_intercept: 0.0,
+            bad_tags: Vec::new(),
+            native: None,
+            image_index: None,
+            number_of_slices: None,
+            suv: None,
+            tracer: None,
+        }
+    }
+}
+
 /// What a folder holds.
 #[derive(Debug, Default)]
 pub struct ScanResult {
