@@ -101,11 +101,15 @@ pub fn stack(slices: &[&Instance], subject: &str) -> Result<Stack, DicomError> {
     check_slices(slices, subject)?;
     let ps = first.pixel_spacing.expect("checked");
     let [row, col, normal] = orientation(first.image_orientation.expect("checked"), subject)?;
-    let pos = |i: usize| Vector3::from(slices[i].image_position.expect("checked"));
+    let positions: Vec<Vector3<f64>> = slices
+        .iter()
+        .map(|s| Vector3::from(s.image_position.expect("checked")))
+        .collect();
+    let pos = |i: usize| positions[i];
     let mut idx: Vec<usize> = (0..slices.len()).collect();
     idx.sort_by(|&a, &b| normal.dot(&pos(a)).total_cmp(&normal.dot(&pos(b))));
     let mut warnings = Vec::new();
-    let (order, dropped) = deduplicate(slices, &idx, normal, &mut warnings);
+    let (order, dropped) = deduplicate(slices, &positions, &idx, normal, &mut warnings);
     if order.len() < 2 {
         return Err(fail(
             subject,
@@ -205,16 +209,18 @@ fn orientation(iop: [f64; 6], subject: &str) -> Result<[Vector3<f64>; 3], DicomE
     Ok([row, col, row.cross(&col)])
 }
 
-/// The slices in `idx` (sorted along the normal) with one image per position: of two at one
+/// The slices in `idx` (sorted along the normal; `positions` are their ImagePositionPatient)
+/// with one image per position: of two at one
 /// position the higher (AcquisitionNumber, InstanceNumber) is kept, with a warning. Returns the
 /// kept order and the dropped slices.
 fn deduplicate(
     slices: &[&Instance],
+    positions: &[Vector3<f64>],
     idx: &[usize],
     normal: Vector3<f64>,
     warnings: &mut Vec<String>,
 ) -> (Vec<usize>, Vec<usize>) {
-    let pos = |i: usize| Vector3::from(slices[i].image_position.expect("checked"));
+    let pos = |i: usize| positions[i];
     let rank = |x: usize| {
         (
             slices[x].acquisition_number.unwrap_or(i64::MIN),
