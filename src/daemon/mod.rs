@@ -465,23 +465,15 @@ impl Stages {
                 .map_err(FatalError::Start)
         };
         let mut threads = Vec::new();
-        let scanner = Scanner {
-            shared: shared.clone(),
-            clock: clock("scanner".into()),
-            jobs: job_tx,
-            retries: retry_rx,
-            stop: stop_rx,
-            scanned: Some(scanned_tx),
-            claim_failed: HashMap::new(),
-            pending: requeued
-                .into_iter()
-                .map(|study| Job {
-                    study,
-                    queued_at: Instant::now(),
-                    retries: 0,
-                })
-                .collect(),
-        };
+        let scanner = Scanner::new(
+            shared.clone(),
+            clock("scanner".into()),
+            job_tx,
+            retry_rx,
+            stop_rx,
+            scanned_tx,
+            requeued,
+        );
         threads.push(spawn("scanner".into(), Box::new(move || scanner.run()))?);
         for i in 0..daemon.ingest_workers {
             let clock = clock(format!("ingest-{i}"));

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select};
 
-use super::journal;
+use super::journal::{self, Claimed};
 use super::stages::Job;
 use super::watch::{self, InboxWatcher, Tracker};
 use super::{Shared, StageClock, lock};
@@ -29,6 +29,36 @@ pub(super) struct Scanner {
 const CLAIM_RETRY: Duration = Duration::from_secs(60);
 
 impl Scanner {
+    /// The scanner stage; the `requeued` studies (recovered from the journal) go first.
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        clock: Arc<StageClock>,
+        jobs: Sender<Job>,
+        retries: Receiver<(Instant, Job)>,
+        stop: Receiver<()>,
+        scanned: Sender<()>,
+        requeued: Vec<Claimed>,
+    ) -> Scanner {
+        let pending = requeued
+            .into_iter()
+            .map(|study| Job {
+                study,
+                queued_at: Instant::now(),
+                retries: 0,
+            })
+            .collect();
+        Scanner {
+            shared,
+            clock,
+            jobs,
+            retries,
+            stop,
+            scanned: Some(scanned),
+            pending,
+            claim_failed: HashMap::new(),
+        }
+    }
+
     pub(super) fn run(mut self) {
         super::guard::fault::maybe_kill_thread("scanner");
         let inbox = self.shared.journal.paths().inbox.clone();

@@ -136,41 +136,10 @@ struct Checked {
 /// anything is allocated or decompressed (decompression always stops at the declared size).
 pub fn read_f32_within(path: &Path, max_voxels: u64) -> Result<Volume<f32>, NiftiError> {
     let err = |kind| NiftiError::new(path, kind);
-    let file = File::open(path).map_err(|e| err(NiftiErrorKind::Open(e)))?;
-    let file_len = file
-        .metadata()
-        .map_err(|e| err(NiftiErrorKind::Open(e)))?
-        .len();
-    if file_len == 0 {
-        return Err(err(NiftiErrorKind::Empty));
-    }
-    let mut file = BufReader::new(file);
-    // Decide compression from the content, not the name: scanners and scripts misname files.
-    let mut magic = [0u8; 2];
-    let gzipped = file_len >= 2 && {
-        file.read_exact(&mut magic)
-            .map_err(|e| err(NiftiErrorKind::Open(e)))?;
-        magic == [0x1f, 0x8b]
-    };
-    let prefix: &[u8] = if gzipped || file_len < 2 { &[] } else { &magic };
-    let mut stream: Box<dyn Read> = if gzipped {
-        Box::new(MultiGzDecoder::new(io::Cursor::new(magic).chain(file)))
-    } else {
-        Box::new(io::Cursor::new(prefix.to_vec()).chain(file))
-    };
-    let io_kind = |e: io::Error| {
-        if gzipped && e.kind() != io::ErrorKind::UnexpectedEof {
-            NiftiErrorKind::Gzip(e)
-        } else if gzipped {
-            NiftiErrorKind::Gzip(io::Error::new(e.kind(), "stream ends early"))
-        } else {
-            NiftiErrorKind::TruncatedHeader
-        }
-    };
-
+    let (mut stream, source) = open(path).map_err(err)?;
     let header = NiftiHeader::from_reader(&mut stream).map_err(|e| {
         err(match e {
-            nifti::NiftiError::Io(e) => io_kind(e),
+            nifti::NiftiError::Io(e) => source.io_kind(e),
             nifti::NiftiError::InvalidFormat => {
                 NiftiErrorKind::NotNifti("bad magic or header size".into())
             }
@@ -178,42 +147,99 @@ pub fn read_f32_within(path: &Path, max_voxels: u64) -> Result<Volume<f32>, Nift
         })
     })?;
     let checked = check_header(header).map_err(err)?;
-    let header = &checked.header;
-    let voxels = checked.shape.iter().map(|&n| n as u64).product::<u64>();
-    if voxels > max_voxels {
-        let [x, y, z] = checked.shape;
-        return Err(err(NiftiErrorKind::TooLarge {
-            voxels,
-            shape: format!("{x}×{y}×{z}"),
-            limit: max_voxels,
-        }));
-    }
-
-    // Skip the extender and any extensions unread (their sizes are not trusted: a damaged
-    // esize made the nifti crate allocate gigabytes): voxel data starts at vox_offset.
-    let skip = (header.vox_offset as u64).saturating_sub(348);
-    let skipped =
-        io::copy(&mut (&mut stream).take(skip), &mut io::sink()).map_err(|e| err(io_kind(e)))?;
-    let expected = voxel_bytes(header, &checked.shape);
-    if skipped < skip {
-        return Err(err(NiftiErrorKind::Truncated { expected, got: 0 }));
-    }
-    if !gzipped {
-        let available = file_len.saturating_sub(header.vox_offset as u64);
-        if available < expected {
-            return Err(err(NiftiErrorKind::Truncated {
-                expected,
-                got: available,
-            }));
-        }
-    }
-    let data = read_voxels(&mut stream, header, checked.shape, gzipped).map_err(err)?;
+    check_size(&checked, max_voxels).map_err(err)?;
+    skip_to_voxels(&mut stream, &checked, source).map_err(err)?;
+    let data =
+        read_voxels(&mut stream, &checked.header, checked.shape, source.gzipped).map_err(err)?;
     Volume::new(checked.geometry, data).map_err(|e| {
         err(NiftiErrorKind::Affine {
             form: "geometry",
             detail: e.to_string(),
         })
     })
+}
+
+/// What the file is: gzip or plain (from its content, not its name), and its length.
+#[derive(Debug, Clone, Copy)]
+struct Source {
+    gzipped: bool,
+    len: u64,
+}
+
+impl Source {
+    /// A read error of the stream: a damaged or short gzip stream, or a short plain file.
+    fn io_kind(self, e: io::Error) -> NiftiErrorKind {
+        if self.gzipped && e.kind() != io::ErrorKind::UnexpectedEof {
+            NiftiErrorKind::Gzip(e)
+        } else if self.gzipped {
+            NiftiErrorKind::Gzip(io::Error::new(e.kind(), "stream ends early"))
+        } else {
+            NiftiErrorKind::TruncatedHeader
+        }
+    }
+}
+
+/// The file as a stream of header and voxels, decompressed when its first bytes are gzip's
+/// magic: scanners and scripts misname files.
+fn open(path: &Path) -> Result<(Box<dyn Read>, Source), NiftiErrorKind> {
+    let file = File::open(path).map_err(NiftiErrorKind::Open)?;
+    let len = file.metadata().map_err(NiftiErrorKind::Open)?.len();
+    if len == 0 {
+        return Err(NiftiErrorKind::Empty);
+    }
+    let mut file = BufReader::new(file);
+    let mut magic = [0u8; 2];
+    let gzipped = len >= 2 && {
+        file.read_exact(&mut magic).map_err(NiftiErrorKind::Open)?;
+        magic == [0x1f, 0x8b]
+    };
+    let prefix: &[u8] = if gzipped || len < 2 { &[] } else { &magic };
+    let stream: Box<dyn Read> = if gzipped {
+        Box::new(MultiGzDecoder::new(io::Cursor::new(magic).chain(file)))
+    } else {
+        Box::new(io::Cursor::new(prefix.to_vec()).chain(file))
+    };
+    Ok((stream, Source { gzipped, len }))
+}
+
+/// Refuses a header that declares more than `max_voxels` voxels.
+fn check_size(checked: &Checked, max_voxels: u64) -> Result<(), NiftiErrorKind> {
+    let voxels = checked.shape.iter().map(|&n| n as u64).product::<u64>();
+    if voxels > max_voxels {
+        let [x, y, z] = checked.shape;
+        return Err(NiftiErrorKind::TooLarge {
+            voxels,
+            shape: format!("{x}×{y}×{z}"),
+            limit: max_voxels,
+        });
+    }
+    Ok(())
+}
+
+/// Skips the extender and any extensions unread (their sizes are not trusted: a damaged esize
+/// made the nifti crate allocate gigabytes): voxel data starts at vox_offset. A plain file must
+/// hold every declared voxel byte.
+fn skip_to_voxels(
+    stream: &mut dyn Read,
+    checked: &Checked,
+    source: Source,
+) -> Result<(), NiftiErrorKind> {
+    let header = &checked.header;
+    let skip = (header.vox_offset as u64).saturating_sub(348);
+    let skipped =
+        io::copy(&mut stream.take(skip), &mut io::sink()).map_err(|e| source.io_kind(e))?;
+    let expected = voxel_bytes(header, &checked.shape);
+    if skipped < skip {
+        return Err(NiftiErrorKind::Truncated { expected, got: 0 });
+    }
+    let available = source.len.saturating_sub(header.vox_offset as u64);
+    if !source.gzipped && available < expected {
+        return Err(NiftiErrorKind::Truncated {
+            expected,
+            got: available,
+        });
+    }
+    Ok(())
 }
 
 /// The voxel data as float32 (scaling applied), decoded one z slice at a time: the raw bytes of
@@ -272,6 +298,35 @@ fn check_header(mut header: NiftiHeader) -> Result<Checked, NiftiErrorKind> {
             "a .hdr/.img pair header; give tracerd single-file .nii or .nii.gz".into(),
         ));
     }
+    let shape = check_shape(&header)?;
+    check_storage(&header)?;
+    // A NaN, infinite or zero slope means "no scaling" (as in nibabel).
+    if !header.scl_slope.is_finite() || header.scl_slope == 0.0 {
+        header.scl_slope = 0.0;
+        header.scl_inter = 0.0;
+    } else if !header.scl_inter.is_finite() {
+        header.scl_inter = 0.0;
+    }
+    let affine = pick_affine(&mut header)?;
+    let geometry = Geometry::from_nifti_affine(shape, &affine).map_err(|e: GeometryError| {
+        NiftiErrorKind::Affine {
+            form: if header.sform_code > 0 {
+                "sform"
+            } else {
+                "qform"
+            },
+            detail: e.to_string(),
+        }
+    })?;
+    Ok(Checked {
+        header,
+        shape,
+        geometry,
+    })
+}
+
+/// The three axes of a single 3D volume (dimensions beyond the third must be 1).
+fn check_shape(header: &NiftiHeader) -> Result<[usize; 3], NiftiErrorKind> {
     let ndim = header.dim[0] as i16;
     if !(1..=7).contains(&ndim) {
         return Err(NiftiErrorKind::NotNifti(format!(
@@ -304,6 +359,11 @@ fn check_header(mut header: NiftiHeader) -> Result<Checked, NiftiErrorKind> {
             "an axis of {n} voxels exceeds the {MAX_AXIS} tracerd accepts"
         )));
     }
+    Ok(shape)
+}
+
+/// A readable scalar datatype, positive voxel sizes and the voxels where a single file has them.
+fn check_storage(header: &NiftiHeader) -> Result<(), NiftiErrorKind> {
     match header.data_type() {
         Ok(NiftiType::Rgb24 | NiftiType::Rgba32 | NiftiType::Complex64 | NiftiType::Complex128)
         | Ok(NiftiType::Complex256 | NiftiType::Float128)
@@ -322,30 +382,7 @@ fn check_header(mut header: NiftiHeader) -> Result<Checked, NiftiErrorKind> {
             header.vox_offset
         )));
     }
-    // A NaN, infinite or zero slope means "no scaling" (as in nibabel).
-    if !header.scl_slope.is_finite() || header.scl_slope == 0.0 {
-        header.scl_slope = 0.0;
-        header.scl_inter = 0.0;
-    } else if !header.scl_inter.is_finite() {
-        header.scl_inter = 0.0;
-    }
-
-    let affine = pick_affine(&mut header)?;
-    let geometry = Geometry::from_nifti_affine(shape, &affine).map_err(|e: GeometryError| {
-        NiftiErrorKind::Affine {
-            form: if header.sform_code > 0 {
-                "sform"
-            } else {
-                "qform"
-            },
-            detail: e.to_string(),
-        }
-    })?;
-    Ok(Checked {
-        header,
-        shape,
-        geometry,
-    })
+    Ok(())
 }
 
 /// sform if its code says it is valid, else qform, else the base affine (as nibabel).

@@ -135,20 +135,7 @@ impl Params {
             path: card.dir.join(super::card::CARD_FILE),
             message,
         };
-        let blending = match (seg.blending.as_str(), seg.gaussian_sigma_fraction) {
-            ("uniform", _) => Blending::Uniform,
-            ("gaussian", Some(f)) if f > 0.0 => Blending::Gaussian { sigma_fraction: f },
-            ("gaussian", _) => {
-                return Err(invalid(
-                    "[seg3d] blending \"gaussian\" needs gaussian_sigma_fraction > 0".into(),
-                ));
-            }
-            (other, _) => {
-                return Err(invalid(format!(
-                    "[seg3d] blending {other:?} is not \"gaussian\" or \"uniform\""
-                )));
-            }
-        };
+        let blending = blending(&seg).map_err(invalid)?;
         let params = Params {
             pet_clip_suv: pre.pet_clip_suv,
             ct_clip_hu: pre.ct_clip_hu,
@@ -164,48 +151,64 @@ impl Params {
             edge_threshold: post.edge_threshold,
             grid,
         };
-        params.grid.check().map_err(invalid)?;
-        if !(0.0..1.0).contains(&params.overlap) {
-            return Err(invalid(format!(
+        params.check().map_err(invalid)?;
+        Ok(params)
+    }
+
+    /// Every value in its range: the reason when one is not.
+    fn check(&self) -> Result<(), String> {
+        self.grid.check()?;
+        if !(0.0..1.0).contains(&self.overlap) {
+            return Err(format!(
                 "sliding-window overlap {} is outside [0, 1)",
-                params.overlap
-            )));
-        }
-        if params.pad_multiple == 0 || params.patch_zyx.contains(&0) {
-            return Err(invalid(
-                "pad_multiple and patch_zyx must be positive".into(),
+                self.overlap
             ));
         }
+        if self.pad_multiple == 0 || self.patch_zyx.contains(&0) {
+            return Err("pad_multiple and patch_zyx must be positive".into());
+        }
         let thresholds = [
-            params.cue_threshold,
-            params.lowered_threshold,
-            params.raised_threshold,
+            self.cue_threshold,
+            self.lowered_threshold,
+            self.raised_threshold,
         ];
         if !thresholds.iter().all(|t| (0.0..=1.0).contains(t))
-            || params.lowered_threshold > params.raised_threshold
+            || self.lowered_threshold > self.raised_threshold
         {
-            return Err(invalid(format!(
+            return Err(format!(
                 "[postprocessing] needs thresholds in [0, 1] with lowered_threshold <= \
                  raised_threshold, got cue {}, lowered {}, raised {}",
-                params.cue_threshold, params.lowered_threshold, params.raised_threshold
-            )));
+                self.cue_threshold, self.lowered_threshold, self.raised_threshold
+            ));
         }
-        if let Some(gate) = params.cue_gate.filter(|g| !(0.0..1.0).contains(g)) {
-            return Err(invalid(format!(
-                "[seg3d] cue_gate {gate} is outside [0, 1)"
-            )));
+        if let Some(gate) = self.cue_gate.filter(|g| !(0.0..1.0).contains(g)) {
+            return Err(format!("[seg3d] cue_gate {gate} is outside [0, 1)"));
         }
-        if let Some(edge) = params.edge_threshold.filter(|e| !(0.0..=1.0).contains(e)) {
-            return Err(invalid(format!(
+        if let Some(edge) = self.edge_threshold.filter(|e| !(0.0..=1.0).contains(e)) {
+            return Err(format!(
                 "[postprocessing] edge_threshold {edge} is outside [0, 1]"
-            )));
+            ));
         }
-        for [lo, hi] in [params.pet_clip_suv, params.ct_clip_hu] {
+        for [lo, hi] in [self.pet_clip_suv, self.ct_clip_hu] {
             if lo.partial_cmp(&hi) != Some(std::cmp::Ordering::Less) {
-                return Err(invalid(format!("clip range [{lo}, {hi}] is empty")));
+                return Err(format!("clip range [{lo}, {hi}] is empty"));
             }
         }
-        Ok(params)
+        Ok(())
+    }
+}
+
+/// The card's `[seg3d] blending` of overlapping windows.
+fn blending(seg: &CardSeg3d) -> Result<Blending, String> {
+    match (seg.blending.as_str(), seg.gaussian_sigma_fraction) {
+        ("uniform", _) => Ok(Blending::Uniform),
+        ("gaussian", Some(f)) if f > 0.0 => Ok(Blending::Gaussian { sigma_fraction: f }),
+        ("gaussian", _) => {
+            Err("[seg3d] blending \"gaussian\" needs gaussian_sigma_fraction > 0".into())
+        }
+        (other, _) => Err(format!(
+            "[seg3d] blending {other:?} is not \"gaussian\" or \"uniform\""
+        )),
     }
 }
 

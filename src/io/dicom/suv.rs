@@ -81,38 +81,7 @@ impl SuvTags {
     /// The values of one data set, strictly: every number, date or time present but unusable
     /// is pushed to `bad` (stage `suv`).
     pub fn read(obj: &InMemDicomObject, bad: &mut Vec<BadTag>) -> Self {
-        let rp = t::first_item(obj, tags::RADIOPHARMACEUTICAL_INFORMATION_SEQUENCE);
-        let mut rp_read = rp.map(|o| Strict {
-            obj: o,
-            stage: Stage::Suv,
-            bad: &mut *bad,
-        });
-        let rp_tags = rp_read.as_mut().map(|r| RpTags {
-            dose: r.result(
-                tags::RADIONUCLIDE_TOTAL_DOSE,
-                ("RadionuclideTotalDose", "(0018,1074)"),
-            ),
-            half_life: r.result(
-                tags::RADIONUCLIDE_HALF_LIFE,
-                ("RadionuclideHalfLife", "(0018,1075)"),
-            ),
-            start_datetime: r.temporal(
-                tags::RADIOPHARMACEUTICAL_START_DATE_TIME,
-                ("RadiopharmaceuticalStartDateTime", "(0018,1078)"),
-                Temporal::Dt,
-            ),
-            start_time: r.temporal(
-                tags::RADIOPHARMACEUTICAL_START_TIME,
-                ("RadiopharmaceuticalStartTime", "(0018,1072)"),
-                Temporal::Tm,
-            ),
-        });
-        let rp_tags = rp_tags.unwrap_or(RpTags {
-            dose: Ok(None),
-            half_life: Ok(None),
-            start_datetime: None,
-            start_time: None,
-        });
+        let rp_tags = RpTags::read(obj, bad);
         let mut s = Strict {
             obj,
             stage: Stage::Suv,
@@ -188,6 +157,45 @@ struct RpTags {
     start_time: Option<String>,
 }
 
+impl RpTags {
+    /// The item's values, strictly (unusable ones pushed to `bad`); all absent without an item.
+    fn read(obj: &InMemDicomObject, bad: &mut Vec<BadTag>) -> Self {
+        let Some(item) = t::first_item(obj, tags::RADIOPHARMACEUTICAL_INFORMATION_SEQUENCE) else {
+            return RpTags {
+                dose: Ok(None),
+                half_life: Ok(None),
+                start_datetime: None,
+                start_time: None,
+            };
+        };
+        let mut r = Strict {
+            obj: item,
+            stage: Stage::Suv,
+            bad,
+        };
+        RpTags {
+            dose: r.result(
+                tags::RADIONUCLIDE_TOTAL_DOSE,
+                ("RadionuclideTotalDose", "(0018,1074)"),
+            ),
+            half_life: r.result(
+                tags::RADIONUCLIDE_HALF_LIFE,
+                ("RadionuclideHalfLife", "(0018,1075)"),
+            ),
+            start_datetime: r.temporal(
+                tags::RADIOPHARMACEUTICAL_START_DATE_TIME,
+                ("RadiopharmaceuticalStartDateTime", "(0018,1078)"),
+                Temporal::Dt,
+            ),
+            start_time: r.temporal(
+                tags::RADIOPHARMACEUTICAL_START_TIME,
+                ("RadiopharmaceuticalStartTime", "(0018,1072)"),
+                Temporal::Tm,
+            ),
+        }
+    }
+}
+
 /// A value and the tag (or rule) it came from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Sourced<T> {
@@ -255,38 +263,16 @@ fn compute_inner(slices: &[&SuvTags]) -> Result<SuvConversion, DicomErrorKind> {
             "cannot tell what the pixel values measure",
         )
     })?;
-    let mut notes = Vec::new();
-    let decay = first.decay_correction.clone();
-    let corrected = &first.corrected_image;
-    let has = |w: &str| corrected.iter().any(|c| c == w);
-    let corrected_text = corrected.join("\\");
+    let has = |w: &str| first.corrected_image.iter().any(|c| c == w);
+    let corrected_text = || first.corrected_image.join("\\");
     if !has("ATTN") {
         return Err(DicomErrorKind::NotCorrected(
-            corrected_text,
+            corrected_text(),
             "the image is not attenuation-corrected (no ATTN)",
         ));
     }
-    let mut record = SuvRecord {
-        method: String::new(),
-        units: sourced(units.clone(), "Units (0054,1001)"),
-        decay_correction: decay
-            .clone()
-            .map(|d| sourced(d, "DecayCorrection (0054,1102)")),
-        corrected_image: sourced(corrected.clone(), "CorrectedImage (0028,0051)"),
-        weight_g: None,
-        injected_dose_bq: None,
-        half_life_s: None,
-        injection_time: None,
-        reference_time: None,
-        decay_time_s: None,
-        decayed_dose_bq: None,
-        philips_scale_factor: None,
-        suv_factor: 0.0,
-        suv_factor_min: 0.0,
-        suv_factor_max: 0.0,
-        notes: Vec::new(),
-    };
-
+    let mut record = SuvRecord::of(first, &units);
+    let mut notes = Vec::new();
     let factors: Vec<f64> = match units.as_str() {
         "GML" | "CM2ML" => {
             let (factor, how) = suv_type_factor(first, &units)?;
@@ -298,46 +284,88 @@ fn compute_inner(slices: &[&SuvTags]) -> Result<SuvConversion, DicomErrorKind> {
             record.method = "bqml".into();
             bqml_factors(slices, &mut record, &mut notes)?
         }
-        "CNTS" => {
-            if first.philips_without_creator {
-                notes.push(PHILIPS_FALLBACK.into());
-                tracing::warn!("{PHILIPS_FALLBACK}");
-            }
-            if let Some(s) = first.philips_suv_scale {
-                record.method = "philips_cnts_suv_scale".into();
-                record.philips_scale_factor = Some(sourced(
-                    s,
-                    "SUVScaleFactor (7053,1000) [Philips PET Private Group]",
-                ));
-                vec![s; slices.len()]
-            } else if let Some(a) = first.philips_activity_scale {
-                record.method = "philips_cnts_activity_scale".into();
-                record.philips_scale_factor = Some(sourced(
-                    a,
-                    "ActivityConcentrationScaleFactor (7053,1009) [Philips PET Private Group]",
-                ));
-                notes.push("CNTS × (7053,1009) gives Bq/ml; then as BQML".into());
-                bqml_factors(slices, &mut record, &mut notes)?
-                    .into_iter()
-                    .map(|f| f * a)
-                    .collect()
-            } else {
-                return Err(missing(
-                    "SUVScaleFactor",
-                    "(7053,1000)",
-                    "Units CNTS need the Philips SUV scale factor or activity concentration \
-                     scale factor (7053,1009)",
-                ));
-            }
-        }
+        "CNTS" => cnts_factors(slices, &mut record, &mut notes)?,
         _ => return Err(DicomErrorKind::UnsupportedUnits(units)),
     };
-    if units != "GML" && units != "CM2ML" && decay.as_deref() != Some("NONE") && !has("DECY") {
+    let decay_none = first.decay_correction.as_deref() == Some("NONE");
+    if units != "GML" && units != "CM2ML" && !decay_none && !has("DECY") {
         return Err(DicomErrorKind::NotCorrected(
-            corrected_text,
+            corrected_text(),
             "DecayCorrection says corrected but CorrectedImage lacks DECY",
         ));
     }
+    record.notes = notes;
+    finish(factors, record)
+}
+
+impl SuvRecord {
+    /// The record of a series whose first slice is `first`: the tags every method reports,
+    /// nothing derived yet.
+    fn of(first: &SuvTags, units: &str) -> Self {
+        SuvRecord {
+            method: String::new(),
+            units: sourced(units.to_string(), "Units (0054,1001)"),
+            decay_correction: first
+                .decay_correction
+                .clone()
+                .map(|d| sourced(d, "DecayCorrection (0054,1102)")),
+            corrected_image: sourced(first.corrected_image.clone(), "CorrectedImage (0028,0051)"),
+            weight_g: None,
+            injected_dose_bq: None,
+            half_life_s: None,
+            injection_time: None,
+            reference_time: None,
+            decay_time_s: None,
+            decayed_dose_bq: None,
+            philips_scale_factor: None,
+            suv_factor: 0.0,
+            suv_factor_min: 0.0,
+            suv_factor_max: 0.0,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// Philips Units CNTS: the SUV scale factor (7053,1000) when present, else the activity
+/// concentration scale factor (7053,1009) times the BQML factors.
+fn cnts_factors(
+    slices: &[&SuvTags],
+    record: &mut SuvRecord,
+    notes: &mut Vec<String>,
+) -> Result<Vec<f64>, DicomErrorKind> {
+    let first = slices[0];
+    if first.philips_without_creator {
+        notes.push(PHILIPS_FALLBACK.into());
+        tracing::warn!("{PHILIPS_FALLBACK}");
+    }
+    if let Some(s) = first.philips_suv_scale {
+        record.method = "philips_cnts_suv_scale".into();
+        record.philips_scale_factor = Some(sourced(
+            s,
+            "SUVScaleFactor (7053,1000) [Philips PET Private Group]",
+        ));
+        return Ok(vec![s; slices.len()]);
+    }
+    let Some(a) = first.philips_activity_scale else {
+        return Err(missing(
+            "SUVScaleFactor",
+            "(7053,1000)",
+            "Units CNTS need the Philips SUV scale factor or activity concentration \
+             scale factor (7053,1009)",
+        ));
+    };
+    record.method = "philips_cnts_activity_scale".into();
+    record.philips_scale_factor = Some(sourced(
+        a,
+        "ActivityConcentrationScaleFactor (7053,1009) [Philips PET Private Group]",
+    ));
+    notes.push("CNTS × (7053,1009) gives Bq/ml; then as BQML".into());
+    let bqml = bqml_factors(slices, record, notes)?;
+    Ok(bqml.into_iter().map(|f| f * a).collect())
+}
+
+/// Every factor must be a positive number; the record gets the first and the range.
+fn finish(factors: Vec<f64>, mut record: SuvRecord) -> Result<SuvConversion, DicomErrorKind> {
     if let Some(bad) = factors.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
         return Err(DicomErrorKind::Timing(format!(
             "SUV factor {bad} is not a positive number"
@@ -346,7 +374,6 @@ fn compute_inner(slices: &[&SuvTags]) -> Result<SuvConversion, DicomErrorKind> {
     record.suv_factor = factors[0];
     record.suv_factor_min = factors.iter().cloned().fold(f64::INFINITY, f64::min);
     record.suv_factor_max = factors.iter().cloned().fold(0.0, f64::max);
-    record.notes = notes;
     Ok(SuvConversion { factors, record })
 }
 
