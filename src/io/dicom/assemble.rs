@@ -187,10 +187,12 @@ fn coverage(slices: &[&Instance]) -> f64 {
     if d.is_empty() { 0.0 } else { hi - lo }
 }
 
+/// study → series → instances.
+type Studies = BTreeMap<String, BTreeMap<String, Vec<Instance>>>;
+
 /// Groups the scan into studies and assembles each; one outcome per key, in key order.
 pub fn assemble(scan: ScanResult) -> Vec<StudyOutcome> {
-    // study → series → instances
-    let mut studies: BTreeMap<String, BTreeMap<String, Vec<Instance>>> = BTreeMap::new();
+    let mut studies = Studies::new();
     for i in scan.instances {
         studies
             .entry(i.study_uid.clone())
@@ -206,7 +208,6 @@ pub fn assemble(scan: ScanResult) -> Vec<StudyOutcome> {
     for (p, why) in &scan.unreadable {
         drop_warnings.push(format!("{}: unreadable DICOM: {why}", p.display()));
     }
-
     let mut out = Vec::new();
     for (study_uid, series) in studies {
         let pets: Vec<&String> = series
@@ -226,46 +227,55 @@ pub fn assemble(scan: ScanResult) -> Vec<StudyOutcome> {
             continue;
         }
         for pet_uid in pets {
-            let key = study_key(&study_uid, pet_uid);
-            let pet_slices = series[pet_uid].clone();
-            let for_uid = pet_slices[0].frame_of_reference_uid.clone();
-            // The CT: same frame of reference (or, without one on the PET, same study), axial,
-            // not a localizer, widest coverage; ties broken by the series UID for determinism.
-            let ct_uid = series
-                .iter()
-                .filter(|(_, v)| {
-                    v.iter().all(is_axial_ct)
-                        && (for_uid.is_none() || v[0].frame_of_reference_uid == for_uid)
-                })
-                .map(|(k, v)| (coverage(&v.iter().collect::<Vec<_>>()), k))
-                .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(a.1)))
-                .map(|(_, k)| k.clone());
-            let result = (|| {
-                let pet = sorted_stack(pet_slices, "PT")?;
-                let mut warnings = drop_warnings.clone();
-                let ct = match &ct_uid {
-                    Some(uid) => Some(sorted_stack(series[uid].clone(), "CT")?),
-                    None => {
-                        warnings
-                            .push("no axial CT with the PET's frame of reference: PET only".into());
-                        None
-                    }
-                };
-                warnings.extend(pet.warnings.iter().cloned());
-                if let Some(ct) = &ct {
-                    warnings.extend(ct.warnings.iter().cloned());
-                }
-                Ok(AssembledStudy {
-                    key: key.clone(),
-                    study_uid: study_uid.clone(),
-                    pet,
-                    ct,
-                    warnings,
-                })
-            })();
-            out.push(StudyOutcome { key, result });
+            let result = pair(&study_uid, &series, pet_uid, &drop_warnings);
+            out.push(StudyOutcome {
+                key: study_key(&study_uid, pet_uid),
+                result,
+            });
         }
     }
     out.sort_by(|a, b| a.key.cmp(&b.key));
     out
+}
+
+/// One PET series of a study with its CT: same frame of reference (or, without one on the PET,
+/// same study), axial, not a localizer, widest coverage; ties broken by the series UID for
+/// determinism. Without such a CT the study is PET only, with a warning.
+fn pair(
+    study_uid: &str,
+    series: &BTreeMap<String, Vec<Instance>>,
+    pet_uid: &str,
+    drop_warnings: &[String],
+) -> Result<AssembledStudy, DicomError> {
+    let pet_slices = &series[pet_uid];
+    let for_uid = &pet_slices[0].frame_of_reference_uid;
+    let ct_uid = series
+        .iter()
+        .filter(|(_, v)| {
+            v.iter().all(is_axial_ct)
+                && (for_uid.is_none() || &v[0].frame_of_reference_uid == for_uid)
+        })
+        .map(|(k, v)| (coverage(&v.iter().collect::<Vec<_>>()), k))
+        .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(a.1)))
+        .map(|(_, k)| k);
+    let pet = sorted_stack(pet_slices.clone(), "PT")?;
+    let mut warnings = drop_warnings.to_vec();
+    let ct = match ct_uid {
+        Some(uid) => Some(sorted_stack(series[uid].clone(), "CT")?),
+        None => {
+            warnings.push("no axial CT with the PET's frame of reference: PET only".into());
+            None
+        }
+    };
+    warnings.extend(pet.warnings.iter().cloned());
+    if let Some(ct) = &ct {
+        warnings.extend(ct.warnings.iter().cloned());
+    }
+    Ok(AssembledStudy {
+        key: study_key(study_uid, pet_uid),
+        study_uid: study_uid.to_string(),
+        pet,
+        ct,
+        warnings,
+    })
 }

@@ -43,68 +43,12 @@ fn read_slice_file(i: &Instance) -> Result<DefaultDicomObject, DicomError> {
 /// Decodes one slice into `out` (rows × columns, first index fastest) as
 /// `(stored · slope + intercept) · factor`.
 fn load_slice(i: &Instance, factor: f64, out: &mut [f32]) -> Result<(), DicomError> {
-    let ts_ok = TransferSyntaxRegistry
-        .get(&i.transfer_syntax)
-        .map(|ts| (ts.can_decode_all(), ts.name().to_string()));
-    match ts_ok {
-        Some((true, _)) => {}
-        Some((false, name)) => {
-            return Err(file_error(
-                i,
-                DicomErrorKind::UnsupportedTransferSyntax {
-                    uid: i.transfer_syntax.clone(),
-                    name,
-                },
-            ));
-        }
-        None => {
-            return Err(file_error(
-                i,
-                DicomErrorKind::UnsupportedTransferSyntax {
-                    uid: i.transfer_syntax.clone(),
-                    name: "unknown".into(),
-                },
-            ));
-        }
-    }
+    check_transfer_syntax(i)?;
     let transform = |v: f64| ((v * i.rescale_slope + i.rescale_intercept) * factor) as f32;
     if let Some(native) = &i.native {
         return native.read(i, out, transform);
     }
-    let obj = read_slice_file(i)?;
-    if obj.get(tags::PIXEL_DATA).is_none() {
-        return Err(file_error(i, DicomErrorKind::MissingPixelData));
-    }
-    let decoded = obj
-        .decode_pixel_data()
-        .map_err(|e| file_error(i, DicomErrorKind::PixelDecode(e.to_string())))?;
-    if decoded.samples_per_pixel() != 1 {
-        return Err(file_error(
-            i,
-            DicomErrorKind::PixelDecode(format!(
-                "{} samples per pixel; a PET or CT image has 1",
-                decoded.samples_per_pixel()
-            )),
-        ));
-    }
-    if decoded.rows() != i.rows || decoded.columns() != i.columns {
-        return Err(file_error(
-            i,
-            DicomErrorKind::PixelDecode(format!(
-                "decoded {}×{} but the header says {}×{}",
-                decoded.rows(),
-                decoded.columns(),
-                i.rows,
-                i.columns
-            )),
-        ));
-    }
-    let raw: Vec<f64> = decoded
-        .to_vec_frame_with_options(
-            0,
-            &ConvertOptions::new().with_modality_lut(ModalityLutOption::None),
-        )
-        .map_err(|e| file_error(i, DicomErrorKind::PixelDecode(e.to_string())))?;
+    let raw = decode_generic(i)?;
     if raw.len() != out.len() {
         return Err(file_error(
             i,
@@ -119,6 +63,56 @@ fn load_slice(i: &Instance, factor: f64, out: &mut [f32]) -> Result<(), DicomErr
         *o = transform(v);
     }
     Ok(())
+}
+
+/// Refuses a transfer syntax that dicom-rs cannot decode (or does not know).
+fn check_transfer_syntax(i: &Instance) -> Result<(), DicomError> {
+    let name = match TransferSyntaxRegistry.get(&i.transfer_syntax) {
+        Some(ts) if ts.can_decode_all() => return Ok(()),
+        Some(ts) => ts.name().to_string(),
+        None => "unknown".into(),
+    };
+    Err(file_error(
+        i,
+        DicomErrorKind::UnsupportedTransferSyntax {
+            uid: i.transfer_syntax.clone(),
+            name,
+        },
+    ))
+}
+
+/// The stored values of the slice's single frame through dicom-pixeldata's decoders (any
+/// transfer syntax it supports), without the modality LUT: one sample per pixel, the header's
+/// matrix.
+fn decode_generic(i: &Instance) -> Result<Vec<f64>, DicomError> {
+    let bad = |kind| file_error(i, kind);
+    let decode = |why: String| bad(DicomErrorKind::PixelDecode(why));
+    let obj = read_slice_file(i)?;
+    if obj.get(tags::PIXEL_DATA).is_none() {
+        return Err(bad(DicomErrorKind::MissingPixelData));
+    }
+    let decoded = obj.decode_pixel_data().map_err(|e| decode(e.to_string()))?;
+    if decoded.samples_per_pixel() != 1 {
+        return Err(decode(format!(
+            "{} samples per pixel; a PET or CT image has 1",
+            decoded.samples_per_pixel()
+        )));
+    }
+    if decoded.rows() != i.rows || decoded.columns() != i.columns {
+        return Err(decode(format!(
+            "decoded {}×{} but the header says {}×{}",
+            decoded.rows(),
+            decoded.columns(),
+            i.rows,
+            i.columns
+        )));
+    }
+    decoded
+        .to_vec_frame_with_options(
+            0,
+            &ConvertOptions::new().with_modality_lut(ModalityLutOption::None),
+        )
+        .map_err(|e| decode(e.to_string()))
 }
 
 /// Uncompressed little-endian single-sample 16-bit pixel data (how PET and CT scanners write),

@@ -159,12 +159,6 @@ fn walk(root: &Path) -> Result<Vec<PathBuf>, DicomError> {
 /// `whole`: also Pixel Data and what follows it (before decoding pixels); without it the walk
 /// ends at Pixel Data (before reading headers, which stop there).
 pub(crate) fn preflight_lengths(bytes: &[u8], file_len: usize, whole: bool) -> Result<(), String> {
-    // VRs with a 2-byte length in explicit VR; every other one, unknown ones included (a
-    // parser reads those as UN), has 2 reserved bytes and a 4-byte length.
-    const SHORT: [&[u8; 2]; 21] = [
-        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
-        b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
-    ];
     let mut pos = 132; // preamble and "DICM"
     let mut explicit = true;
     let mut in_meta = true;
@@ -181,32 +175,7 @@ pub(crate) fn preflight_lengths(bytes: &[u8], file_len: usize, whole: bool) -> R
             }
         }
         let vr = [bytes[pos + 4], bytes[pos + 5]];
-        let (len, header) = if group == 0xFFFE {
-            (
-                u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()),
-                8,
-            )
-        } else if explicit && !SHORT.contains(&&vr) {
-            if pos + 12 > bytes.len() {
-                return Err(format!(
-                    "element ({group:04X},{element:04X}) ends inside its header"
-                ));
-            }
-            (
-                u32::from_le_bytes(bytes[pos + 8..pos + 12].try_into().unwrap()),
-                12,
-            )
-        } else if explicit {
-            (
-                u16::from_le_bytes([bytes[pos + 6], bytes[pos + 7]]) as u32,
-                8,
-            )
-        } else {
-            (
-                u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()),
-                8,
-            )
-        };
+        let (len, header) = element_length(bytes, pos, explicit)?;
         pos += header;
         if !whole && (group, element) == (0x7FE0, 0x0010) {
             return Ok(());
@@ -235,6 +204,37 @@ pub(crate) fn preflight_lengths(bytes: &[u8], file_len: usize, whole: bool) -> R
         pos += len as usize;
     }
     Ok(())
+}
+
+/// The declared value length of the element whose tag starts at `pos`, and the size of its
+/// header: items and delimiters 8, implicit VR 8, explicit VR 8 for the 2-byte-length VRs and 12
+/// for the rest.
+fn element_length(bytes: &[u8], pos: usize, explicit: bool) -> Result<(u32, usize), String> {
+    // VRs with a 2-byte length in explicit VR; every other one, unknown ones included (a
+    // parser reads those as UN), has 2 reserved bytes and a 4-byte length.
+    const SHORT: [&[u8; 2]; 21] = [
+        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
+        b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+    ];
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let group = u16::from_le_bytes([bytes[pos], bytes[pos + 1]]);
+    let vr = [bytes[pos + 4], bytes[pos + 5]];
+    if group == 0xFFFE || !explicit {
+        return Ok((u32_at(pos + 4), 8));
+    }
+    if SHORT.contains(&&vr) {
+        return Ok((
+            u16::from_le_bytes([bytes[pos + 6], bytes[pos + 7]]) as u32,
+            8,
+        ));
+    }
+    if pos + 12 > bytes.len() {
+        let element = u16::from_le_bytes([bytes[pos + 2], bytes[pos + 3]]);
+        return Err(format!(
+            "element ({group:04X},{element:04X}) ends inside its header"
+        ));
+    }
+    Ok((u32_at(pos + 8), 12))
 }
 
 /// The file meta group's Transfer Syntax UID equals `uid` (searched after the preamble, in

@@ -180,28 +180,7 @@ fn num(
 
 /// The TID 1411 group of one lesion.
 fn measurement_group(pet: &SeriesStack, l: &Lesion, seg_uid: &str) -> InMemDicomObject {
-    let suv = || code("126401", "DCM", "SUVbw");
-    let suv_unit = || {
-        code(
-            "g/ml{SUVbw}",
-            "UCUM",
-            "Standardized Uptake Value body weight",
-        )
-    };
-    let segment = content(
-        "CONTAINS",
-        "IMAGE",
-        code("121191", "DCM", "Referenced Segment"),
-        vec![seq(
-            tags::REFERENCED_SOP_SEQUENCE,
-            vec![item(vec![
-                text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, SEGMENTATION_STORAGE),
-                text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, seg_uid),
-                super::write::us(tags::REFERENCED_SEGMENT_NUMBER, l.id as u16),
-            ])],
-        )],
-    );
-    let children = vec![
+    let mut children = vec![
         content(
             "HAS OBS CONTEXT",
             "TEXT",
@@ -218,6 +197,33 @@ fn measurement_group(pet: &SeriesStack, l: &Lesion, seg_uid: &str) -> InMemDicom
             code("121071", "DCM", "Finding"),
             code("108369006", "SCT", "Neoplasm"),
         ),
+    ];
+    children.extend(measurements(l));
+    children.push(referenced_segment(l, seg_uid));
+    children.push(uidref(
+        "CONTAINS",
+        code("121232", "DCM", "Source series for segmentation"),
+        &pet.series_uid,
+    ));
+    container(
+        "CONTAINS",
+        code("125007", "DCM", "Measurement Group"),
+        Some("1411"),
+        children,
+    )
+}
+
+/// The lesion's volume, SUVmax, SUVmean and TLG as NUM content items.
+fn measurements(l: &Lesion) -> [InMemDicomObject; 4] {
+    let suv = || code("126401", "DCM", "SUVbw");
+    let suv_unit = || {
+        code(
+            "g/ml{SUVbw}",
+            "UCUM",
+            "Standardized Uptake Value body weight",
+        )
+    };
+    [
         num(
             code("118565006", "SCT", "Volume"),
             l.volume_ml,
@@ -242,18 +248,23 @@ fn measurement_group(pet: &SeriesStack, l: &Lesion, seg_uid: &str) -> InMemDicom
             code("g{SUVbw}", "UCUM", "gram (SUVbw times milliliter)"),
             None,
         ),
-        segment,
-        uidref(
-            "CONTAINS",
-            code("121232", "DCM", "Source series for segmentation"),
-            &pet.series_uid,
-        ),
-    ];
-    container(
+    ]
+}
+
+/// The lesion's segment in the SEG (ReferencedSOPSequence with its segment number).
+fn referenced_segment(l: &Lesion, seg_uid: &str) -> InMemDicomObject {
+    content(
         "CONTAINS",
-        code("125007", "DCM", "Measurement Group"),
-        Some("1411"),
-        children,
+        "IMAGE",
+        code("121191", "DCM", "Referenced Segment"),
+        vec![seq(
+            tags::REFERENCED_SOP_SEQUENCE,
+            vec![item(vec![
+                text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, SEGMENTATION_STORAGE),
+                text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, seg_uid),
+                super::write::us(tags::REFERENCED_SEGMENT_NUMBER, l.id as u16),
+            ])],
+        )],
     )
 }
 
