@@ -283,11 +283,12 @@ def int8_codes(model, variant, splits: dict, log):
     sess = pipeline.session(work / "extractor_codes.onnx", torch.get_num_threads())
 
     def run(sl):
-        codes = np.empty((len(sl), FEAT_C, feat_hw(CROP), feat_hw(CROP)), np.uint8)
-        for a in range(0, len(sl), K):          # the graph takes K slices; slices are independent
-            a = min(a, len(sl) - K)
-            codes[a:a + K] = sess.run(None, {"pet_slices": sl[None, a:a + K]})[0]
-        return codes
+        n = len(sl)                             # the graph takes K slices; slices are independent,
+        padded = np.zeros((-(-n // K) * K,) + sl.shape[1:], np.float32)    # so pad with zero slices
+        padded[:n] = sl
+        codes = np.concatenate([sess.run(None, {"pet_slices": padded[None, a:a + K]})[0]
+                                for a in range(0, len(padded), K)])
+        return codes[:n]
     log(f"[{variant}] INT8 extractor codes: scale {dq[0]:.4f}, zero point {dq[1]}")
     return {split: cache_slices(studies, variant, data.CACHE / f"feat8_{variant}_{split}.npy", np.uint8, run,
                                 log)

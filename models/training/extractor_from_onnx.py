@@ -1,0 +1,74 @@
+"""Recover the frozen extractor (extractor.pt) of a shipped 2Be3-Net ONNX file.
+
+The exported graph holds each convolution with its BatchNorm folded in (weight and bias). The
+extractor's modules get those weights, and each BatchNorm becomes the identity plus the folded
+bias (running mean 0, running variance 1 - eps, weight 1). The recovered model's risk output is
+checked against onnxruntime on the file itself before anything is written.
+
+    python extractor_from_onnx.py ../two_be_three/ws.fp32.onnx runs/two_be_three/extractor.pt
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+import data
+import pipeline
+from two_be_three import TwoBeThreeNet
+
+
+def folded_convs(path):
+    """(weight, bias) of every Conv node of the graph, keyed by the name of the node's input."""
+    m = onnx.load(path)
+    init = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    return [(n.input[0], init[n.input[1]], init[n.input[2]]) for n in m.graph.node if n.op_type == "Conv"], init
+
+
+def conv_bn_pairs(model):
+    """(conv, batchnorm) pairs of the model in the order of its forward pass; in each Bottleneck
+    with a downsample branch, the branch runs first (Bottleneck.forward)."""
+    ex = model.extractor
+    pairs = [(ex[0], ex[1])]
+    for b in ex[4]:
+        if b.downsample is not None:
+            pairs.append((b.downsample[0], b.downsample[1]))
+        pairs += [(b.conv1, b.bn1), (b.conv2, b.bn2), (b.conv3, b.bn3)]
+    pairs += [(blk[0], blk[1]) for blk in model.blocks]
+    return pairs
+
+
+def load_folded(model, convs, init):
+    with torch.no_grad():
+        for (conv, bn), (_, w, b) in zip(conv_bn_pairs(model), convs, strict=True):
+            conv.weight.copy_(torch.from_numpy(w))
+            bn.weight.fill_(1.0)
+            bn.bias.copy_(torch.from_numpy(b))
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+        for name in ("slab_fc.1.weight", "slab_fc.1.bias", "fc.1.weight", "fc.1.bias"):
+            dict(model.named_parameters())[name].copy_(torch.from_numpy(init[name]))
+
+
+def main(onnx_path, out):
+    model = TwoBeThreeNet(data.TWO_BE_THREE["K"], data.TWO_BE_THREE["crop"])
+    convs, init = folded_convs(onnx_path)
+    load_folded(model, convs, init)
+    model.eval()
+    x = np.stack([data.two_be_three_input(data.load(s), "ws") for s in data.split("val", 4)])
+    want = pipeline.session(onnx_path, 2).run(None, {"pet_slices": x})[0]
+    with torch.no_grad():
+        got = model(torch.from_numpy(x)).numpy()
+    err = float(np.abs(got - want).max())
+    print(f"recovered model vs onnxruntime on 4 validation studies: max |diff| {err:.2e}")
+    if err > 1e-4:
+        raise SystemExit("the recovered weights do not reproduce the file")
+    torch.save(model.extractor.state_dict(), out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
