@@ -1,6 +1,7 @@
 //! The stages a claimed study passes: ingest (load and check), inference (the models) and
 //! publish (outbox, archive or failed/).
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, never, select};
@@ -9,10 +10,10 @@ use super::guard::{fault, guarded};
 use super::journal::Claimed;
 use super::metrics::{StageName, StudyOutcome};
 use super::{Shared, StageClock, lock};
-use crate::config::Config;
+use crate::config::{Config, Destination};
 use crate::models::l2snet::Ct;
 use crate::outbox::OrAbsent;
-use crate::process::{self, Findings, ModelInfo, Processor};
+use crate::process::{self, Findings, ModelInfo, Processor, Published};
 use crate::study::{self, Stage, Study, StudyError};
 
 /// A claimed study on its way through the stages.
@@ -182,109 +183,144 @@ pub(super) fn publish(
     retries: Sender<(Instant, Job)>,
 ) {
     fault::maybe_kill_thread("publish");
-    let outbox = shared.journal.paths().outbox.clone();
-    let destinations = shared.settings(|c| c.delivery.destinations.clone());
+    let publisher = Publisher {
+        shared,
+        clock,
+        outbox: shared.journal.paths().outbox.clone(),
+        destinations: shared.settings(|c| c.delivery.destinations.clone()),
+    };
     for outcome in outcomes {
-        let (job, error) = match outcome {
+        let failed = match outcome {
             Outcome::Analysed {
                 job,
                 study,
                 findings,
                 ingest_ms,
                 models,
-            } => {
-                let _busy = clock.busy(&job.study.entry);
-                let t = Instant::now();
-                let lesions = findings.lesions.as_ref().map(|f| f.summary.count);
-                let published = guarded(Stage::Publish, &job.study.name, || {
-                    process::publish(
-                        &study,
-                        *findings,
-                        &models,
-                        &outbox,
-                        ingest_ms,
-                        &destinations,
-                    )
-                });
-                match published {
-                    Ok(published) => match shared.journal.finish(&job.study) {
-                        Ok(_) => {
-                            let latency = job.queued_at.elapsed();
-                            let scores = match &published.result.scores {
-                                OrAbsent::Present(s) => Some(s.scores),
-                                OrAbsent::Absent { .. } => None,
-                            };
-                            tracing::info!(
-                                entry = %job.study.entry,
-                                key = %process::key_for_log(&published.key),
-                                lesions,
-                                lr = scores.map(|s| s.lr),
-                                dm = scores.map(|s| s.dm),
-                                os = scores.map(|s| s.os),
-                                engine = %published.result.backend.engine,
-                                latency_s = latency.as_secs_f64(),
-                                "published"
-                            );
-                            shared.forget(&job.study.name);
-                            if let Some(deliverer) = &shared.deliverer {
-                                deliverer.published(&published.key);
-                            }
-                            shared.metrics.stage(StageName::Publish, t.elapsed());
-                            shared.metrics.stage(StageName::Total, latency);
-                            shared.metrics.study(StudyOutcome::Published);
-                            let mut c = lock(&shared.counters);
-                            if c.outbox_problem.take().is_some() {
-                                tracing::info!("results can be written again; claiming studies");
-                            }
-                            c.done += 1;
-                            c.queued = c.queued.saturating_sub(1);
-                            c.last_latency = Some(latency);
-                            c.last_published = Some(published);
-                            continue;
-                        }
-                        Err(e) => (
-                            job,
-                            StudyError::new(
-                                study::Stage::Publish,
-                                format!("published, but cannot move the inputs out of work/: {e}"),
-                                "check the permissions of paths.work and paths.archive",
-                            )
-                            .transient(),
-                        ),
-                    },
-                    Err(error) => (job, error),
-                }
-            }
-            Outcome::Failed { job, error } => (job, error),
+            } => publisher.analysed(job, &study, *findings, ingest_ms, &models),
+            Outcome::Failed { job, error } => Err((job, error)),
         };
-        let _busy = clock.busy(&job.study.entry);
-        lock(&shared.started).remove(&job.study.name);
-        if vanished(shared, &job) {
-            continue;
+        if let Err((job, error)) = failed {
+            let _busy = clock.busy(&job.study.entry);
+            settle_failure(shared, &retries, job, error);
         }
-        if error.transient {
-            if error.stage == Stage::Publish {
-                outbox_problem(shared, &error);
-            }
-            let _ = shared.journal.cancel_attempt(&job.study);
-            tracing::warn!(entry = %job.study.entry, %error, retry_in_s = backoff(job.retries).as_secs(), "transient error; the study will be tried again");
-            shared.metrics.study(StudyOutcome::Retried);
+    }
+}
+
+/// What the publish stage needs for every study.
+struct Publisher<'a> {
+    shared: &'a Shared,
+    clock: &'a StageClock,
+    outbox: PathBuf,
+    destinations: Vec<Destination>,
+}
+
+impl Publisher<'_> {
+    /// Writes the study's results to the outbox and moves its inputs out of `work/`; the job and
+    /// why where that fails.
+    fn analysed(
+        &self,
+        job: Job,
+        study: &Study,
+        findings: Findings,
+        ingest_ms: f64,
+        models: &ModelInfo,
+    ) -> Result<(), (Job, StudyError)> {
+        let _busy = self.clock.busy(&job.study.entry);
+        let t = Instant::now();
+        let lesions = findings.lesions.as_ref().map(|f| f.summary.count);
+        let published = guarded(Stage::Publish, &job.study.name, || {
+            process::publish(
+                study,
+                findings,
+                models,
+                &self.outbox,
+                ingest_ms,
+                &self.destinations,
+            )
+        });
+        let published = match published {
+            Ok(published) => published,
+            Err(error) => return Err((job, error)),
+        };
+        if let Err(e) = self.shared.journal.finish(&job.study) {
+            let error = StudyError::new(
+                study::Stage::Publish,
+                format!("published, but cannot move the inputs out of work/: {e}"),
+                "check the permissions of paths.work and paths.archive",
+            );
+            return Err((job, error.transient()));
+        }
+        self.record(&job, published, lesions, t);
+        Ok(())
+    }
+
+    /// Logs, counts and announces a study that is in the outbox and archived.
+    fn record(&self, job: &Job, published: Published, lesions: Option<usize>, t: Instant) {
+        let shared = self.shared;
+        let latency = job.queued_at.elapsed();
+        let scores = match &published.result.scores {
+            OrAbsent::Present(s) => Some(s.scores),
+            OrAbsent::Absent { .. } => None,
+        };
+        tracing::info!(
+            entry = %job.study.entry,
+            key = %process::key_for_log(&published.key),
+            lesions,
+            lr = scores.map(|s| s.lr),
+            dm = scores.map(|s| s.dm),
+            os = scores.map(|s| s.os),
+            engine = %published.result.backend.engine,
+            latency_s = latency.as_secs_f64(),
+            "published"
+        );
+        shared.forget(&job.study.name);
+        if let Some(deliverer) = &shared.deliverer {
+            deliverer.published(&published.key);
+        }
+        shared.metrics.stage(StageName::Publish, t.elapsed());
+        shared.metrics.stage(StageName::Total, latency);
+        shared.metrics.study(StudyOutcome::Published);
+        let mut c = lock(&shared.counters);
+        if c.outbox_problem.take().is_some() {
+            tracing::info!("results can be written again; claiming studies");
+        }
+        c.done += 1;
+        c.queued = c.queued.saturating_sub(1);
+        c.last_latency = Some(latency);
+        c.last_published = Some(published);
+    }
+}
+
+/// A study that could not be published: forgotten when its folder vanished, retried after a
+/// back-off when the error is transient, otherwise moved to `failed/` with its reason.
+fn settle_failure(shared: &Shared, retries: &Sender<(Instant, Job)>, job: Job, error: StudyError) {
+    lock(&shared.started).remove(&job.study.name);
+    if vanished(shared, &job) {
+        return;
+    }
+    if error.transient {
+        if error.stage == Stage::Publish {
+            outbox_problem(shared, &error);
+        }
+        let _ = shared.journal.cancel_attempt(&job.study);
+        tracing::warn!(entry = %job.study.entry, %error, retry_in_s = backoff(job.retries).as_secs(), "transient error; the study will be tried again");
+        shared.metrics.study(StudyOutcome::Retried);
+        let _ = retries.send(job.retry_later());
+        return;
+    }
+    match shared.journal.fail(&job.study, &error) {
+        Ok(_) => {
+            shared.forget(&job.study.name);
+            tracing::warn!(entry = %job.study.entry, stage = %error.stage, error = %error.error, "study failed; inputs and error.json are in failed/");
+            shared.metrics.study(StudyOutcome::Failed);
+            let mut c = lock(&shared.counters);
+            c.failed += 1;
+            c.queued = c.queued.saturating_sub(1);
+        }
+        Err(e) => {
+            tracing::error!(entry = %job.study.entry, error = %e, "cannot move a failed study to failed/; will retry");
             let _ = retries.send(job.retry_later());
-            continue;
-        }
-        match shared.journal.fail(&job.study, &error) {
-            Ok(_) => {
-                shared.forget(&job.study.name);
-                tracing::warn!(entry = %job.study.entry, stage = %error.stage, error = %error.error, "study failed; inputs and error.json are in failed/");
-                shared.metrics.study(StudyOutcome::Failed);
-                let mut c = lock(&shared.counters);
-                c.failed += 1;
-                c.queued = c.queued.saturating_sub(1);
-            }
-            Err(e) => {
-                tracing::error!(entry = %job.study.entry, error = %e, "cannot move a failed study to failed/; will retry");
-                let _ = retries.send(job.retry_later());
-            }
         }
     }
 }

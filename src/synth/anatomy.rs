@@ -198,7 +198,6 @@ pub(super) fn build_anatomy(
     rng: &mut ChaCha8Rng,
     plan: Option<&ClinicalPlan>,
 ) -> Anatomy {
-    use tissue::*;
     let fov_top = pet.origin.z + (pet.shape[2] as f64 - 1.0) * pet.spacing.z;
     // Small: a squat child-sized body (axial scale below lateral) so vertex to mid-thigh fits
     // the 384 mm FOV; clinical: the adult the plan drew.
@@ -211,292 +210,30 @@ pub(super) fn build_anatomy(
         sy: body.sy,
         sz: body.sz,
     };
-    let f = &frame;
-    let iso = f.iso();
-    let (girth, fat) = (body.girth, body.fat);
-    let mut shapes: Vec<Shape> = Vec::new();
-
-    // Body outline: fat everywhere, then muscle/soft tissue inset by the fat layer.
-    let head_c = f.p(0.0, uni(rng, -3.0, 3.0), 100.0);
-    let head_r = f.r(75.0 * jit(rng, 0.04), 92.0 * jit(rng, 0.04), 100.0);
-    let scalp = (3.0 * iso).max(1.5);
-    for (t, inset) in [(FAT, 0.0), (SOFT, 1.0)] {
-        shapes.push(Shape::ellipsoid(
-            t,
-            head_c,
-            head_r.add_scalar(-scalp * inset),
-        ));
-        shapes.push(Shape::profile(t, f.knots(&NECK, girth, 0.5 * fat * inset)));
-        shapes.push(Shape::profile(t, f.knots(&TORSO, girth, fat * inset)));
-        for side in [-1.0, 1.0] {
-            let leg = match plan {
-                Some(p) if p.legs_to > 1300.0 => leg(side),
-                _ => thigh(side).to_vec(),
-            };
-            shapes.push(Shape::profile(t, f.knots(&leg, girth, fat * inset)));
-            if let Some(p) = plan {
-                let arm = arm(side, p.acquisition.arms, girth);
-                shapes.push(Shape::profile(t, f.knots(&arm, 1.0, 0.4 * fat * inset)));
-            }
-        }
-    }
-
-    // Skull, with the brain in its upper part and soft tissue (skull base, face) below.
-    let skull_r = head_r.add_scalar(-scalp);
-    let skull_th = (6.5 * iso).max(2.5);
-    let inner_r = skull_r.add_scalar(-skull_th);
-    shapes.push(Shape::ellipsoid(SKULL, head_c, skull_r));
-    shapes.push(Shape::ellipsoid(SOFT, head_c, inner_r));
-    let brain_c = head_c + Vector3::new(0.0, 0.0, 0.06 * inner_r.z);
-    shapes.push(Shape::ellipsoid(BRAIN, brain_c, inner_r * 0.92));
-
-    // Mandible: the anterior half of an elliptic ring.
-    let mandible_y = f.y(-2.0);
-    shapes.push(
-        Shape::profile(
-            CORTEX,
-            f.knots(
-                &[
-                    [188.0, 0.0, -2.0, 44.0, 48.0],
-                    [222.0, 0.0, -2.0, 42.0, 46.0],
-                ],
-                1.0,
-                0.0,
-            ),
-        )
-        .with_wall((6.0 * iso).max(2.0))
-        .with_y_clip(f64::NEG_INFINITY, mandible_y),
-    );
-    // Salivary glands and tonsils: physiological uptake next to the neck nodes.
-    for side in [-1.0, 1.0] {
-        let j = uni(rng, -3.0, 3.0);
-        shapes.push(Shape::ellipsoid(
-            SALIVARY,
-            f.p(40.0 * side + j, 5.0, 180.0),
-            f.r(10.0, 15.0, 20.0) * jit(rng, 0.1),
-        ));
-        shapes.push(Shape::ellipsoid(
-            SALIVARY,
-            f.p(32.0 * side, -26.0 + j, 212.0),
-            f.r(10.0, 11.0, 10.0) * jit(rng, 0.1),
-        ));
-        shapes.push(Shape::ellipsoid(
-            TONSIL,
-            f.p(13.0 * side, -8.0, 200.0 + j),
-            f.r(7.0, 7.0, 11.0) * jit(rng, 0.15),
-        ));
-    }
-    shapes.push(Shape::profile(
-        AIRWAY,
-        f.knots(
-            &[
-                [205.0, 0.0, -20.0, 8.0, 8.0],
-                [330.0, 0.0, -12.0, 9.0, 9.0],
-                [400.0, 0.0, -5.0, 8.0, 8.0],
-            ],
-            1.0,
-            0.0,
-        ),
-    ));
-
-    let mut lungs = Vec::new();
-    for side in [-1.0, 1.0] {
-        // The right lung (negative X) is a little larger.
-        let big = if side < 0.0 { 1.04 } else { 0.98 };
-        lungs.push(shapes.len());
-        shapes.push(Shape::ellipsoid(
-            LUNG,
-            f.p(
-                85.0 * side + uni(rng, -4.0, 4.0),
-                10.0 + uni(rng, -4.0, 4.0),
-                420.0 + uni(rng, -8.0, 8.0),
-            ),
-            f.r(62.0, 80.0, 130.0) * (big * jit(rng, 0.06)),
-        ));
-    }
-
-    let heart_c = f.p(
-        25.0 + uni(rng, -5.0, 5.0),
-        -25.0 + uni(rng, -4.0, 4.0),
-        475.0 + uni(rng, -10.0, 10.0),
-    );
-    let heart_r = f.r(58.0, 45.0, 55.0) * jit(rng, 0.07);
-    shapes.push(Shape::ellipsoid(MYOCARDIUM, heart_c, heart_r));
-    shapes.push(Shape::ellipsoid(
-        BLOOD,
-        heart_c,
-        heart_r.add_scalar(-(10.0 * iso).max(3.0)),
-    ));
-    let mut hot = vec![HotOutline {
-        organ: HotOrgan::Heart,
-        c: heart_c,
-        r: heart_r,
-    }];
-    shapes.push(Shape::profile(
-        BLOOD,
-        f.knots(
-            &[
-                [330.0, 28.0, 24.0, 11.0, 11.0],
-                [560.0, 20.0, 15.0, 11.0, 11.0],
-                [720.0, 8.0, 0.0, 9.0, 9.0],
-            ],
-            1.0,
-            0.0,
-        ),
-    ));
-
-    // Bowel: a few segments in the lower abdomen, each with its own uptake (distractors).
-    let bowel_segments = rng.random_range(3..=tissue::MAX_BOWEL);
-    for b in 0..bowel_segments {
-        shapes.push(Shape::ellipsoid(
-            BOWEL + b,
-            f.p(
-                uni(rng, -80.0, 80.0),
-                uni(rng, -55.0, -10.0),
-                uni(rng, 660.0, 770.0),
-            ),
-            f.r(
-                uni(rng, 15.0, 25.0),
-                uni(rng, 12.0, 18.0),
-                uni(rng, 20.0, 35.0),
-            ),
-        ));
-    }
-
-    let liver = shapes.len();
-    shapes.push(Shape::ellipsoid(
-        LIVER,
-        f.p(
-            -55.0 + uni(rng, -5.0, 5.0),
-            5.0 + uni(rng, -4.0, 4.0),
-            565.0 + uni(rng, -10.0, 10.0),
-        ),
-        f.r(80.0, 78.0, 75.0) * jit(rng, 0.07),
-    ));
-    shapes.push(Shape::ellipsoid(
-        SPLEEN,
-        f.p(
-            95.0,
-            45.0 + uni(rng, -4.0, 4.0),
-            560.0 + uni(rng, -10.0, 10.0),
-        ),
-        f.r(28.0, 42.0, 50.0) * jit(rng, 0.12),
-    ));
-    for (side, t) in [(-1.0, 640.0), (1.0, 630.0)] {
-        let c = f.p(
-            62.0 * side + uni(rng, -4.0, 4.0),
-            55.0 + uni(rng, -4.0, 4.0),
-            t + uni(rng, -10.0, 10.0),
-        );
-        let r = f.r(25.0, 28.0, 55.0) * jit(rng, 0.08);
-        shapes.push(Shape::ellipsoid(KIDNEY, c, r));
-        hot.push(HotOutline {
-            organ: HotOrgan::Kidney,
-            c,
-            r,
-        });
-    }
-    let bladder_c = f.p(uni(rng, -5.0, 5.0), -25.0, 815.0);
-    let bladder_r =
-        f.r(40.0, 35.0, 32.0) * uni(rng, 0.8, 1.2) * plan.map_or(1.0, |p| p.bladder_scale);
-    shapes.push(Shape::ellipsoid(BLADDER, bladder_c, bladder_r));
-    hot.push(HotOutline {
-        organ: HotOrgan::Bladder,
-        c: bladder_c,
-        r: bladder_r,
-    });
-    hot.push(HotOutline {
-        organ: HotOrgan::Brain,
-        c: brain_c,
-        r: inner_r * 0.92,
-    });
-
-    // Bones: cortex shells around marrow so bone lesions have a marrow host.
-    let cortex = (2.5 * iso).max(1.0);
-    let mut bones = Vec::new();
-    shapes.push(Shape::profile(CORTEX, f.knots(&SPINE, 1.0, 0.0)));
-    bones.push(shapes.len());
-    shapes.push(Shape::profile(MARROW, f.knots(&SPINE, 1.0, cortex)));
-    let spinous: Vec<[f64; 5]> = [290.0, 400.0, 600.0, 700.0, 760.0]
-        .iter()
-        .map(|&t| {
-            let k = knot_at(&SPINE, t);
-            [t, 0.0, k[2] + k[4] + 10.0, 6.0, 11.0]
-        })
-        .collect();
-    shapes.push(Shape::profile(CORTEX, f.knots(&spinous, 1.0, 0.0)));
-    for side in [-1.0, 1.0] {
-        shapes.push(Shape::ellipsoid(
-            CORTEX,
-            f.p(78.0 * side, -25.0, 282.0),
-            f.r(60.0, 8.0, 8.0),
-        ));
-        shapes.push(Shape::ellipsoid(
-            CORTEX,
-            f.p(95.0 * side, 55.0, 340.0),
-            f.r(35.0, 7.0, 60.0),
-        ));
-    }
-    // Ribs: thin elliptic rings just inside the chest wall, open anteriorly (cartilage).
-    let rib_half = (4.5 * f.sz).max(2.5);
-    for n in 0..9 {
-        let t = 318.0 + 30.0 * n as f64;
-        let [_, x, y, rx, ry] = knot_at(&TORSO, t);
-        let s = Section {
-            cx: f.ox + f.sx * x,
-            cy: f.y(y),
-            rx: f.sx * rx * girth - fat - 3.0 * iso,
-            ry: f.sy * ry * girth - fat - 3.0 * iso,
-        };
-        let z = f.z(t);
-        shapes.push(
-            Shape::profile(CORTEX, vec![(z - rib_half, s), (z + rib_half, s)])
-                .with_wall((7.0 * iso).max(2.0))
-                .with_y_clip(s.cy - 0.55 * s.ry, f64::INFINITY),
-        );
-    }
-    let mut bone_pair = |shapes: &mut Vec<Shape>, c: Vector3<f64>, r: Vector3<f64>| {
-        shapes.push(Shape::ellipsoid(CORTEX, c, r));
-        bones.push(shapes.len());
-        shapes.push(Shape::ellipsoid(MARROW, c, r.add_scalar(-cortex)));
-    };
-    for side in [-1.0, 1.0] {
-        bone_pair(
-            &mut shapes,
-            f.p(100.0 * side, 38.0, 735.0),
-            f.r(16.0, 48.0, 55.0),
-        );
-        bone_pair(
-            &mut shapes,
-            f.p(88.0 * side, 8.0, 845.0),
-            f.r(24.0, 24.0, 24.0),
-        );
-    }
-    bone_pair(&mut shapes, f.p(0.0, -55.0, 855.0), f.r(42.0, 12.0, 14.0));
-    for side in [-1.0, 1.0] {
-        let femur = [
-            [850.0, 88.0 * side, 8.0, 16.0, 16.0],
-            [1000.0, 92.0 * side, 4.0, 14.0, 14.0],
-            [1300.0, 90.0 * side, 0.0, 13.0, 13.0],
-        ];
-        shapes.push(Shape::profile(CORTEX, f.knots(&femur, 1.0, 0.0)));
-        bones.push(shapes.len());
-        shapes.push(Shape::profile(
-            MARROW,
-            f.knots(&femur, 1.0, (4.0 * iso).max(1.5)),
-        ));
-    }
-
-    if let Some(p) = plan {
-        limb_bones(&mut shapes, f, p, cortex);
-    }
-
+    // The order of the steps is the order of the random draws and of the shapes (a later shape
+    // wins where shapes overlap): same seed, same bytes.
+    let mut b = Builder::new(&frame, &body, plan);
+    let head = b.outline(rng);
+    let brain = b.skull(&head);
+    b.face(rng);
+    b.chest(rng);
+    let bowel_segments = b.abdomen(rng);
+    b.hot.push(brain);
+    b.skeleton();
     let mut tables = tables(rng, bowel_segments);
     if let Some(p) = plan {
-        tables.suv[MYOCARDIUM as usize] = p.myocardium_suv as f32;
-        tables.suv[BLADDER as usize] = p.bladder_suv as f32;
+        tables.suv[tissue::MYOCARDIUM as usize] = p.myocardium_suv as f32;
+        tables.suv[tissue::BLADDER as usize] = p.bladder_suv as f32;
     }
-    let head_neck_z = [f.z(292.0), f.z(175.0)];
+    let head_neck_z = [frame.z(292.0), frame.z(175.0)];
+    let Builder {
+        shapes,
+        hot,
+        lungs,
+        liver,
+        bones,
+        ..
+    } = b;
     Anatomy {
         frame,
         shapes,
@@ -506,6 +243,311 @@ pub(super) fn build_anatomy(
         liver,
         bones,
         head_neck_z,
+    }
+}
+
+/// The head's ellipsoid, from which the skull and the brain are inset.
+struct Head {
+    c: Vector3<f64>,
+    r: Vector3<f64>,
+    scalp: f64,
+}
+
+/// The shapes of one body as `build_anatomy` adds them, region by region.
+struct Builder<'a> {
+    f: &'a Frame,
+    plan: Option<&'a ClinicalPlan>,
+    iso: f64,
+    girth: f64,
+    fat: f64,
+    shapes: Vec<Shape>,
+    hot: Vec<HotOutline>,
+    lungs: Vec<usize>,
+    liver: usize,
+    bones: Vec<usize>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(f: &'a Frame, body: &Body, plan: Option<&'a ClinicalPlan>) -> Self {
+        Builder {
+            f,
+            plan,
+            iso: f.iso(),
+            girth: body.girth,
+            fat: body.fat,
+            shapes: Vec::new(),
+            hot: Vec::new(),
+            lungs: Vec::new(),
+            liver: 0,
+            bones: Vec::new(),
+        }
+    }
+
+    fn ellipsoid(&mut self, tissue: u8, c: Vector3<f64>, r: Vector3<f64>) {
+        self.shapes.push(Shape::ellipsoid(tissue, c, r));
+    }
+
+    fn profile(&mut self, tissue: u8, knots: &[[f64; 5]]) {
+        self.shapes
+            .push(Shape::profile(tissue, self.f.knots(knots, 1.0, 0.0)));
+    }
+
+    /// Body outline: fat everywhere, then muscle/soft tissue inset by the fat layer.
+    fn outline(&mut self, rng: &mut ChaCha8Rng) -> Head {
+        let f = self.f;
+        let c = f.p(0.0, uni(rng, -3.0, 3.0), 100.0);
+        let r = f.r(75.0 * jit(rng, 0.04), 92.0 * jit(rng, 0.04), 100.0);
+        let scalp = (3.0 * self.iso).max(1.5);
+        let (girth, fat) = (self.girth, self.fat);
+        for (t, inset) in [(tissue::FAT, 0.0), (tissue::SOFT, 1.0)] {
+            self.ellipsoid(t, c, r.add_scalar(-scalp * inset));
+            self.shapes
+                .push(Shape::profile(t, f.knots(&NECK, girth, 0.5 * fat * inset)));
+            self.shapes
+                .push(Shape::profile(t, f.knots(&TORSO, girth, fat * inset)));
+            for side in [-1.0, 1.0] {
+                let leg = match self.plan {
+                    Some(p) if p.legs_to > 1300.0 => leg(side),
+                    _ => thigh(side).to_vec(),
+                };
+                self.shapes
+                    .push(Shape::profile(t, f.knots(&leg, girth, fat * inset)));
+                if let Some(p) = self.plan {
+                    let arm = arm(side, p.acquisition.arms, girth);
+                    self.shapes
+                        .push(Shape::profile(t, f.knots(&arm, 1.0, 0.4 * fat * inset)));
+                }
+            }
+        }
+        Head { c, r, scalp }
+    }
+
+    /// Skull, with the brain in its upper part and soft tissue (skull base, face) below; returns
+    /// the brain's outline.
+    fn skull(&mut self, head: &Head) -> HotOutline {
+        let skull_r = head.r.add_scalar(-head.scalp);
+        let skull_th = (6.5 * self.iso).max(2.5);
+        let inner_r = skull_r.add_scalar(-skull_th);
+        self.ellipsoid(tissue::SKULL, head.c, skull_r);
+        self.ellipsoid(tissue::SOFT, head.c, inner_r);
+        let brain_c = head.c + Vector3::new(0.0, 0.0, 0.06 * inner_r.z);
+        self.ellipsoid(tissue::BRAIN, brain_c, inner_r * 0.92);
+        HotOutline {
+            organ: HotOrgan::Brain,
+            c: brain_c,
+            r: inner_r * 0.92,
+        }
+    }
+
+    /// Mandible, salivary glands and tonsils (physiological uptake next to the neck nodes), and
+    /// the airway.
+    fn face(&mut self, rng: &mut ChaCha8Rng) {
+        use tissue::*;
+        let f = self.f;
+        // Mandible: the anterior half of an elliptic ring.
+        let mandible = [
+            [188.0, 0.0, -2.0, 44.0, 48.0],
+            [222.0, 0.0, -2.0, 42.0, 46.0],
+        ];
+        self.shapes.push(
+            Shape::profile(CORTEX, f.knots(&mandible, 1.0, 0.0))
+                .with_wall((6.0 * self.iso).max(2.0))
+                .with_y_clip(f64::NEG_INFINITY, f.y(-2.0)),
+        );
+        for side in [-1.0, 1.0] {
+            let j = uni(rng, -3.0, 3.0);
+            let r = f.r(10.0, 15.0, 20.0) * jit(rng, 0.1);
+            self.ellipsoid(SALIVARY, f.p(40.0 * side + j, 5.0, 180.0), r);
+            let r = f.r(10.0, 11.0, 10.0) * jit(rng, 0.1);
+            self.ellipsoid(SALIVARY, f.p(32.0 * side, -26.0 + j, 212.0), r);
+            let r = f.r(7.0, 7.0, 11.0) * jit(rng, 0.15);
+            self.ellipsoid(TONSIL, f.p(13.0 * side, -8.0, 200.0 + j), r);
+        }
+        self.profile(
+            AIRWAY,
+            &[
+                [205.0, 0.0, -20.0, 8.0, 8.0],
+                [330.0, 0.0, -12.0, 9.0, 9.0],
+                [400.0, 0.0, -5.0, 8.0, 8.0],
+            ],
+        );
+    }
+
+    /// Lungs, the heart (myocardium around its blood pool) and the aorta.
+    fn chest(&mut self, rng: &mut ChaCha8Rng) {
+        let f = self.f;
+        for side in [-1.0, 1.0] {
+            // The right lung (negative X) is a little larger.
+            let big = if side < 0.0 { 1.04 } else { 0.98 };
+            self.lungs.push(self.shapes.len());
+            let c = f.p(
+                85.0 * side + uni(rng, -4.0, 4.0),
+                10.0 + uni(rng, -4.0, 4.0),
+                420.0 + uni(rng, -8.0, 8.0),
+            );
+            let r = f.r(62.0, 80.0, 130.0) * (big * jit(rng, 0.06));
+            self.ellipsoid(tissue::LUNG, c, r);
+        }
+        let c = f.p(
+            25.0 + uni(rng, -5.0, 5.0),
+            -25.0 + uni(rng, -4.0, 4.0),
+            475.0 + uni(rng, -10.0, 10.0),
+        );
+        let r = f.r(58.0, 45.0, 55.0) * jit(rng, 0.07);
+        self.ellipsoid(tissue::MYOCARDIUM, c, r);
+        self.ellipsoid(tissue::BLOOD, c, r.add_scalar(-(10.0 * self.iso).max(3.0)));
+        self.hot.push(HotOutline {
+            organ: HotOrgan::Heart,
+            c,
+            r,
+        });
+        self.profile(
+            tissue::BLOOD,
+            &[
+                [330.0, 28.0, 24.0, 11.0, 11.0],
+                [560.0, 20.0, 15.0, 11.0, 11.0],
+                [720.0, 8.0, 0.0, 9.0, 9.0],
+            ],
+        );
+    }
+
+    /// Bowel (a few segments in the lower abdomen, each with its own uptake: distractors),
+    /// liver, spleen, kidneys and bladder; returns the number of bowel segments.
+    fn abdomen(&mut self, rng: &mut ChaCha8Rng) -> u8 {
+        let f = self.f;
+        let bowel_segments = rng.random_range(3..=tissue::MAX_BOWEL);
+        for b in 0..bowel_segments {
+            let c = f.p(
+                uni(rng, -80.0, 80.0),
+                uni(rng, -55.0, -10.0),
+                uni(rng, 660.0, 770.0),
+            );
+            let r = f.r(
+                uni(rng, 15.0, 25.0),
+                uni(rng, 12.0, 18.0),
+                uni(rng, 20.0, 35.0),
+            );
+            self.ellipsoid(tissue::BOWEL + b, c, r);
+        }
+        self.liver = self.shapes.len();
+        let c = f.p(
+            -55.0 + uni(rng, -5.0, 5.0),
+            5.0 + uni(rng, -4.0, 4.0),
+            565.0 + uni(rng, -10.0, 10.0),
+        );
+        self.ellipsoid(tissue::LIVER, c, f.r(80.0, 78.0, 75.0) * jit(rng, 0.07));
+        let c = f.p(
+            95.0,
+            45.0 + uni(rng, -4.0, 4.0),
+            560.0 + uni(rng, -10.0, 10.0),
+        );
+        self.ellipsoid(tissue::SPLEEN, c, f.r(28.0, 42.0, 50.0) * jit(rng, 0.12));
+        for (side, t) in [(-1.0, 640.0), (1.0, 630.0)] {
+            let c = f.p(
+                62.0 * side + uni(rng, -4.0, 4.0),
+                55.0 + uni(rng, -4.0, 4.0),
+                t + uni(rng, -10.0, 10.0),
+            );
+            let r = f.r(25.0, 28.0, 55.0) * jit(rng, 0.08);
+            self.hot_organ(HotOrgan::Kidney, tissue::KIDNEY, c, r);
+        }
+        let c = f.p(uni(rng, -5.0, 5.0), -25.0, 815.0);
+        let r =
+            f.r(40.0, 35.0, 32.0) * uni(rng, 0.8, 1.2) * self.plan.map_or(1.0, |p| p.bladder_scale);
+        self.hot_organ(HotOrgan::Bladder, tissue::BLADDER, c, r);
+        bowel_segments
+    }
+
+    fn hot_organ(&mut self, organ: HotOrgan, tissue: u8, c: Vector3<f64>, r: Vector3<f64>) {
+        self.ellipsoid(tissue, c, r);
+        self.hot.push(HotOutline { organ, c, r });
+    }
+
+    /// Bones: cortex shells around marrow so bone lesions have a marrow host.
+    fn skeleton(&mut self) {
+        let cortex = (2.5 * self.iso).max(1.0);
+        self.spine(cortex);
+        self.ribs();
+        self.pelvis_and_femurs(cortex);
+        if let Some(p) = self.plan {
+            limb_bones(&mut self.shapes, self.f, p, cortex);
+        }
+    }
+
+    /// The spine, its spinous processes, the clavicles and the scapulae.
+    fn spine(&mut self, cortex: f64) {
+        use tissue::*;
+        let f = self.f;
+        self.profile(CORTEX, &SPINE);
+        self.bones.push(self.shapes.len());
+        self.shapes
+            .push(Shape::profile(MARROW, f.knots(&SPINE, 1.0, cortex)));
+        let spinous: Vec<[f64; 5]> = [290.0, 400.0, 600.0, 700.0, 760.0]
+            .iter()
+            .map(|&t| {
+                let k = knot_at(&SPINE, t);
+                [t, 0.0, k[2] + k[4] + 10.0, 6.0, 11.0]
+            })
+            .collect();
+        self.profile(CORTEX, &spinous);
+        for side in [-1.0, 1.0] {
+            self.ellipsoid(CORTEX, f.p(78.0 * side, -25.0, 282.0), f.r(60.0, 8.0, 8.0));
+            self.ellipsoid(CORTEX, f.p(95.0 * side, 55.0, 340.0), f.r(35.0, 7.0, 60.0));
+        }
+    }
+
+    /// Ribs: thin elliptic rings just inside the chest wall, open anteriorly (cartilage).
+    fn ribs(&mut self) {
+        let f = self.f;
+        let rib_half = (4.5 * f.sz).max(2.5);
+        let (fat, iso) = (self.fat, self.iso);
+        for n in 0..9 {
+            let t = 318.0 + 30.0 * n as f64;
+            let [_, x, y, rx, ry] = knot_at(&TORSO, t);
+            let s = Section {
+                cx: f.ox + f.sx * x,
+                cy: f.y(y),
+                rx: f.sx * rx * self.girth - fat - 3.0 * iso,
+                ry: f.sy * ry * self.girth - fat - 3.0 * iso,
+            };
+            let z = f.z(t);
+            self.shapes.push(
+                Shape::profile(tissue::CORTEX, vec![(z - rib_half, s), (z + rib_half, s)])
+                    .with_wall((7.0 * iso).max(2.0))
+                    .with_y_clip(s.cy - 0.55 * s.ry, f64::INFINITY),
+            );
+        }
+    }
+
+    /// Iliac wings, femoral heads, the pubis and the femurs, each cortex around marrow.
+    fn pelvis_and_femurs(&mut self, cortex: f64) {
+        let f = self.f;
+        for side in [-1.0, 1.0] {
+            self.bone_pair(
+                f.p(100.0 * side, 38.0, 735.0),
+                f.r(16.0, 48.0, 55.0),
+                cortex,
+            );
+            self.bone_pair(f.p(88.0 * side, 8.0, 845.0), f.r(24.0, 24.0, 24.0), cortex);
+        }
+        self.bone_pair(f.p(0.0, -55.0, 855.0), f.r(42.0, 12.0, 14.0), cortex);
+        for side in [-1.0, 1.0] {
+            let femur = [
+                [850.0, 88.0 * side, 8.0, 16.0, 16.0],
+                [1000.0, 92.0 * side, 4.0, 14.0, 14.0],
+                [1300.0, 90.0 * side, 0.0, 13.0, 13.0],
+            ];
+            self.profile(tissue::CORTEX, &femur);
+            self.bones.push(self.shapes.len());
+            let marrow = f.knots(&femur, 1.0, (4.0 * self.iso).max(1.5));
+            self.shapes.push(Shape::profile(tissue::MARROW, marrow));
+        }
+    }
+
+    fn bone_pair(&mut self, c: Vector3<f64>, r: Vector3<f64>, cortex: f64) {
+        self.ellipsoid(tissue::CORTEX, c, r);
+        self.bones.push(self.shapes.len());
+        self.ellipsoid(tissue::MARROW, c, r.add_scalar(-cortex));
     }
 }
 
