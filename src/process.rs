@@ -21,7 +21,9 @@ use crate::volume::{FromF64, Geometry, Interpolation, Volume};
 /// What the models found in one study, on the study's own PET grid.
 #[derive(Debug)]
 pub struct Findings {
-    pub scores: Scores,
+    /// Absent, with the reason, for a study outside what 2Be3-Net [WS] learned
+    /// ([`TwoBeThree::out_of_scope`](crate::models::two_be_three::TwoBeThree::out_of_scope)).
+    pub scores: OrAbsent<Scores>,
     /// `None` without a CT (the 3D model needs both channels).
     pub lesions: Option<FoundLesions>,
     pub timings: Timings,
@@ -185,11 +187,18 @@ impl Processor {
                 error
             }
         };
-        let scores = self
-            .models
-            .two_be_three
-            .scores(&pet, &mut timings)
-            .map_err(failed)?;
+        let scores = match self.models.two_be_three.out_of_scope(&pet) {
+            Some(reason) => {
+                warnings.push(format!("no risk scores: {reason}"));
+                OrAbsent::Absent { reason }
+            }
+            None => OrAbsent::Present(
+                self.models
+                    .two_be_three
+                    .scores(&pet, &mut timings)
+                    .map_err(failed)?,
+            ),
+        };
         let lesions = match ct {
             Some(ct) => {
                 let seg = self
@@ -372,10 +381,15 @@ fn result_doc(study: &Study, findings: &Findings, models: &ModelInfo) -> ResultD
         key: study.key.clone(),
         tracerd_version: env!("CARGO_PKG_VERSION"),
         inputs: study.inputs.clone(),
-        scores: OrAbsent::Present(ScoresOut {
-            scores: findings.scores,
-            variant: "ws",
-        }),
+        scores: match &findings.scores {
+            OrAbsent::Present(scores) => OrAbsent::Present(ScoresOut {
+                scores: *scores,
+                variant: "ws",
+            }),
+            OrAbsent::Absent { reason } => OrAbsent::Absent {
+                reason: reason.clone(),
+            },
+        },
         lesions,
         outputs,
         backend: models.backend(),
@@ -403,7 +417,10 @@ fn write_files(
         key: &study.key,
         pet: &study.pet,
         lesions: findings.lesions.as_ref().map(|f| (&f.ids, &f.summary)),
-        scores: Some(&findings.scores),
+        scores: match &findings.scores {
+            OrAbsent::Present(scores) => Some(scores),
+            OrAbsent::Absent { .. } => None,
+        },
         models: &models.uses,
         statuses: &models.statuses,
     });

@@ -469,6 +469,27 @@ def update_seg3d(card, exp, ev, tr, numbers, finding, version, ev_small):
     return card
 
 
+# [WS] scores only scans as long as those it learned from. The shortest training scan of `tracerd synth
+# --size clinical` (src/synth/acquisition.rs, ClinicalPlan::draw) starts at the skull base (190 mm of the
+# reference adult's body frame below the vertex, at most) and ends at mid-thigh (960 mm, at least) of a
+# 1.50 m adult (axial scale 0.98 * 1.50 / 1.75): 0.84 * 770 = 647 mm. The minimum leaves room for the
+# body box's margin and rounding.
+WS_SCOPE = {
+    "ws_min_body_length_mm": 600.0,
+    "ws_min_body_length_rule": "tracerd scores with [WS] only a PET whose body box (the [model_grid] rule, "
+                               "margin included) is at least this long head to foot; a shorter one (one "
+                               "region, a limb, the half-scale phantom) gets no scores, with the reason. The "
+                               "training scans were never shorter than 647 mm (skull base to mid-thigh of a "
+                               "1.50 m adult).",
+}
+
+
+def update_scope(card):
+    """The two_be_three card with WS_SCOPE in [slices] (the rest as it is)."""
+    card["slices"].update(WS_SCOPE)
+    return card
+
+
 def two_be_three_card(exp, ev, tr, ev_small):
     io = {v: {"input_name": "pet_slices", "input_shape": ["batch", data.TWO_BE_THREE["K"], 90, 90],
               "input_meaning": f"K = 66 ordered transverse slabs pet_norm(slab max at k_i) for the {v.upper()} slice "
@@ -517,6 +538,7 @@ def two_be_three_card(exp, ev, tr, ev_small):
                         "and spacing_z from the PET grid (identity direction). Slices repeat when the region holds "
                         "fewer than K slices (about 9 on small studies).",
             "training_rule": "K sorted uniform draws from the same range (WS without replacement, H&N with)",
+            **WS_SCOPE,
         },
         "training": {
             "data": "tracerd synthetic studies (generator_version 2), --size clinical, on the model grid",
@@ -823,7 +845,14 @@ def main():
     ap.add_argument("--update-gate", action="store_true",
                     help="update the l2snet card's seg3d cue gate and metrics.cued_windows (data.L2SNET, "
                          "runs/l2snet_cue_gate.json from cue_gate.py)")
+    ap.add_argument("--update-scope", action="store_true",
+                    help="update the two_be_three card's [slices] minimum body length (WS_SCOPE)")
     args = ap.parse_args()
+    if args.update_scope:
+        path = MODELS / "two_be_three" / "model.toml"
+        write(path, HEADER.format(status=STATUS), update_scope(tomllib.loads(path.read_text())))
+        print("two_be_three card updated")
+        return
     if args.update_gate:
         path = MODELS / "l2snet" / "model.toml"
         write(path, HEADER.format(status=STATUS), update_gate(tomllib.loads(path.read_text())))

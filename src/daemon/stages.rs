@@ -186,11 +186,12 @@ pub(super) fn publish(
     let publisher = Publisher {
         shared,
         clock,
+        retries,
         outbox: shared.journal.paths().outbox.clone(),
         destinations: shared.settings(|c| c.delivery.destinations.clone()),
     };
     for outcome in outcomes {
-        let failed = match outcome {
+        match outcome {
             Outcome::Analysed {
                 job,
                 study,
@@ -198,11 +199,7 @@ pub(super) fn publish(
                 ingest_ms,
                 models,
             } => publisher.analysed(job, &study, *findings, ingest_ms, &models),
-            Outcome::Failed { job, error } => Err((job, error)),
-        };
-        if let Err((job, error)) = failed {
-            let _busy = clock.busy(&job.study.entry);
-            settle_failure(shared, &retries, job, error);
+            Outcome::Failed { job, error } => publisher.settle(job, error),
         }
     }
 }
@@ -211,13 +208,13 @@ pub(super) fn publish(
 struct Publisher<'a> {
     shared: &'a Shared,
     clock: &'a StageClock,
+    retries: Sender<(Instant, Job)>,
     outbox: PathBuf,
     destinations: Vec<Destination>,
 }
 
 impl Publisher<'_> {
-    /// Writes the study's results to the outbox and moves its inputs out of `work/`; the job and
-    /// why where that fails.
+    /// Publishes an analysed study, or settles why it could not be.
     fn analysed(
         &self,
         job: Job,
@@ -225,8 +222,25 @@ impl Publisher<'_> {
         findings: Findings,
         ingest_ms: f64,
         models: &ModelInfo,
-    ) -> Result<(), (Job, StudyError)> {
-        let _busy = self.clock.busy(&job.study.entry);
+    ) {
+        let published = {
+            let _busy = self.clock.busy(&job.study.entry);
+            self.publish_and_archive(&job, study, findings, ingest_ms, models)
+        };
+        if let Err(error) = published {
+            self.settle(job, error);
+        }
+    }
+
+    /// Writes the study's results to the outbox and moves its inputs out of `work/`.
+    fn publish_and_archive(
+        &self,
+        job: &Job,
+        study: &Study,
+        findings: Findings,
+        ingest_ms: f64,
+        models: &ModelInfo,
+    ) -> Result<(), StudyError> {
         let t = Instant::now();
         let lesions = findings.lesions.as_ref().map(|f| f.summary.count);
         let published = guarded(Stage::Publish, &job.study.name, || {
@@ -238,20 +252,16 @@ impl Publisher<'_> {
                 ingest_ms,
                 &self.destinations,
             )
-        });
-        let published = match published {
-            Ok(published) => published,
-            Err(error) => return Err((job, error)),
-        };
-        if let Err(e) = self.shared.journal.finish(&job.study) {
-            let error = StudyError::new(
+        })?;
+        self.shared.journal.finish(&job.study).map_err(|e| {
+            StudyError::new(
                 study::Stage::Publish,
                 format!("published, but cannot move the inputs out of work/: {e}"),
                 "check the permissions of paths.work and paths.archive",
-            );
-            return Err((job, error.transient()));
-        }
-        self.record(&job, published, lesions, t);
+            )
+            .transient()
+        })?;
+        self.record(job, published, lesions, t);
         Ok(())
     }
 
@@ -290,37 +300,39 @@ impl Publisher<'_> {
         c.last_latency = Some(latency);
         c.last_published = Some(published);
     }
-}
 
-/// A study that could not be published: forgotten when its folder vanished, retried after a
-/// back-off when the error is transient, otherwise moved to `failed/` with its reason.
-fn settle_failure(shared: &Shared, retries: &Sender<(Instant, Job)>, job: Job, error: StudyError) {
-    lock(&shared.started).remove(&job.study.name);
-    if vanished(shared, &job) {
-        return;
-    }
-    if error.transient {
-        if error.stage == Stage::Publish {
-            outbox_problem(shared, &error);
+    /// A study that could not be published: forgotten when its folder vanished, retried after a
+    /// back-off when the error is transient, otherwise moved to `failed/` with its reason.
+    fn settle(&self, job: Job, error: StudyError) {
+        let _busy = self.clock.busy(&job.study.entry);
+        let (shared, retries) = (self.shared, &self.retries);
+        lock(&shared.started).remove(&job.study.name);
+        if vanished(shared, &job) {
+            return;
         }
-        let _ = shared.journal.cancel_attempt(&job.study);
-        tracing::warn!(entry = %job.study.entry, %error, retry_in_s = backoff(job.retries).as_secs(), "transient error; the study will be tried again");
-        shared.metrics.study(StudyOutcome::Retried);
-        let _ = retries.send(job.retry_later());
-        return;
-    }
-    match shared.journal.fail(&job.study, &error) {
-        Ok(_) => {
-            shared.forget(&job.study.name);
-            tracing::warn!(entry = %job.study.entry, stage = %error.stage, error = %error.error, "study failed; inputs and error.json are in failed/");
-            shared.metrics.study(StudyOutcome::Failed);
-            let mut c = lock(&shared.counters);
-            c.failed += 1;
-            c.queued = c.queued.saturating_sub(1);
-        }
-        Err(e) => {
-            tracing::error!(entry = %job.study.entry, error = %e, "cannot move a failed study to failed/; will retry");
+        if error.transient {
+            if error.stage == Stage::Publish {
+                outbox_problem(shared, &error);
+            }
+            let _ = shared.journal.cancel_attempt(&job.study);
+            tracing::warn!(entry = %job.study.entry, %error, retry_in_s = backoff(job.retries).as_secs(), "transient error; the study will be tried again");
+            shared.metrics.study(StudyOutcome::Retried);
             let _ = retries.send(job.retry_later());
+            return;
+        }
+        match shared.journal.fail(&job.study, &error) {
+            Ok(_) => {
+                shared.forget(&job.study.name);
+                tracing::warn!(entry = %job.study.entry, stage = %error.stage, error = %error.error, "study failed; inputs and error.json are in failed/");
+                shared.metrics.study(StudyOutcome::Failed);
+                let mut c = lock(&shared.counters);
+                c.failed += 1;
+                c.queued = c.queued.saturating_sub(1);
+            }
+            Err(e) => {
+                tracing::error!(entry = %job.study.entry, error = %e, "cannot move a failed study to failed/; will retry");
+                let _ = retries.send(job.retry_later());
+            }
         }
     }
 }

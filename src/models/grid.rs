@@ -127,6 +127,11 @@ impl ModelGrid {
         map.resample(&self.native, Interpolation::Linear, 0.0)
     }
 
+    /// Head-to-foot length of the body box (its margin included), mm.
+    pub fn body_length_mm(&self) -> f64 {
+        self.body[2].len() as f64 * self.native.spacing[2]
+    }
+
     /// Share of the native field of view outside the body box.
     pub fn removed_fraction(&self) -> f64 {
         let kept: usize = self.body.iter().map(|r| r.len()).product();

@@ -36,6 +36,9 @@ pub struct Params {
     pub slab_max: bool,
     /// Where the network runs (the card's `[model_grid]`).
     pub grid: GridSpec,
+    /// The shortest body, head to foot in mm, that [WS] scores (the card's `[slices]
+    /// ws_min_body_length_mm`; no minimum in cards without it).
+    pub min_body_length_mm: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +49,12 @@ struct CardPreprocessing {
     crop: usize,
     #[serde(default)]
     slab: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CardSlices {
+    #[serde(default)]
+    ws_min_body_length_mm: Option<f64>,
 }
 
 impl Params {
@@ -64,17 +73,28 @@ impl Params {
                     .into(),
             });
         }
-        let grid: GridSpec = card.section("model_grid")?;
-        grid.check().map_err(|message| CardError::Invalid {
+        let invalid = |message| CardError::Invalid {
             path: card.dir.join(super::card::CARD_FILE),
             message,
-        })?;
+        };
+        let grid: GridSpec = card.section("model_grid")?;
+        grid.check().map_err(invalid)?;
+        let slices: CardSlices = card.section("slices")?;
+        if slices
+            .ws_min_body_length_mm
+            .is_some_and(|l| !(l.is_finite() && l >= 0.0))
+        {
+            return Err(invalid(
+                "[slices] ws_min_body_length_mm must be a length in mm".into(),
+            ));
+        }
         Ok(Params {
             pet_clip_suv: pre.pet_clip_suv,
             k: pre.k,
             crop: pre.crop,
             slab_max: pre.slab.is_some(),
             grid,
+            min_body_length_mm: slices.ws_min_body_length_mm,
         })
     }
 }
@@ -154,6 +174,23 @@ pub fn input(pet: &Volume<f32>, params: &Params) -> Array4<f32> {
     out
 }
 
+/// Why [WS] does not score `pet` (SUV, canonical), if it does not: a body shorter head to foot
+/// than the card's minimum (one region, a limb, a child-sized phantom) is outside the whole-body
+/// scans the network learned from, and its scores would mean nothing. A PET with no body is left
+/// to [`TwoBeThree::scores`], which says so.
+pub fn out_of_scope(pet: &Volume<f32>, params: &Params) -> Option<String> {
+    let min = params.min_body_length_mm?;
+    let length = ModelGrid::over_body(pet, &params.grid)
+        .ok()?
+        .body_length_mm();
+    (length < min).then(|| {
+        format!(
+            "the PET shows {length:.0} mm of body head to foot; 2Be3-Net [WS] scores whole-body \
+             scans of at least {min:.0} mm (skull base to mid-thigh)"
+        )
+    })
+}
+
 /// The loaded [WS] network and the card's parameters.
 pub struct TwoBeThree {
     pub params: Params,
@@ -172,6 +209,11 @@ impl TwoBeThree {
 
     pub fn session(&self) -> (&ModelFile, &dyn Session) {
         (&self.file, self.session.as_ref())
+    }
+
+    /// Why [WS] does not score `pet`, if it does not ([`out_of_scope`]).
+    pub fn out_of_scope(&self, pet: &Volume<f32>) -> Option<String> {
+        out_of_scope(pet, &self.params)
     }
 
     /// Scores for a PET (SUV) in the canonical layout.
@@ -238,7 +280,43 @@ mod tests {
                 body_min_area_mm2: 100.0,
                 body_margin_mm: 20.0,
             },
+            min_body_length_mm: Some(600.0),
         }
+    }
+
+    /// A uniform body of SUV 1 filling a 40 × 40 × `nz` grid of 4 mm voxels below air planes.
+    fn body_of(nz: usize) -> Volume<f32> {
+        let g = Geometry::axial([40, 40, nz + 20], [4.0; 3], [0.0; 3]);
+        let plane = 40 * 40;
+        let data = (0..(nz + 20) * plane)
+            .map(|v| {
+                if (10..nz + 10).contains(&(v / plane)) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Volume::new(g, data).unwrap()
+    }
+
+    #[test]
+    fn bodies_shorter_than_the_cards_minimum_are_not_scored() {
+        let mut p = params(66, 90, true);
+        // 140 planes of 4 mm: 560 mm of body, 600 mm with the 20 mm margins: scored.
+        assert_eq!(out_of_scope(&body_of(140), &p), None);
+        // 130 planes: 520 + 40 = 560 mm, shorter than 600.
+        let reason = out_of_scope(&body_of(130), &p).expect("too short");
+        assert!(
+            reason.contains("560 mm of body") && reason.contains("at least 600 mm"),
+            "{reason}"
+        );
+        // Cards without the minimum score everything, as before.
+        p.min_body_length_mm = None;
+        assert_eq!(out_of_scope(&body_of(130), &p), None);
+        // No body at all is for scores() to report.
+        p.min_body_length_mm = Some(600.0);
+        assert_eq!(out_of_scope(&body_of(0), &p), None);
     }
 
     #[test]
