@@ -51,6 +51,7 @@ pub struct Overview<'a> {
     pub pet: &'a Volume<f32>,
     /// Lesion ids on the same grid and their figures; `None` when no lesion model ran.
     pub lesions: Option<(&'a Volume<u32>, &'a LesionSummary)>,
+    /// 2Be3-Net's scores; `None` for a scan shorter than a whole body (`result.json` says why).
     pub scores: Option<&'a Scores>,
     pub models: &'a [ModelUse],
     /// The cards' status lines ("L2SNet 0.2.0: demonstration weights, not for clinical use").
@@ -299,7 +300,10 @@ fn text_lines(o: &Overview, oblique: bool) -> Vec<Line> {
 
 fn score_lines(scores: Option<&Scores>) -> Vec<Line> {
     let Some(s) = scores else {
-        return vec![line("Risk scores: not computed")];
+        return vec![
+            line("Risk scores: none"),
+            line("  (not a whole-body scan; see result.json)"),
+        ];
     };
     vec![
         line("Risk scores (2Be3-Net [WS], 0-1)"),
