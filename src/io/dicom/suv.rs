@@ -418,66 +418,27 @@ fn suv_type_factor(first: &SuvTags, units: &str) -> Result<(f64, String), DicomE
         value: suv_type.clone(),
         why: why.into(),
     };
-    match (units, suv_type.as_str()) {
-        ("GML", "BW") => {
-            return Ok((
-                1.0,
-                "Units GML, SUVType BW: the values are SUVbw already".into(),
-            ));
-        }
-        ("GML", "LBM" | "LBMJAMES128" | "LBMJANMA") | ("CM2ML", "BSA") => {}
-        ("GML", "BSA") | ("CM2ML", _) => {
-            return Err(refuse(&format!("does not go with Units {units}")));
-        }
-        _ => {
-            return Err(refuse(
-                "tracerd converts SUVType BW, LBM/LBMJAMES128, LBMJANMA (Units GML) and BSA                  (Units CM2ML) to SUVbw; other normalisations have no standard formula",
-            ));
-        }
+    if !convertible(units, &suv_type).map_err(|why| refuse(&why))? {
+        return Ok((
+            1.0,
+            "Units GML, SUVType BW: the values are SUVbw already".into(),
+        ));
     }
     let w = required(&first.patient_weight, "PatientWeight", "(0010,1030)", TO_BW)?;
     let w = if w > 1000.0 { w / 1000.0 } else { w };
     let h = required(&first.patient_size_m, "PatientSize", "(0010,1020)", TO_BW)?;
     let h = if h > 3.0 { h / 100.0 } else { h };
-    let male = match first.patient_sex.as_deref() {
-        Some("M") => Some(true),
-        Some("F") => Some(false),
-        _ => None,
+    let male = || match first.patient_sex.as_deref() {
+        Some("M") => Ok(true),
+        Some("F") => Ok(false),
+        _ => Err(DicomErrorKind::BadValue {
+            name: "PatientSex",
+            tag: "(0010,0040)",
+            value: first.patient_sex.clone().unwrap_or_default(),
+            why: format!("SUVType {suv_type} needs M or F"),
+        }),
     };
-    let sex_needed = || DicomErrorKind::BadValue {
-        name: "PatientSex",
-        tag: "(0010,0040)",
-        value: first.patient_sex.clone().unwrap_or_default(),
-        why: format!("SUVType {suv_type} needs M or F"),
-    };
-    let (x, formula) = match suv_type.as_str() {
-        "BSA" => (
-            0.007184 * w.powf(0.425) * (h * 100.0).powf(0.725) * 1e4 / 1000.0,
-            "BSA (Du Bois) = 0.007184 W^0.425 H^0.725 m², as cm² per g of weight",
-        ),
-        "LBMJANMA" => {
-            let bmi = w / (h * h);
-            let lbm = match male.ok_or_else(sex_needed)? {
-                true => 9270.0 * w / (6680.0 + 216.0 * bmi),
-                false => 9270.0 * w / (8780.0 + 244.0 * bmi),
-            };
-            (
-                lbm,
-                "LBM (Janmahasatian) = 9270 W / (6680 + 216 BMI) male, / (8780 + 244 BMI) female",
-            )
-        }
-        _ => {
-            let r = (w / (h * 100.0)).powi(2);
-            let lbm = match male.ok_or_else(sex_needed)? {
-                true => 1.10 * w - 128.0 * r,
-                false => 1.07 * w - 148.0 * r,
-            };
-            (
-                lbm,
-                "LBM (James, 128) = 1.10 W − 128 (W/H)² male, 1.07 W − 148 (W/H)² female",
-            )
-        }
-    };
+    let (x, formula) = normaliser(&suv_type, w, h, male)?;
     if !(x.is_finite() && x > 0.0) {
         return Err(refuse(&format!(
             "{formula} gives {x} for W {w} kg, H {h} m"
@@ -490,6 +451,59 @@ fn suv_type_factor(first: &SuvTags, units: &str) -> Result<(f64, String), DicomE
              m, X {x:.4}"
         ),
     ))
+}
+
+/// Whether values of `units` normalised by `suv_type` need converting to SUVbw (false: they are
+/// SUVbw already), or why tracerd cannot.
+fn convertible(units: &str, suv_type: &str) -> Result<bool, String> {
+    match (units, suv_type) {
+        ("GML", "BW") => Ok(false),
+        ("GML", "LBM" | "LBMJAMES128" | "LBMJANMA") | ("CM2ML", "BSA") => Ok(true),
+        ("GML", "BSA") | ("CM2ML", _) => Err(format!("does not go with Units {units}")),
+        _ => Err(
+            "tracerd converts SUVType BW, LBM/LBMJAMES128, LBMJANMA (Units GML) and BSA \
+             (Units CM2ML) to SUVbw; other normalisations have no standard formula"
+                .into(),
+        ),
+    }
+}
+
+/// X of SUVbw = SUVx × W / X for `suv_type` (BSA in cm² per g of weight, LBM in kg), weight `w`
+/// kg and height `h` m, and the formula in words; `male` is asked only by the sex-specific ones.
+fn normaliser(
+    suv_type: &str,
+    w: f64,
+    h: f64,
+    male: impl Fn() -> Result<bool, DicomErrorKind>,
+) -> Result<(f64, &'static str), DicomErrorKind> {
+    Ok(match suv_type {
+        "BSA" => (
+            0.007184 * w.powf(0.425) * (h * 100.0).powf(0.725) * 1e4 / 1000.0,
+            "BSA (Du Bois) = 0.007184 W^0.425 H^0.725 m², as cm² per g of weight",
+        ),
+        "LBMJANMA" => {
+            let bmi = w / (h * h);
+            let lbm = match male()? {
+                true => 9270.0 * w / (6680.0 + 216.0 * bmi),
+                false => 9270.0 * w / (8780.0 + 244.0 * bmi),
+            };
+            (
+                lbm,
+                "LBM (Janmahasatian) = 9270 W / (6680 + 216 BMI) male, / (8780 + 244 BMI) female",
+            )
+        }
+        _ => {
+            let r = (w / (h * 100.0)).powi(2);
+            let lbm = match male()? {
+                true => 1.10 * w - 128.0 * r,
+                false => 1.07 * w - 148.0 * r,
+            };
+            (
+                lbm,
+                "LBM (James, 128) = 1.10 W − 128 (W/H)² male, 1.07 W − 148 (W/H)² female",
+            )
+        }
+    })
 }
 
 /// QIBA's scan start when SeriesTime is after the acquisition: the earliest frame's
