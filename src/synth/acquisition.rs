@@ -226,6 +226,68 @@ impl ClinicalPlan {
     /// CT of 500–700 mm with its own slices, origin and extent.
     pub(super) fn draw(seed: u64) -> ClinicalPlan {
         let rng = &mut sub_rng(seed, TAG_ACQUISITION, 0);
+        // The order of the draws is the generator's: same seed, same bytes.
+        let p = Patient::draw(rng);
+        let (family, pet) = pet_grid(rng, p.margin + p.sz * p.legs_to);
+        let ct = ct_grid(rng, &pet);
+        let myocardium_suppressed = rng.random_bool(0.35);
+        let myocardium_suv = if myocardium_suppressed {
+            uni(rng, 1.5, 2.5)
+        } else {
+            log_uni(rng, 3.0, 12.0)
+        };
+        let body = Body {
+            sxy: p.sxy,
+            sy: p.sxy * jit(rng, 0.03),
+            sz: p.sz,
+            margin: p.margin,
+            ox: uni(rng, -30.0, 30.0),
+            oy: uni(rng, -20.0, 40.0),
+            girth: p.girth,
+            fat: p.fat,
+        };
+        ClinicalPlan {
+            acquisition: Acquisition {
+                scanner: family.to_string(),
+                weight_kg: round_dp(p.weight_kg, 1),
+                height_m: round_dp(p.height_m, 2),
+                arms: p.arms,
+                from: p.from,
+                to: p.to,
+                psf_fwhm_mm: round_dp(uni(rng, 5.0, 7.5), 2),
+                myocardium_suppressed,
+            },
+            pet,
+            ct,
+            body,
+            legs_to: p.legs_to,
+            bladder_scale: uni(rng, 0.55, 1.7),
+            bladder_suv: log_uni(rng, 5.0, 60.0),
+            myocardium_suv,
+        }
+    }
+}
+
+/// The patient's habitus and the axial range of the scan.
+struct Patient {
+    height_m: f64,
+    weight_kg: f64,
+    /// Body-frame scales, lateral and axial.
+    sxy: f64,
+    sz: f64,
+    girth: f64,
+    fat: f64,
+    arms: Arms,
+    from: AxialStart,
+    to: AxialEnd,
+    /// FOV top minus the vertex, mm ([`Body::margin`]).
+    margin: f64,
+    /// Body-frame depth where the field of view ends ([`ClinicalPlan::legs_to`]).
+    legs_to: f64,
+}
+
+impl Patient {
+    fn draw(rng: &mut ChaCha8Rng) -> Patient {
         let height_m = (1.72 + 0.09 * normal(rng)).clamp(1.50, 1.95);
         let bmi = log_uni(rng, 17.0, 45.0);
         let weight_kg = (bmi * height_m * height_m).clamp(45.0, 150.0);
@@ -234,20 +296,17 @@ impl ClinicalPlan {
         let sz = 0.98 * height_m / 1.75;
         let girth = (bmi / 24.0).sqrt().clamp(0.85, 1.4) * jit(rng, 0.03);
         let fat = (8.0 + 110.0 * (girth - 0.88)).clamp(6.0, 65.0) * jit(rng, 0.15);
-        let arms = if rng.random_bool(0.7) {
-            Arms::Up
-        } else {
-            Arms::Down
+        let arms = match rng.random_bool(0.7) {
+            true => Arms::Up,
+            false => Arms::Down,
         };
-        let from = if rng.random_bool(0.7) {
-            AxialStart::Vertex
-        } else {
-            AxialStart::SkullBase
+        let from = match rng.random_bool(0.7) {
+            true => AxialStart::Vertex,
+            false => AxialStart::SkullBase,
         };
-        let to = if rng.random_bool(0.8) {
-            AxialEnd::MidThigh
-        } else {
-            AxialEnd::Feet
+        let to = match rng.random_bool(0.8) {
+            true => AxialEnd::MidThigh,
+            false => AxialEnd::Feet,
         };
         let margin = match from {
             AxialStart::Vertex => uni(rng, 10.0, 40.0),
@@ -257,72 +316,59 @@ impl ClinicalPlan {
             AxialEnd::MidThigh => uni(rng, 960.0, 1100.0),
             AxialEnd::Feet => SOLE_T + uni(rng, 5.0, 30.0),
         };
-        let (family, recons) = SCANNERS[rng.random_range(0..SCANNERS.len())];
-        let recon = &recons[rng.random_range(0..recons.len())];
-        let slice = pick(rng, recon.slices_mm);
-        let extent = margin + sz * legs_to;
-        let nz = (extent / slice).ceil() as usize + 1;
-        let n = recon.matrix;
-        let pet_z0 = FOV_TOP_Z - (nz as f64 - 1.0) * slice;
-        let pet = Geometry::axial(
-            [n, n, nz],
-            [recon.pixel_mm, recon.pixel_mm, slice],
-            [
-                centred(n, recon.pixel_mm),
-                centred(n, recon.pixel_mm),
-                pet_z0,
-            ],
-        );
-        let ct_xy = uni(rng, 500.0, 700.0) / 512.0;
-        let ct_slice = pick(rng, &CT_SLICES_MM);
-        let (below, above) = (uni(rng, 0.0, 15.0), uni(rng, 0.0, 15.0));
-        let pet_length = (nz - 1) as f64 * slice;
-        let ct_nz = ((pet_length + below + above) / ct_slice).ceil() as usize + 1;
-        let ct = Geometry::axial(
-            [512, 512, ct_nz],
-            [ct_xy, ct_xy, ct_slice],
-            [
-                centred(512, ct_xy) + uni(rng, -0.5, 0.5) * ct_xy,
-                centred(512, ct_xy) + uni(rng, -0.5, 0.5) * ct_xy,
-                pet_z0 - below,
-            ],
-        );
-        let myocardium_suppressed = rng.random_bool(0.35);
-        let myocardium_suv = if myocardium_suppressed {
-            uni(rng, 1.5, 2.5)
-        } else {
-            log_uni(rng, 3.0, 12.0)
-        };
-        let body = Body {
+        Patient {
+            height_m,
+            weight_kg,
             sxy,
-            sy: sxy * jit(rng, 0.03),
             sz,
-            margin,
-            ox: uni(rng, -30.0, 30.0),
-            oy: uni(rng, -20.0, 40.0),
             girth,
             fat,
-        };
-        ClinicalPlan {
-            acquisition: Acquisition {
-                scanner: family.to_string(),
-                weight_kg: round_dp(weight_kg, 1),
-                height_m: round_dp(height_m, 2),
-                arms,
-                from,
-                to,
-                psf_fwhm_mm: round_dp(uni(rng, 5.0, 7.5), 2),
-                myocardium_suppressed,
-            },
-            pet,
-            ct,
-            body,
+            arms,
+            from,
+            to,
+            margin,
             legs_to,
-            bladder_scale: uni(rng, 0.55, 1.7),
-            bladder_suv: log_uni(rng, 5.0, 60.0),
-            myocardium_suv,
         }
     }
+}
+
+/// One of [`SCANNERS`]' reconstructions, its PET grid covering `extent` mm below the field of
+/// view's top.
+fn pet_grid(rng: &mut ChaCha8Rng, extent: f64) -> (&'static str, Geometry) {
+    let (family, recons) = SCANNERS[rng.random_range(0..SCANNERS.len())];
+    let recon = &recons[rng.random_range(0..recons.len())];
+    let slice = pick(rng, recon.slices_mm);
+    let nz = (extent / slice).ceil() as usize + 1;
+    let n = recon.matrix;
+    let pet = Geometry::axial(
+        [n, n, nz],
+        [recon.pixel_mm, recon.pixel_mm, slice],
+        [
+            centred(n, recon.pixel_mm),
+            centred(n, recon.pixel_mm),
+            FOV_TOP_Z - (nz as f64 - 1.0) * slice,
+        ],
+    );
+    (family, pet)
+}
+
+/// The CT's own grid around `pet`: 512² over 500–700 mm, its own slices, reaching up to 15 mm
+/// beyond the PET at each end, its centre off by up to half a voxel.
+fn ct_grid(rng: &mut ChaCha8Rng, pet: &Geometry) -> Geometry {
+    let ct_xy = uni(rng, 500.0, 700.0) / 512.0;
+    let ct_slice = pick(rng, &CT_SLICES_MM);
+    let (below, above) = (uni(rng, 0.0, 15.0), uni(rng, 0.0, 15.0));
+    let pet_length = (pet.shape[2] - 1) as f64 * pet.spacing.z;
+    let ct_nz = ((pet_length + below + above) / ct_slice).ceil() as usize + 1;
+    Geometry::axial(
+        [512, 512, ct_nz],
+        [ct_xy, ct_xy, ct_slice],
+        [
+            centred(512, ct_xy) + uni(rng, -0.5, 0.5) * ct_xy,
+            centred(512, ct_xy) + uni(rng, -0.5, 0.5) * ct_xy,
+            pet.origin.z - below,
+        ],
+    )
 }
 
 /// Body-frame knots `[T, X, Y, rX, rY]` of one arm (`side` ±1), outside the outline of a torso
