@@ -50,11 +50,6 @@ pub(super) fn pick<T: Copy>(rng: &mut ChaCha8Rng, items: &[T]) -> T {
 
 /// Draws the disease model and the lesions it asks for (before placement).
 pub(super) fn plan_lesions(rng: &mut ChaCha8Rng) -> (DiseaseModel, Vec<Request>) {
-    let req = |site, lo, hi| Request {
-        site,
-        radius: (lo, hi),
-        near: None,
-    };
     let u: f64 = rng.random();
     let model = if u < 0.28 {
         DiseaseModel::None
@@ -66,55 +61,11 @@ pub(super) fn plan_lesions(rng: &mut ChaCha8Rng) -> (DiseaseModel, Vec<Request>)
         DiseaseModel::Lymphoma
     };
     let mut reqs = Vec::new();
-    let mets = |rng: &mut ChaCha8Rng, reqs: &mut Vec<Request>, max: u32, sites: &[Site]| {
-        for _ in 0..rng.random_range(1..=max) {
-            let site = pick(rng, sites);
-            reqs.push(match site {
-                Site::Lung => req(site, 4.0, 12.0),
-                Site::Liver => req(site, 5.0, 20.0),
-                _ => req(site, 4.0, 14.0),
-            });
-        }
-    };
     match model {
         DiseaseModel::None => {}
-        DiseaseModel::HeadAndNeck => {
-            reqs.push(req(Site::NeckNode, 6.0, 25.0));
-            for _ in 0..rng.random_range(0..=2) {
-                reqs.push(req(Site::NeckNode, 4.0, 14.0));
-            }
-            if rng.random_bool(0.2) {
-                mets(rng, &mut reqs, 4, &[Site::Lung, Site::Liver, Site::Bone]);
-            }
-        }
-        DiseaseModel::Lung => {
-            reqs.push(req(Site::Lung, 8.0, 25.0));
-            if rng.random_bool(0.5) {
-                for _ in 0..rng.random_range(1..=2) {
-                    reqs.push(req(Site::MediastinalNode, 5.0, 15.0));
-                }
-            }
-            if rng.random_bool(0.4) {
-                mets(rng, &mut reqs, 3, &[Site::Liver, Site::Bone, Site::Lung]);
-            }
-        }
-        DiseaseModel::Lymphoma => {
-            if rng.random_bool(0.3) {
-                for _ in 0..rng.random_range(1..=3) {
-                    reqs.push(req(Site::NeckNode, 5.0, 18.0));
-                }
-            } else {
-                let sites = [
-                    Site::NeckNode,
-                    Site::AxillaryNode,
-                    Site::MediastinalNode,
-                    Site::AbdominalNode,
-                ];
-                for _ in 0..rng.random_range(2..=6) {
-                    reqs.push(req(pick(rng, &sites), 5.0, 20.0));
-                }
-            }
-        }
+        DiseaseModel::HeadAndNeck => head_and_neck(rng, &mut reqs),
+        DiseaseModel::Lung => lung(rng, &mut reqs),
+        DiseaseModel::Lymphoma => lymphoma(rng, &mut reqs),
     }
     for r in &mut reqs {
         // Some lesions at the resolution limit, some a few mm from a hot organ.
@@ -127,6 +78,70 @@ pub(super) fn plan_lesions(rng: &mut ChaCha8Rng) -> (DiseaseModel, Vec<Request>)
         }
     }
     (model, reqs)
+}
+
+/// A lesion at `site` with a radius drawn from `lo`–`hi` mm, anywhere in its host.
+fn req(site: Site, lo: f64, hi: f64) -> Request {
+    Request {
+        site,
+        radius: (lo, hi),
+        near: None,
+    }
+}
+
+/// A primary neck node, up to two more, and distant metastases in one study of five.
+fn head_and_neck(rng: &mut ChaCha8Rng, reqs: &mut Vec<Request>) {
+    reqs.push(req(Site::NeckNode, 6.0, 25.0));
+    for _ in 0..rng.random_range(0..=2) {
+        reqs.push(req(Site::NeckNode, 4.0, 14.0));
+    }
+    if rng.random_bool(0.2) {
+        metastases(rng, reqs, 4, &[Site::Lung, Site::Liver, Site::Bone]);
+    }
+}
+
+/// A lung primary, mediastinal nodes in half the studies, metastases in two of five.
+fn lung(rng: &mut ChaCha8Rng, reqs: &mut Vec<Request>) {
+    reqs.push(req(Site::Lung, 8.0, 25.0));
+    if rng.random_bool(0.5) {
+        for _ in 0..rng.random_range(1..=2) {
+            reqs.push(req(Site::MediastinalNode, 5.0, 15.0));
+        }
+    }
+    if rng.random_bool(0.4) {
+        metastases(rng, reqs, 3, &[Site::Liver, Site::Bone, Site::Lung]);
+    }
+}
+
+/// Neck nodes only (three studies in ten), otherwise 2–6 nodes anywhere along the lymph chains.
+fn lymphoma(rng: &mut ChaCha8Rng, reqs: &mut Vec<Request>) {
+    if rng.random_bool(0.3) {
+        for _ in 0..rng.random_range(1..=3) {
+            reqs.push(req(Site::NeckNode, 5.0, 18.0));
+        }
+    } else {
+        let sites = [
+            Site::NeckNode,
+            Site::AxillaryNode,
+            Site::MediastinalNode,
+            Site::AbdominalNode,
+        ];
+        for _ in 0..rng.random_range(2..=6) {
+            reqs.push(req(pick(rng, &sites), 5.0, 20.0));
+        }
+    }
+}
+
+/// 1–`max` metastases, each at one of `sites`.
+fn metastases(rng: &mut ChaCha8Rng, reqs: &mut Vec<Request>, max: u32, sites: &[Site]) {
+    for _ in 0..rng.random_range(1..=max) {
+        let site = pick(rng, sites);
+        reqs.push(match site {
+            Site::Lung => req(site, 4.0, 12.0),
+            Site::Liver => req(site, 5.0, 20.0),
+            _ => req(site, 4.0, 14.0),
+        });
+    }
 }
 
 /// Unit directions for probing a lesion's surface: a Fibonacci sphere plus the six axes.
