@@ -75,12 +75,7 @@ impl Scanner {
         let mut next_scan = Instant::now();
         loop {
             let now = Instant::now();
-            // Retries that are due go to the front: they were claimed first.
-            waiting.sort_by_key(|(due, _)| *due);
-            while waiting.first().is_some_and(|(due, _)| *due <= now) {
-                let (_, job) = waiting.remove(0);
-                self.pending.push_front(job);
-            }
+            self.release_due(&mut waiting, now);
             if now >= next_scan {
                 let clock = self.clock.clone();
                 let _busy = clock.busy("inbox scan");
@@ -91,32 +86,12 @@ impl Scanner {
                     let _ = tx.send(());
                 }
             }
-            while self.shared.may_dispatch()
-                && let Some(job) = self.pending.pop_front()
-            {
-                match self.jobs.try_send(job) {
-                    Ok(()) => {
-                        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(TrySendError::Full(job)) => {
-                        self.pending.push_front(job);
-                        break;
-                    }
-                    Err(TrySendError::Disconnected(_)) => return,
-                }
+            if !self.dispatch() {
+                return;
             }
-            let mut wake = next_scan;
-            if let Some(d) = tracker.next_deadline() {
-                wake = wake.min(d);
-            }
-            if let Some((due, _)) = waiting.first() {
-                wake = wake.min(*due);
-            }
-            if !self.pending.is_empty() {
-                // The ingest channel is full, or a suspect runs alone; look again shortly.
-                wake = wake.min(Instant::now() + Duration::from_millis(200));
-            }
-            let timeout = wake.saturating_duration_since(Instant::now());
+            let timeout = self
+                .wake_at(next_scan, &tracker, &waiting)
+                .saturating_duration_since(Instant::now());
             select! {
                 recv(self.stop) -> _ => return,
                 recv(hint_rx) -> _ => {
@@ -133,6 +108,57 @@ impl Scanner {
                 return;
             }
         }
+    }
+
+    /// Retries that are due go to the front of the queue: they were claimed first.
+    fn release_due(&mut self, waiting: &mut Vec<(Instant, Job)>, now: Instant) {
+        waiting.sort_by_key(|(due, _)| *due);
+        while waiting.first().is_some_and(|(due, _)| *due <= now) {
+            let (_, job) = waiting.remove(0);
+            self.pending.push_front(job);
+        }
+    }
+
+    /// Hands queued studies to ingest while its channel has room and dispatching is allowed;
+    /// false once ingest is gone (the daemon is stopping).
+    fn dispatch(&mut self) -> bool {
+        while self.shared.may_dispatch()
+            && let Some(job) = self.pending.pop_front()
+        {
+            match self.jobs.try_send(job) {
+                Ok(()) => {
+                    self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(TrySendError::Full(job)) => {
+                    self.pending.push_front(job);
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => return false,
+            }
+        }
+        true
+    }
+
+    /// When to look again with no event: the next scan, a study's settle deadline or a due
+    /// retry, whichever comes first, and soon while studies wait for room in ingest.
+    fn wake_at(
+        &self,
+        next_scan: Instant,
+        tracker: &Tracker,
+        waiting: &[(Instant, Job)],
+    ) -> Instant {
+        let mut wake = next_scan;
+        if let Some(d) = tracker.next_deadline() {
+            wake = wake.min(d);
+        }
+        if let Some((due, _)) = waiting.first() {
+            wake = wake.min(*due);
+        }
+        if !self.pending.is_empty() {
+            // The ingest channel is full, or a suspect runs alone; look again shortly.
+            wake = wake.min(Instant::now() + Duration::from_millis(200));
+        }
+        wake
     }
 
     fn settle(&self) -> Duration {
@@ -214,41 +240,40 @@ impl Scanner {
             {
                 continue;
             }
-            let Some(source) = scan
-                .entries
-                .iter()
-                .find(|e| e.name == name)
-                .map(|e| &e.source)
-            else {
-                continue;
-            };
-            match self.shared.journal.claim_as(source, &name) {
-                Ok(study) => {
-                    self.claim_failed.remove(&name);
-                    if source.to_str().is_none() {
-                        tracing::warn!(entry = %study.entry, "the study's inbox name is not UTF-8; it is processed as {name}");
-                    }
-                    tracing::info!(entry = %study.entry, "claimed a complete study");
-                    lock(&self.shared.counters).queued += 1;
-                    self.pending.push_back(Job {
-                        study,
-                        queued_at: Instant::now(),
-                        retries: 0,
-                    });
+            if let Some(entry) = scan.entries.iter().find(|e| e.name == name) {
+                self.claim(&entry.source, name, now);
+            }
+        }
+    }
+
+    /// Claims one complete study into `work/` and queues it; a claim that fails is said once and
+    /// tried again every minute until it works or the entry goes.
+    fn claim(&mut self, source: &std::ffi::OsStr, name: String, now: Instant) {
+        match self.shared.journal.claim_as(source, &name) {
+            Ok(study) => {
+                self.claim_failed.remove(&name);
+                if source.to_str().is_none() {
+                    tracing::warn!(entry = %study.entry, "the study's inbox name is not UTF-8; it is processed as {name}");
                 }
-                Err(error) => {
-                    // Said once; tried again every minute until it works or the entry goes.
-                    if self
-                        .claim_failed
-                        .insert(name.clone(), now + CLAIM_RETRY)
-                        .is_none()
-                    {
-                        tracing::warn!(
-                            entry = %journal::entry_id(&name),
-                            %error,
-                            "cannot claim a study; it stays in the inbox (retried every minute)"
-                        );
-                    }
+                tracing::info!(entry = %study.entry, "claimed a complete study");
+                lock(&self.shared.counters).queued += 1;
+                self.pending.push_back(Job {
+                    study,
+                    queued_at: Instant::now(),
+                    retries: 0,
+                });
+            }
+            Err(error) => {
+                if self
+                    .claim_failed
+                    .insert(name.clone(), now + CLAIM_RETRY)
+                    .is_none()
+                {
+                    tracing::warn!(
+                        entry = %journal::entry_id(&name),
+                        %error,
+                        "cannot claim a study; it stays in the inbox (retried every minute)"
+                    );
                 }
             }
         }
