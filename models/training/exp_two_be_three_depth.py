@@ -3,13 +3,15 @@ a 2Be3 [WS] head whose three 3D blocks keep depth (stride (1, 2, 2)), then per-s
 maximum over the K slabs, FC 3; trained by train_two_be_three.train_head on the cached features
 of a --keep-extractor run (cache/clinical/feat_ws_{train,val}.npy, seeds 0-228 and 700-759).
 
-    python exp_two_be_three_depth.py EPOCHS MODE [fixed]
+    python exp_two_be_three_depth.py EPOCHS MODE [fixed] [train=N] [threads=T] [heldout]
 
 MODE is the depth kernel of the three blocks: k333 (3x3x3 each), k1 (1x3x3 each: the 2D
 baseline in 3D form), k133 (first block 1x3x3), k333c (3x3x3 with only the centre depth tap
 non-zero at the start), k333v (3x3x3 without zero padding in depth: the head
-two_be_three.TwoBeThreeNet ships). `fixed` trains on the inference slab positions instead of
-random ordered draws. Prints validation AUC per epoch."""
+two_be_three.TwoBeThreeNet ships), k311v (first block 3x3x3 without depth padding, then 1x3x3:
+each slab sees 3 slabs instead of 7). `fixed` trains on the inference slab positions instead of
+random ordered draws; train=N takes the first N training studies (default 229); heldout scores
+the kept head on held-out seeds 100000-100099 in torch. Prints validation AUC per epoch."""
 import pathlib
 import sys
 import types
@@ -22,11 +24,11 @@ import data
 import train_two_be_three as T
 import two_be_three as M
 
-KERNELS = {"k333": (3, 3, 3), "k333c": (3, 3, 3), "k1": (1, 1, 1), "k133": (1, 3, 3)}
+KERNELS = {"k333": (3, 3, 3), "k333c": (3, 3, 3), "k1": (1, 1, 1), "k133": (1, 3, 3), "k311v": (3, 1, 1)}
 
 
-def block(cin, cout, kd):
-    k, p = ((1, 3, 3), (0, 1, 1)) if kd == 1 else (3, 1)
+def block(cin, cout, kd, valid=False):
+    k, p = ((1, 3, 3), (0, 1, 1)) if kd == 1 else (3, (0, 1, 1) if valid else 1)
     return nn.Sequential(nn.Conv3d(cin, cout, k, stride=(1, 2, 2), padding=p, bias=False),
                          nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
 
@@ -40,7 +42,9 @@ def depth_max_net(mode):
             self.K, self.crop = K, crop
             self.extractor = M.resnet50_first_five()
             kd = KERNELS[mode]
-            self.blocks = nn.Sequential(block(M.FEAT_C, 32, kd[0]), block(32, 64, kd[1]), block(64, 64, kd[2]))
+            v = mode.endswith("v")
+            self.blocks = nn.Sequential(block(M.FEAT_C, 32, kd[0], v), block(32, 64, kd[1], v),
+                                        block(64, 64, kd[2], v))
             self.slice_fc = nn.Sequential(nn.Flatten(), nn.Linear(64 * 9, 128), nn.ReLU(inplace=True))
             self.fc = nn.Sequential(nn.Dropout(0.3), nn.Linear(128, 3))
             if mode == "k333c":     # start as the 1x3x3 head (I3D-style inflation)
@@ -59,22 +63,38 @@ def depth_max_net(mode):
     return DepthMax
 
 
+def option(name, default):
+    return next((int(a.split("=")[1]) for a in sys.argv[3:] if a.startswith(name + "=")), default)
+
+
+@torch.no_grad()
+def heldout(model):
+    """AUC LR / DM / OS of `model` on held-out seeds 100000-100099 (the inference slab rule)."""
+    model.eval()
+    test = data.load_many(data.split("test", 100))
+    s = np.concatenate([model(torch.from_numpy(data.two_be_three_input(t, "ws")[None])).numpy() for t in test])
+    y = np.stack([t.outcomes for t in test])
+    print("held-out AUC LR/DM/OS", [round(T.auc(y[:, j], s[:, j]), 3) for j in range(3)], flush=True)
+
+
 def main():
     epochs, mode, fixed = int(sys.argv[1]), sys.argv[2], "fixed" in sys.argv[3:]
-    torch.set_num_threads(2)
+    torch.set_num_threads(option("threads", 2))
     T.TwoBeThreeNet = depth_max_net(mode)
     if fixed:
         draw = T.draw_slices
         T.draw_slices = lambda studies, idxs, variant, rng: draw(studies, idxs, variant, None)
-    tr = [data.load(s) for s in range(229)]
+    tr = [data.load(s) for s in range(option("train", 229))]
     va = [data.load(s) for s in range(700, 760)]
     mm = {split: np.load(data.CACHE / f"feat_ws_{split}.npy", mmap_mode="r") for split in ("train", "val")}
-    args = types.SimpleNamespace(epochs=epochs, batch=6, lr=5e-4, continue_heads=False)
+    args = types.SimpleNamespace(epochs=epochs, batch=6, lr=5e-4, continue_heads=False, aux=0.0)
     T.RUNS = pathlib.Path("/tmp/exp_two_be_three_depth")
     T.RUNS.mkdir(exist_ok=True)
     ext = M.resnet50_first_five()
     ext.load_state_dict(torch.load(data.RUNS / "two_be_three" / "extractor.pt"))
-    T.train_head("2be3", "ws", ext, tr, va, mm["train"], mm["val"], args, print)
+    model, _ = T.train_head("2be3", "ws", ext, tr, va, mm["train"], mm["val"], args, print)
+    if "heldout" in sys.argv[3:]:
+        heldout(model)
 
 
 if __name__ == "__main__":

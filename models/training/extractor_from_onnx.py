@@ -5,11 +5,20 @@ extractor's modules get those weights, and each BatchNorm becomes the identity p
 bias (running mean 0, running variance 1 - eps, weight 1). The recovered model's risk output is
 checked against onnxruntime on the file itself before anything is written.
 
+Beside extractor.pt it writes train.json with the pre-training record of the file's card
+(iterations, studies, wall time) and where the extractor came from, which a head training run with
+--keep-extractor carries into its own record (and make_cards.py into the new card).
+
     python extractor_from_onnx.py ../two_be_three/ws.fp32.onnx runs/two_be_three/extractor.pt
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import sys
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -67,7 +76,27 @@ def main(onnx_path, out):
     if err > 1e-4:
         raise SystemExit("the recovered weights do not reproduce the file")
     torch.save(model.extractor.state_dict(), out)
-    print(f"wrote {out}")
+    record = Path(out).with_name("train.json")
+    record.write_text(json.dumps(pretrain_record(Path(onnx_path)), indent=2))
+    print(f"wrote {out} and {record}")
+
+
+def pretrain_record(onnx_path: Path) -> dict:
+    """The pre-training figures of the card beside `onnx_path` (model.toml), and the file's identity."""
+    card = tomllib.loads((onnx_path.parent / "model.toml").read_text())
+    studies = re.search(r"of the first (\d+) training studies", card["training"]["extractor"])
+    iters = re.search(r"(\d+) iterations of", card["training"]["extractor"])
+    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    return {"pretrain_s": card["training"]["wall_time_s"]["pretrain"],
+            "pretrain_studies": int(studies.group(1)),
+            "pretrain_iters": PRETRAIN_ITERS.get(card["version"], int(iters.group(1))),
+            "extractor_source": f"the extractor of 2Be3-Net {card['version']} (recovered from {onnx_path.name}, "
+                                f"sha256 {digest[:16]}…, by extractor_from_onnx.py)"}
+
+
+# 0.2.0's card says 300 pre-training iterations: its heads were trained with --keep-extractor, whose
+# record took the default --pre-iters of the head run; build_all.sh pre-trained it for 1000.
+PRETRAIN_ITERS = {"0.2.0": 1000}
 
 
 if __name__ == "__main__":

@@ -551,8 +551,10 @@ def two_be_three_card(exp, ev, tr, ev_small):
                          "cell BCE (pos_weight 4) on 'a neck lesion here' and 'a distant lesion here' (the lesion "
                          "mask split by site: the sites behind LR and DM) + 4 x MSE on the slab's relative height; "
                          "Adam 1e-3 poly decay, {n} iterations of 32 slabs (half holding lesion voxels), left-right "
-                         "flip; then frozen (BatchNorm in eval mode)".format(
-                             n=tr.get("args", {}).get("pre_iters"), np=tr.get("pretrain_studies")),
+                         "flip; then frozen (BatchNorm in eval mode){src}".format(
+                             n=tr.get("pretrain_iters", tr.get("args", {}).get("pre_iters")),
+                             np=tr.get("pretrain_studies"),
+                             src=f"; {tr['extractor_source']}" if "extractor_source" in tr else ""),
             "head": "weighted BCE (pos_weight = n_neg/n_pos per outcome), AdamW lr {lr} weight decay 1e-2, poly "
                     "decay, batch {b}, {ep} epochs of random ordered K-slice subsets, extractor features cached; "
                     "checkpoint = epoch with best mean validation AUC".format(
@@ -594,6 +596,15 @@ def two_be_three_card(exp, ev, tr, ev_small):
             "blocks on the raw 66x90x90 stack + 2 FC.",
         ],
     }
+    aux = tr.get("ws", {}).get("slab_aux")
+    if aux:
+        card["training"]["head"] += (
+            "; the [WS] head also learns from per-slab targets: a linear layer (training only, not in the files) "
+            "on each slab's 128-vector predicts whether the 7 input slabs it sees hold a neck and a distant lesion "
+            f"(the generator's lesion sites), BCE weighted {aux['weight']:g} beside the study loss")
+        card["deviations"].insert(-1, "[WS] head trained with per-slab lesion-site supervision beside the study "
+                                      "outcomes (deep supervision of the slabs the maximum chooses from; not in the "
+                                      "paper, models/training/README.md '2Be3-Net [WS]: per-slab supervision').")
     if any("robust" in tr.get(v, {}) for v in ("ws", "hn")):
         card["deviations"].insert(-1, "Each head fine-tuned on the fp32 and the INT8 extractor's features side by "
                                       "side (findings: quantisation-robust head fine-tuning) so the INT8 files give "

@@ -6,7 +6,8 @@
 2. Freeze it (BatchNorm in eval mode) and cache its features for all slices of the train/val
    studies (float16 memmap), so the heads train on random ordered K-slice subsets cheaply.
 3. Train each head with weighted BCE (pos_weight = n_neg / n_pos per outcome), AdamW, keep the
-   epoch with the best mean validation AUC.
+   epoch with the best mean validation AUC. With --aux W, the [WS] head's per-slab vectors are also
+   supervised with the lesion sites each slab sees (SlabAux).
 4. (--robust) Fine-tune each 2Be3 head on the fp32 and the INT8 extractor's features side by side
    (robust_head), so the INT8 file (extractor INT8, head float) gives the fp32 file's scores.
 Writes runs/two_be_three/{extractor.pt, ws.pt, hn.pt, resnet_conv2d.pt, cnn3d.pt, train.json}.
@@ -363,6 +364,49 @@ def robust_head(model, variant, tr, va, mm, codes, dq, args, log):
             "lam": args.lam}
 
 
+DEPTH_RF = 7   # input slabs behind one output slab of TwoBeThreeNet's blocks (three 3-deep, no depth padding)
+
+
+def slab_sites(study, variant):
+    """[NZC, 2] bool: whether each cached slab holds, inside the crop, voxels of a neck (0) or a
+    distant (1) lesion (dense_targets reduced over the cells)."""
+    return dense_targets(study, variant).reshape(NZC[variant], 2, -1).any(2)
+
+
+def slab_targets(sites, idxs, ks):
+    """[B, K - DEPTH_RF + 1, 2] float: for each output slab of the head, whether any of the DEPTH_RF
+    input slabs it sees (positions ks of the cached slabs) holds a neck / distant lesion."""
+    out = []
+    for i, k in zip(idxs, ks):
+        s = sites[i][k]                                                  # [K, 2]
+        out.append(np.stack([s[j:j + DEPTH_RF].any(0) for j in range(len(k) - DEPTH_RF + 1)]))
+    return torch.from_numpy(np.stack(out).astype(np.float32))
+
+
+class SlabAux:
+    """Per-slab deep supervision of a 2Be3 head (--aux W > 0): a linear layer on each output slab's
+    vector (TwoBeThreeNet.slab_vectors) predicts whether the slab sees a neck and a distant lesion
+    (slab_targets, from the generator's lesion sites), weighted W beside the study loss. The study
+    outcomes only say that some slab holds a lesion; these targets say which, so the maximum over
+    the slabs has a lesion detector to take. Training only: the layer is not part of the model."""
+
+    def __init__(self, model, studies, variant, weight):
+        self.weight = weight
+        self.layer = torch.nn.Linear(model.fc[1].in_features, 2)
+        self.sites = [slab_sites(s, variant) for s in studies]
+        even = slab_targets(self.sites, range(len(studies)), draw_slices(studies, range(len(studies)), variant, None))
+        pos = even.reshape(-1, 2).mean(0)
+        self.pos_weight = (1 - pos) / pos.clamp(min=1e-3)
+
+    def loss(self, v, idxs, ks):
+        return self.weight * F.binary_cross_entropy_with_logits(self.layer(v), slab_targets(self.sites, idxs, ks),
+                                                                pos_weight=self.pos_weight)
+
+
+# What a run with --keep-extractor copies from the pre-training run's train.json.
+PRETRAIN_RECORD = ("pretrain_s", "pretrain_studies", "pretrain_iters", "pretrain_probe", "extractor_source")
+
+
 def pos_weight(y: np.ndarray) -> torch.Tensor:
     """BCE pos_weight = n_neg / n_pos per outcome."""
     return torch.tensor((len(y) - y.sum(0)) / np.maximum(y.sum(0), 1), dtype=torch.float32)
@@ -403,6 +447,8 @@ def train_head(kind, variant, extractor, tr, va, mm_tr, mm_va, args, log):
     y_tr = np.stack([s.outcomes for s in tr])
     y_va = np.stack([s.outcomes for s in va])
     pw = pos_weight(y_tr)
+    aux = SlabAux(model, tr, variant, args.aux) if (kind, variant) == ("2be3", "ws") and args.aux > 0 else None
+    params = list(params) + (list(aux.layer.parameters()) if aux else [])
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
     steps = args.epochs * (len(tr) // args.batch)
     best, best_state, hist, it = -1.0, None, [], 0
@@ -413,6 +459,14 @@ def train_head(kind, variant, extractor, tr, va, mm_tr, mm_va, args, log):
             return model.fc(model.blocks(raw_batch(studies, idxs, variant, r).unsqueeze(1)))
         return model.head(feats_batch(mm, idxs, draw_slices(studies, idxs, variant, r)))
 
+    def train_loss(idx):
+        y = torch.from_numpy(y_tr[idx])
+        if aux is None:
+            return F.binary_cross_entropy_with_logits(run(tr, mm_tr, idx, rng), y, pos_weight=pw)
+        ks = draw_slices(tr, idx, variant, rng)
+        v = model.slab_vectors(feats_batch(mm_tr, idx, ks))
+        return F.binary_cross_entropy_with_logits(model.fc(v.amax(1)), y, pos_weight=pw) + aux.loss(v, idx, ks)
+
     for ep in range(args.epochs):
         model.train()
         model.extractor.eval() if kind != "cnn3d" else None
@@ -420,8 +474,7 @@ def train_head(kind, variant, extractor, tr, va, mm_tr, mm_va, args, log):
         for b in range(len(tr) // args.batch):
             poly_lr(opt, args.lr, it, steps)
             idx = perm[b * args.batch:(b + 1) * args.batch]
-            logits = run(tr, mm_tr, idx, rng)
-            loss = F.binary_cross_entropy_with_logits(logits, torch.from_numpy(y_tr[idx]), pos_weight=pw)
+            loss = train_loss(idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -439,6 +492,8 @@ def train_head(kind, variant, extractor, tr, va, mm_tr, mm_va, args, log):
     model.load_state_dict(best_state)
     rec = {"history": hist, "best_val_mean_auc": best, "seconds": time.time() - t0, "pos_weight": pw.tolist(),
            "epochs": args.epochs, "lr": args.lr}
+    if aux:
+        rec["slab_aux"] = {"weight": aux.weight, "pos_weight": aux.pos_weight.tolist()}
     if prev_record:
         rec["seconds"] += prev_record.get("seconds", 0)
         rec["previous_rounds"] = prev_record.get("previous_rounds", []) + [
@@ -461,6 +516,8 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--heads", default="2be3:ws,2be3:hn,resnet_conv2d:ws,cnn3d:ws")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--aux", type=float, default=0.0,
+                    help="2Be3 [WS] head: weight of the per-slab lesion-site supervision (SlabAux); 0 = off")
     ap.add_argument("--reuse", action="store_true", help="reuse extractor.pt and cached features")
     ap.add_argument("--continue-heads", action="store_true", help="start each head from its saved weights")
     ap.add_argument("--robust", action="store_true",
@@ -502,11 +559,11 @@ def main():
             extractor = resnet50_first_five()
             extractor.load_state_dict(torch.load(RUNS / "extractor.pt"))
             pre_info = json.loads(info_path.read_text())
-            info.update({k: pre_info[k] for k in ("pretrain_s", "pretrain_studies", "pretrain_probe") if k in pre_info})
+            info.update({k: pre_info[k] for k in PRETRAIN_RECORD if k in pre_info})
         else:
             pre = data.load_many(data.split("train", args.n_pretrain)) if args.n_pretrain else tr
             extractor, info["pretrain_s"], info["pretrain_probe"] = pretrain(pre, args, log, va)
-            info["pretrain_studies"] = len(pre)
+            info["pretrain_studies"], info["pretrain_iters"] = len(pre), args.pre_iters
             torch.save(extractor.state_dict(), RUNS / "extractor.pt")
             info_path.write_text(json.dumps(info, indent=2))
             if args.pretrain_only:

@@ -123,11 +123,14 @@ class TwoBeThreeNet(nn.Module):
         f = self.extractor(torch.cat([g, g, g], 1))
         return f.reshape(-1, self.K, FEAT_C, hw, hw).permute(0, 2, 1, 3, 4)
 
-    def head(self, f):  # f [B, 256, K, h, w] -> logits
+    def slab_vectors(self, f):  # f [B, 256, K, h, w] -> [B, K - 6, hidden], one vector per output slab
         b = self.blocks(f)                                     # [B, 64, K - 6, 3, 3]
         n, c, d = b.shape[:3]
         v = self.slab_fc(b.permute(0, 2, 1, 3, 4).reshape(n * d, c, b.shape[3], b.shape[4]))
-        return self.fc(v.reshape(n, d, -1).amax(1))
+        return v.reshape(n, d, -1)
+
+    def head(self, f):  # f [B, 256, K, h, w] -> logits
+        return self.fc(self.slab_vectors(f).amax(1))
 
     def forward(self, x):
         return torch.sigmoid(self.head(self.features(x)))
