@@ -11,7 +11,8 @@ non-zero at the start), k333v (3x3x3 without zero padding in depth: the head
 two_be_three.TwoBeThreeNet ships), k311v (first block 3x3x3 without depth padding, then 1x3x3:
 each slab sees 3 slabs instead of 7). `fixed` trains on the inference slab positions instead of
 random ordered draws; train=N takes the first N training studies (default 229); heldout scores
-the kept head on held-out seeds 100000-100099 in torch. Prints validation AUC per epoch."""
+the kept head (saved as /tmp/exp_two_be_three_depth/MODE.pt) on held-out seeds 100000-100099 in
+torch, heldout_from=S on S..S+99. Prints validation AUC per epoch."""
 import pathlib
 import sys
 import types
@@ -68,13 +69,13 @@ def option(name, default):
 
 
 @torch.no_grad()
-def heldout(model):
-    """AUC LR / DM / OS of `model` on held-out seeds 100000-100099 (the inference slab rule)."""
+def heldout(model, first):
+    """AUC LR / DM / OS of `model` on held-out seeds first..first+99 (the inference slab rule)."""
     model.eval()
-    test = data.load_many(data.split("test", 100))
+    test = data.load_many(range(first, first + 100))
     s = np.concatenate([model(torch.from_numpy(data.two_be_three_input(t, "ws")[None])).numpy() for t in test])
     y = np.stack([t.outcomes for t in test])
-    print("held-out AUC LR/DM/OS", [round(T.auc(y[:, j], s[:, j]), 3) for j in range(3)], flush=True)
+    print(f"held-out {first}.. AUC LR/DM/OS", [round(T.auc(y[:, j], s[:, j]), 3) for j in range(3)], flush=True)
 
 
 def main():
@@ -93,8 +94,9 @@ def main():
     ext = M.resnet50_first_five()
     ext.load_state_dict(torch.load(data.RUNS / "two_be_three" / "extractor.pt"))
     model, _ = T.train_head("2be3", "ws", ext, tr, va, mm["train"], mm["val"], args, print)
+    torch.save(model.state_dict(), T.RUNS / f"{mode}.pt")
     if "heldout" in sys.argv[3:]:
-        heldout(model)
+        heldout(model, option("heldout_from", 100000))
 
 
 if __name__ == "__main__":
