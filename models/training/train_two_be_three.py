@@ -384,7 +384,7 @@ def slab_targets(sites, idxs, ks):
 
 
 class SlabAux:
-    """Per-slab deep supervision of a 2Be3 head (--aux W > 0): a linear layer on each output slab's
+    """Per-slab deep supervision of the 2Be3 [WS] head (--aux W > 0): a linear layer on each output slab's
     vector (TwoBeThreeNet.slab_vectors) predicts whether the slab sees a neck and a distant lesion
     (slab_targets, from the generator's lesion sites), weighted W beside the study loss. The study
     outcomes only say that some slab holds a lesion; these targets say which, so the maximum over
