@@ -386,8 +386,8 @@ pub struct Inference {
     pub overlap: Option<f64>,
     /// Which file of each network runs. `"auto"`: per engine, the file the model card marks
     /// for it (`auto_engines`), which its generator sets only where the file's measured
-    /// accuracy cost is within the card's acceptance bounds (as shipped: L2SNet's loc2d INT8
-    /// file on ort-cpu), else fp32. `"fp32"`: always fp32.
+    /// accuracy cost is within the card's acceptance bounds (as shipped: L2SNet's loc2d and
+    /// 2Be3-Net's [WS] INT8 files on ort-cpu), else fp32. `"fp32"`: always fp32.
     pub precision: Precision,
     /// Which L2SNet `seg3d` windows run. `"cued"`: only those holding a voxel where the location
     /// cue exceeds the model card's `[seg3d] cue_gate` (every body window when the card has

@@ -10,9 +10,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 PY=.venv/bin/python
 # 1. data (tracerd synth --size clinical: adults on scanner grids, cached on the model grid): train
-#    0..228, val 700..759, held-out test 100000..100099 (its native NIfTI files kept for evaluation)
+#    0..399 (L2SNet uses the first 160, 2Be3-Net all), val 700..759, held-out test 100000..100099
+#    (its native NIfTI files kept for evaluation)
 mkdir -p runs
-$PY data.py --splits train --n 229
+$PY data.py --splits train --n 400
 $PY data.py --splits val --n 60
 $PY data.py --splits test --n 100
 # 2. training: the two models side by side, one thread each (2-core machine)
@@ -71,17 +72,24 @@ L48=( --skip-phase1 --loc2d-onnx ../l2snet/loc2d.int8.onnx --n-val 24 --patch2 4
   && cp runs/l2snet/seg3d.pt runs/l2snet/seg3d_r8.pt \
 ) > runs/l2snet_stdout.log 2>&1 &
 p1=$!
-# 2Be3-Net (README "2Be3-Net at clinical size" and "the depth padding"): the extractor pre-trained
-# on the dense lesion-by-site task (168 studies, 1000 iterations), then the heads on 229 studies
-# ([WS] with 3x3x3 blocks without zero padding in depth; [H&N]; the 2D and 3D baselines). The
-# quantisation-robust fine-tuning (train_two_be_three.py --reuse --robust) is not part of 0.2.0:
-# its INT8 files were within 0.02 of fp32 on the held-out studies without it (README).
-( $PY train_two_be_three.py --n-train 229 --n-val 60 --n-pretrain 168 --pre-iters 1000 --pretrain-only \
+# 2Be3-Net (README "2Be3-Net at clinical size", "the depth padding" and "the depth receptive
+# field"): the extractor pre-trained on the dense lesion-by-site task (the first 168 training
+# studies, 1000 iterations), then the heads on 400 studies ([WS] and [H&N] with the 3-slab head:
+# one 3x3x3 block without zero padding in depth, two 1x3x3; the 2D and 3D baselines).
+( $PY train_two_be_three.py --n-train 400 --n-val 60 --n-pretrain 168 --pre-iters 1000 --pretrain-only \
      --threads 1 \
-  && $PY train_two_be_three.py --keep-extractor --n-train 229 --n-val 60 --epochs 12 --lr 5e-4 --threads 1 \
+  && $PY train_two_be_three.py --keep-extractor --n-train 400 --n-val 60 --epochs 12 --lr 5e-4 --threads 1 \
   ) > runs/two_be_three_stdout.log 2>&1 &
 p2=$!
 wait $p1 $p2
+#    2Be3-Net step 4: quantisation-robust fine-tuning of both heads (README "INT8 for 2Be3-Net"),
+#    one thread each, side by side (about 21 min each, INT8 extractor codes included)
+$PY train_two_be_three.py --reuse --robust --n-train 400 --n-val 60 --epochs 4 --lr 1e-4 --lam 500 \
+  --threads 1 --heads 2be3:ws > runs/two_be_three_robust_ws.log 2>&1 &
+p3=$!
+$PY train_two_be_three.py --reuse --robust --n-train 400 --n-val 60 --epochs 4 --lr 1e-4 --lam 500 \
+  --threads 1 --heads 2be3:hn > runs/two_be_three_robust_hn.log 2>&1
+wait $p3
 # 3. ONNX export, INT8 QDQ quantisation, goldens, speed
 $PY export.py --threads 1
 # 4. held-out metrics on the exported files (L2SNet on each study's native grid)

@@ -7,9 +7,9 @@ of a --keep-extractor run (cache/clinical/feat_ws_{train,val}.npy, seeds 0-228 a
 
 MODE is the depth kernel of the three blocks: k333 (3x3x3 each), k1 (1x3x3 each: the 2D
 baseline in 3D form), k133 (first block 1x3x3), k333c (3x3x3 with only the centre depth tap
-non-zero at the start), k333v (3x3x3 without zero padding in depth: the head
-two_be_three.TwoBeThreeNet ships), k311v (first block 3x3x3 without depth padding, then 1x3x3:
-each slab sees 3 slabs instead of 7). `fixed` trains on the inference slab positions instead of
+non-zero at the start), k333v (3x3x3 without zero padding in depth: the head of 2Be3-Net 0.2.0),
+k311v (first block 3x3x3 without depth padding, then 1x3x3: each slab sees 3 slabs instead of 7;
+the head two_be_three.TwoBeThreeNet ships from 0.3.0). `fixed` trains on the inference slab positions instead of
 random ordered draws; train=N takes the first N training studies (default 229); heldout scores
 the kept head (saved as /tmp/exp_two_be_three_depth/MODE.pt) on held-out seeds 100000-100099 in
 torch, heldout_from=S on S..S+99. Prints validation AUC per epoch."""
@@ -25,7 +25,8 @@ import data
 import train_two_be_three as T
 import two_be_three as M
 
-KERNELS = {"k333": (3, 3, 3), "k333c": (3, 3, 3), "k1": (1, 1, 1), "k133": (1, 3, 3), "k311v": (3, 1, 1)}
+KERNELS = {"k333": (3, 3, 3), "k333c": (3, 3, 3), "k1": (1, 1, 1), "k133": (1, 3, 3), "k333v": (3, 3, 3),
+           "k311v": (3, 1, 1)}
 
 
 def block(cin, cout, kd, valid=False):
@@ -35,7 +36,7 @@ def block(cin, cout, kd, valid=False):
 
 
 def depth_max_net(mode):
-    if mode == "k333v":
+    if mode == "k311v":
         return M.TwoBeThreeNet
     class DepthMax(M.TwoBeThreeNet):
         def __init__(self, K=66, crop=90):

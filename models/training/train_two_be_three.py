@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 import data
 import pipeline
-from two_be_three import CNN3D, FEAT_C, ResNetConv2d, SliceTaskNet, TwoBeThreeNet, feat_hw
+from two_be_three import CNN3D, DEPTH_RF, FEAT_C, ResNetConv2d, SliceTaskNet, TwoBeThreeNet, feat_hw
 
 RUNS = data.RUNS / "two_be_three"
 K, CROP = data.TWO_BE_THREE["K"], data.TWO_BE_THREE["crop"]
@@ -362,9 +362,6 @@ def robust_head(model, variant, tr, va, mm, codes, dq, args, log):
     model.load_state_dict(best_state)
     return {"start": start, "history": hist, "seconds": time.time() - t0, "epochs": args.epochs, "lr": args.lr,
             "lam": args.lam}
-
-
-DEPTH_RF = 7   # input slabs behind one output slab of TwoBeThreeNet's blocks (three 3-deep, no depth padding)
 
 
 def slab_sites(study, variant):
