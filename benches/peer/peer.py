@@ -21,9 +21,9 @@ onnxruntime — with every parameter read from the model cards (models/*/model.t
 
 Two choices differ from tracerd's defaults, as a typical user would make them: the peer runs the
 fp32 files (`*.fp32.onnx`) whatever the card recommends (tracerd's precision "auto" runs
-loc2d.int8.onnx and ws.int8.onnx on ort-cpu), and it runs loc2d and seg3d over the whole body box, as
-sliding_window_inference would, without skipping the coronal slices and windows that hold no body
-voxel (tracerd skips them; a body voxel's cue and probability are the same either way). With
+loc2d.int8.onnx and ws.int8.onnx on ort-cpu), and it runs loc2d and seg3d over the whole body
+box, as sliding_window_inference would, without skipping the coronal slices and windows that hold
+no body voxel (tracerd skips them; a body voxel's cue and probability are the same either way). With
 precision "fp32" tracerd gives this peer's scores, lesions and mask; with "auto" the INT8 cue can
 move a few voxels and, rarely, a lesion, and the INT8 [WS] file moves scores by up to 0.013 (its
 card, 100 held-out clinical studies). Batches: 16 coronal slices, 4 windows; onnxruntime's
