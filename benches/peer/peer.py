@@ -10,7 +10,8 @@ onnxruntime — with every parameter read from the model cards (models/*/model.t
    `ct_outside_hu` outside).
 3. 2Be3-Net [WS]: K transverse slices evenly over the model grid's z extent (each the maximum over
    its slab when the card says slab = "max"), clipped and scaled, centre-cropped or zero-padded to
-   crop × crop → three risk scores.
+   crop × crop → three risk scores; none when the body box is shorter head to foot than the
+   card's `ws_min_body_length_mm` (a scan of one region), as tracerd does.
 4. L2SNet: loc2d on every coronal slice of the model grid (zero-padded to `pad_multiple`) → the
    location cue; seg3d over the whole model grid in windows of `patch_zyx`, `overlap` apart,
    blended with Gaussian importance weights (nnU-Net) → the probability.
@@ -98,14 +99,20 @@ def main(study: Path, models: Path, out: Path) -> None:
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "stages_ms": stages.ms,
         "lesions": len(found),
-        "scores": [float(v) for v in scores],
+        "scores": None if scores is None else [float(v) for v in scores],
         "windows": windows,
     }))
 
 
-def risk_scores(ws, pet, affine, tb, stages) -> np.ndarray:
-    """2Be3-Net [WS] on the PET [x, y, z] (SUV): [LR, DM, OS]."""
-    grid = model_grid(pet, nib.affines.voxel_sizes(affine), tb["model_grid"])
+def risk_scores(ws, pet, affine, tb, stages) -> np.ndarray | None:
+    """2Be3-Net [WS] on the PET [x, y, z] (SUV): [LR, DM, OS], or None for a body box shorter
+    head to foot than the card's ws_min_body_length_mm."""
+    spacing = nib.affines.voxel_sizes(affine)
+    box = body_box(pet, spacing, tb["model_grid"])
+    if (box[2][1] - box[2][0] + 1) * spacing[2] < tb["slices"].get("ws_min_body_length_mm", 0.0):
+        stages.lap("two_be_three_preprocess")
+        return None
+    grid = model_grid(pet, spacing, tb["model_grid"], box)
     x = two_be_three_input(to_model(pet, grid).T, tb["preprocessing"])
     stages.lap("two_be_three_preprocess")
     scores = run(ws, x)[0]
@@ -181,11 +188,11 @@ def body_box(pet: np.ndarray, spacing, spec) -> list:
     return box
 
 
-def model_grid(pet: np.ndarray, spacing, spec):
-    """(shape, scale, offset) per axis x, y, z of the model grid over the body box, centred on it:
-    model index u lies at native index scale * u + offset."""
+def model_grid(pet: np.ndarray, spacing, spec, box=None):
+    """(shape, scale, offset) per axis x, y, z of the model grid over the body box (`box` when
+    given, else found), centred on it: model index u lies at native index scale * u + offset."""
     shape, scale, offset = [], [], []
-    box = body_box(pet, spacing, spec)
+    box = box or body_box(pet, spacing, spec)
     for (i0, i1), sp, target in zip(box, spacing, spec["target_spacing_mm"]):
         n = max(1, math.floor((i1 - i0 + 1) * sp / target + 0.5))
         shape.append(n)
@@ -349,9 +356,10 @@ def lesions(mask: np.ndarray, suv: np.ndarray, affine: np.ndarray) -> list:
 def write(out: Path, mask: nib.Nifti1Image, found: list, scores: np.ndarray) -> None:
     out.mkdir(parents=True, exist_ok=True)
     nib.save(mask, out / "lesions.nii.gz")
-    lr, dm, os_ = (float(v) for v in scores)
-    result = {"scores": {"lr": lr, "dm": dm, "os": os_},
-              "lesions": {"count": len(found), "items": found}}
+    result = {"lesions": {"count": len(found), "items": found}}
+    if scores is not None:                   # absent, as in tracerd's result.json, when not scored
+        lr, dm, os_ = (float(v) for v in scores)
+        result = {"scores": {"lr": lr, "dm": dm, "os": os_}, **result}
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
