@@ -9,8 +9,8 @@ MODE is the depth kernel of the three blocks: k333 (3x3x3 each), k1 (1x3x3 each:
 baseline in 3D form), k133 (first block 1x3x3), k333c (3x3x3 with only the centre depth tap
 non-zero at the start), k333v (3x3x3 without zero padding in depth: the head of 2Be3-Net 0.2.0),
 k311v (first block 3x3x3 without depth padding, then 1x3x3: each slab sees 3 slabs instead of 7;
-the head two_be_three.TwoBeThreeNet ships from 0.3.0). `fixed` trains on the inference slab positions instead of
-random ordered draws; train=N takes the first N training studies (default 229); heldout scores
+the head two_be_three.TwoBeThreeNet ships from 0.3.0). `fixed` trains on the inference slab
+positions instead of random ordered draws; train=N takes the first N training studies (default 229); heldout scores
 the kept head (saved as /tmp/exp_two_be_three_depth/MODE.pt) on held-out seeds 100000-100099 in
 torch, heldout_from=S on S..S+99. Prints validation AUC per epoch."""
 import pathlib
@@ -30,8 +30,10 @@ KERNELS = {"k333": (3, 3, 3), "k333c": (3, 3, 3), "k1": (1, 1, 1), "k133": (1, 3
 
 
 def block(cin, cout, kd, valid=False):
-    k, p = ((1, 3, 3), (0, 1, 1)) if kd == 1 else (3, (0, 1, 1) if valid else 1)
-    return nn.Sequential(nn.Conv3d(cin, cout, k, stride=(1, 2, 2), padding=p, bias=False),
+    """A depth-keeping block; 3-deep ones zero-pad depth unless `valid`."""
+    if kd == 1 or valid:
+        return M.block3d_keep_depth(cin, cout, kd)
+    return nn.Sequential(nn.Conv3d(cin, cout, 3, stride=(1, 2, 2), padding=1, bias=False),
                          nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
 
 
@@ -47,7 +49,7 @@ def depth_max_net(mode):
             v = mode.endswith("v")
             self.blocks = nn.Sequential(block(M.FEAT_C, 32, kd[0], v), block(32, 64, kd[1], v),
                                         block(64, 64, kd[2], v))
-            self.slice_fc = nn.Sequential(nn.Flatten(), nn.Linear(64 * 9, 128), nn.ReLU(inplace=True))
+            self.slab_fc = nn.Sequential(nn.Flatten(), nn.Linear(64 * 9, 128), nn.ReLU(inplace=True))
             self.fc = nn.Sequential(nn.Dropout(0.3), nn.Linear(128, 3))
             if mode == "k333c":     # start as the 1x3x3 head (I3D-style inflation)
                 with torch.no_grad():
@@ -57,11 +59,6 @@ def depth_max_net(mode):
                             m.weight[:, :, 2].zero_()
                             m.weight[:, :, 1].mul_(3 ** 0.5)
 
-        def head(self, f):
-            b = self.blocks(f)                      # [B, 64, K, 3, 3]
-            n, c, d = b.shape[:3]
-            v = self.slice_fc(b.permute(0, 2, 1, 3, 4).reshape(n * d, c, 3, 3)).reshape(n, d, -1).amax(1)
-            return self.fc(v)
     return DepthMax
 
 

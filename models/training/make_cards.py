@@ -567,9 +567,9 @@ def two_be_three_card(exp, ev, tr, ev_small):
                          "[3, 90, 90] -> [256, 23, 23]",
             "head": "features stacked along depth [256, K, 23, 23] -> Conv3d 3x3x3, stride (1, 2, 2), padding "
                     "(0, 1, 1) (no zero padding in depth) -> 2 x Conv3d 1x3x3, stride (1, 2, 2), padding (0, 1, 1); "
-                    "each + BatchNorm3d + ReLU, 32/64/64 channels -> [64, K - 2, 3, 3] (each slab sees 3 input "
-                    "slabs) -> per slab: flatten, FC 576 -> 128, ReLU -> maximum over the K - 2 slabs -> dropout "
-                    "0.3 -> FC 3 -> sigmoid",
+                    f"each + BatchNorm3d + ReLU, 32/64/64 channels -> [64, K - {DEPTH_RF - 1}, 3, 3] (each slab "
+                    f"sees {DEPTH_RF} input slabs) -> per slab: flatten, FC 576 -> 128, ReLU -> maximum over the "
+                    f"K - {DEPTH_RF - 1} slabs -> dropout 0.3 -> FC 3 -> sigmoid",
         },
         "metrics": {
             "test_seeds": ev.get("test_seeds", []),

@@ -88,20 +88,15 @@ def _out(n):
     return (n - 1) // 2 + 1
 
 
-def block3d_depth_valid(cin, cout):
-    """3x3x3 block that keeps depth: stride (1, 2, 2), no padding in depth (the map loses a slab at
-    each end per block, so no output slab sees the zeros beyond the stack's ends)."""
-    return nn.Sequential(nn.Conv3d(cin, cout, 3, stride=(1, 2, 2), padding=(0, 1, 1), bias=False),
+def block3d_keep_depth(cin, cout, kd):
+    """kd x 3 x 3 block that keeps depth: stride (1, 2, 2), no padding in depth (a kd = 3 block
+    drops a slab at each end, so no output slab sees the zeros beyond the stack's ends)."""
+    return nn.Sequential(nn.Conv3d(cin, cout, (kd, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False),
                          nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
 
 
-def block3d_inplane(cin, cout):
-    """1x3x3 block: in-plane stride 2, each slab on its own."""
-    return nn.Sequential(nn.Conv3d(cin, cout, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False),
-                         nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
-
-
-DEPTH_RF = 3   # input slabs behind one output slab of TwoBeThreeNet's blocks
+DEPTH_KERNELS = (3, 1, 1)   # depth kernel of TwoBeThreeNet's three blocks (0.2.0: 3, 3, 3)
+DEPTH_RF = 1 + sum(k - 1 for k in DEPTH_KERNELS)   # input slabs behind one output slab: 3
 
 
 class TwoBeThreeNet(nn.Module):
@@ -122,8 +117,9 @@ class TwoBeThreeNet(nn.Module):
         self.K, self.crop = K, crop
         self.extractor = resnet50_first_five()
         h = feat_hw(crop)
-        self.blocks = nn.Sequential(block3d_depth_valid(FEAT_C, widths[0]), block3d_inplane(widths[0], widths[1]),
-                                    block3d_inplane(widths[1], widths[2]))
+        chans = (FEAT_C,) + tuple(widths)
+        self.blocks = nn.Sequential(*[block3d_keep_depth(chans[i], chans[i + 1], kd)
+                                      for i, kd in enumerate(DEPTH_KERNELS)])
         for _ in range(3):
             h = _out(h)
         self.slab_fc = nn.Sequential(nn.Flatten(), nn.Linear(widths[2] * h * h, hidden), nn.ReLU(inplace=True))
@@ -136,7 +132,7 @@ class TwoBeThreeNet(nn.Module):
         return f.reshape(-1, self.K, FEAT_C, hw, hw).permute(0, 2, 1, 3, 4)
 
     def slab_vectors(self, f):  # f [B, 256, K, h, w] -> [B, K - DEPTH_RF + 1, hidden], one vector per output slab
-        b = self.blocks(f)                                     # [B, 64, K - 2, 3, 3]
+        b = self.blocks(f)                                     # [B, 64, K - DEPTH_RF + 1, 3, 3]
         n, c, d = b.shape[:3]
         v = self.slab_fc(b.permute(0, 2, 1, 3, 4).reshape(n * d, c, b.shape[3], b.shape[4]))
         return v.reshape(n, d, -1)
