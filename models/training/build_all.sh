@@ -10,10 +10,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 PY=.venv/bin/python
 # 1. data (tracerd synth --size clinical: adults on scanner grids, cached on the model grid): train
-#    0..399 (L2SNet uses the first 160, 2Be3-Net all), val 700..759, held-out test 100000..100099
-#    (its native NIfTI files kept for evaluation)
+#    0..699 (L2SNet uses the first 160, 2Be3-Net [H&N] the first 400, [WS] and the baselines all),
+#    val 700..759, held-out test 100000..100099 (its native NIfTI files kept for evaluation)
 mkdir -p runs
-$PY data.py --splits train --n 400
+$PY data.py --splits train --n 700
 $PY data.py --splits val --n 60
 $PY data.py --splits test --n 100
 # 2. training: the two models side by side, one thread each (2-core machine)
@@ -74,17 +74,21 @@ L48=( --skip-phase1 --loc2d-onnx ../l2snet/loc2d.int8.onnx --n-val 24 --patch2 4
 p1=$!
 # 2Be3-Net (README "2Be3-Net at clinical size", "the depth padding" and "the depth receptive
 # field"): the extractor pre-trained on the dense lesion-by-site task (the first 168 training
-# studies, 1000 iterations), then the heads on 400 studies ([WS] and [H&N] with the 3-slab head:
-# one 3x3x3 block without zero padding in depth, two 1x3x3; the 2D and 3D baselines).
+# studies, 1000 iterations), then the heads with the 3-slab head (one 3x3x3 block without zero
+# padding in depth, two 1x3x3): [H&N] on 400 studies, then [WS] and the 2D and 3D baselines on 700
+# (README "700 training studies"; the [WS] run's train.json is the one the card reads).
 ( $PY train_two_be_three.py --n-train 400 --n-val 60 --n-pretrain 168 --pre-iters 1000 --pretrain-only \
      --threads 1 \
   && $PY train_two_be_three.py --keep-extractor --n-train 400 --n-val 60 --epochs 12 --lr 5e-4 --threads 1 \
+     --heads 2be3:hn \
+  && $PY train_two_be_three.py --keep-extractor --n-train 700 --n-val 60 --epochs 12 --lr 5e-4 --threads 1 \
+     --heads 2be3:ws,resnet_conv2d:ws,cnn3d:ws \
   ) > runs/two_be_three_stdout.log 2>&1 &
 p2=$!
 wait $p1 $p2
 #    2Be3-Net step 4: quantisation-robust fine-tuning of both heads (README "INT8 for 2Be3-Net"),
-#    one thread each, side by side (about 21 min each, INT8 extractor codes included)
-$PY train_two_be_three.py --reuse --robust --n-train 400 --n-val 60 --epochs 4 --lr 1e-4 --lam 500 \
+#    one thread each, side by side (INT8 extractor codes included; [WS] 2 epochs of its 700 studies)
+$PY train_two_be_three.py --reuse --robust --n-train 700 --n-val 60 --epochs 2 --lr 1e-4 --lam 500 \
   --threads 1 --heads 2be3:ws > runs/two_be_three_robust_ws.log 2>&1 &
 p3=$!
 $PY train_two_be_three.py --reuse --robust --n-train 400 --n-val 60 --epochs 4 --lr 1e-4 --lam 500 \

@@ -303,10 +303,10 @@ def robust_head(model, variant, tr, va, mm, codes, dq, args, log):
     quantisation error in the head's input. Each step feeds the head the fp32 and the INT8 extractor's
     features of the same slices (same dropout mask, BatchNorm frozen) and minimises
     wBCE(fp32) + wBCE(INT8) + lam * MSE(logits fp32, logits INT8): the head keeps learning the outcomes
-    from both views and learns to ignore the quantisation noise. Keeps the epoch with the smallest
-    validation worst-case |sigmoid fp32 - sigmoid INT8|, measured on the cached features (the INT8
-    file's head input is bit-identical to the decoded codes; the fp32 view is the fp16 feature cache,
-    as in head training). evaluate.py measures the exported files themselves."""
+    from both views and learns to ignore the quantisation noise. Validates every epoch (AUC and the
+    worst-case |sigmoid fp32 - sigmoid INT8|, measured on the cached features: the INT8 file's head
+    input is bit-identical to the decoded codes; the fp32 view is the fp16 feature cache, as in head
+    training) and keeps the state robust_choice picks. evaluate.py measures the exported files."""
     rng = np.random.default_rng(6)
     y_tr = np.stack([s.outcomes for s in tr])
     y_va = np.stack([s.outcomes for s in va])
@@ -330,7 +330,7 @@ def robust_head(model, variant, tr, va, mm, codes, dq, args, log):
                 "val_int8_mean_abs_diff": float(d.mean())}
 
     start = validate()
-    best, best_state, hist = start["val_int8_max_abs_diff"], {k: t.clone() for k, t in model.state_dict().items()}, []
+    states, hist = [(start, {k: t.clone() for k, t in model.state_dict().items()})], []
     log(f"robust[{variant}] start {json.dumps(start)}")
     for ep in range(args.epochs):
         model.train()
@@ -357,11 +357,27 @@ def robust_head(model, variant, tr, va, mm, codes, dq, args, log):
         v = validate()
         hist.append({"epoch": ep, "loss": loss.item(), **v, "s": time.time() - t0})
         log(f"robust[{variant}] ep {ep} {json.dumps(hist[-1])}")
-        if v["val_int8_max_abs_diff"] < best:
-            best, best_state = v["val_int8_max_abs_diff"], {k: t.clone() for k, t in model.state_dict().items()}
-    model.load_state_dict(best_state)
+        states.append((v, {k: t.clone() for k, t in model.state_dict().items()}))
+    kept = robust_choice([v for v, _ in states])
+    model.load_state_dict(states[kept][1])
     return {"start": start, "history": hist, "seconds": time.time() - t0, "epochs": args.epochs, "lr": args.lr,
-            "lam": args.lam}
+            "lam": args.lam, "kept": kept - 1, "val_bound": ROBUST_VAL_BOUND}
+
+
+# The robust step keeps a state whose validation worst case is at most this: two thirds of the 0.02
+# bar, because the held-out worst case ran about 1.5x the validation one (0.3.0 [WS]: 0.017 -> 0.026
+# before the step, 0.009 -> 0.013 after it).
+ROBUST_VAL_BOUND = 0.013
+
+
+def robust_choice(vals: list[dict]) -> int:
+    """Index of the state to keep (0 = the start, i = after epoch i - 1): the best mean validation
+    AUC among the states within ROBUST_VAL_BOUND, else the smallest worst case. The worst case alone
+    (the rule until 2026-12-05) kept the first epoch, whose DM was the lowest of the four."""
+    ok = [i for i, v in enumerate(vals) if v["val_int8_max_abs_diff"] <= ROBUST_VAL_BOUND]
+    if not ok:
+        return min(range(len(vals)), key=lambda i: vals[i]["val_int8_max_abs_diff"])
+    return max(ok, key=lambda i: float(np.nanmean(vals[i]["val_auc"])))
 
 
 def slab_sites(study, variant):
@@ -488,7 +504,7 @@ def train_head(kind, variant, extractor, tr, va, mm_tr, mm_va, args, log):
             best, best_state = m, {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     rec = {"history": hist, "best_val_mean_auc": best, "seconds": time.time() - t0, "pos_weight": pw.tolist(),
-           "epochs": args.epochs, "lr": args.lr}
+           "epochs": args.epochs, "lr": args.lr, "train_seeds": [tr[0].seed, tr[-1].seed]}
     if aux:
         rec["slab_aux"] = {"weight": aux.weight, "pos_weight": aux.pos_weight.tolist()}
     if prev_record:
