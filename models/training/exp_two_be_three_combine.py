@@ -7,7 +7,8 @@ extractor, in torch.
 
 Heads: runs/two_be_three/ws.pt (shipped, robust step), runs/k311v_plain/ws.pt (the same head
 before the robust step, copied there by hand) and runs/two_be_three/resnet_conv2d.pt (the 2D
-baseline)."""
+baseline). The README's figures were measured with 0.3.0's heads (400 studies; kept in
+runs/v030_backup/), before 0.4.0 replaced the files under runs/two_be_three/."""
 import sys
 
 import numpy as np
