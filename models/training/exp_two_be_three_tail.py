@@ -130,15 +130,12 @@ def train(epochs):
                                                 "aux": option("aux", 1.0)}, indent=2))
 
 
-@torch.no_grad()
 def heldout(first):
+    """exp_two_be_three_depth.heldout on a saved checkpoint (ckpt=..., default this script's)."""
+    from exp_two_be_three_depth import heldout as run
     model = TwoBeThreeNet(T.K, T.CROP)
     model.load_state_dict(torch.load(option("ckpt", str(OUT / "ws.pt"))))
-    model.eval()
-    test = data.load_many(range(first, first + 100))
-    s = np.concatenate([model(torch.from_numpy(data.two_be_three_input(t, "ws")[None])).numpy() for t in test])
-    y = np.stack([t.outcomes for t in test])
-    print(f"held-out {first}.. AUC LR/DM/OS", [round(T.auc(y[:, j], s[:, j]), 3) for j in range(3)], flush=True)
+    run(model, first)
 
 
 def main():
