@@ -92,8 +92,7 @@ def train(epochs):
     aux = T.SlabAux(model, tr, "ws", option("aux", 1.0)) if option("aux", 1.0) > 0 else None
     for p in model.parameters():
         p.requires_grad_(False)
-    params = list(tail(model).parameters()) + T.head_params(model)
-    params = [p for p in params if not any(p is q for q in model.extractor[:4].parameters())]
+    params = list(tail(model).parameters()) + T.head_params(model)   # head_params: no extractor weight
     for p in params:
         p.requires_grad_(True)
     params += list(aux.layer.parameters()) if aux else []
