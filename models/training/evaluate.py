@@ -302,8 +302,9 @@ def main():
     if "two_be_three" in args.only:
         res["two_be_three"] = eval_two_be_three(studies, args.threads, log)
         # which weights these figures belong to (make_cards.py checks it)
-        res["two_be_three"]["ws_fp32_sha256"] = hashlib.sha256(
-            (MODELS / "two_be_three" / "ws.fp32.onnx").read_bytes()).hexdigest()
+        for v in ("ws", "hn"):
+            res["two_be_three"][f"{v}_fp32_sha256"] = hashlib.sha256(
+                (MODELS / "two_be_three" / f"{v}.fp32.onnx").read_bytes()).hexdigest()
     path.write_text(json.dumps(res, indent=2))
 
 

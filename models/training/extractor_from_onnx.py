@@ -9,14 +9,20 @@ Beside extractor.pt it writes train.json with the pre-training record of the fil
 (iterations, studies, wall time) and where the extractor came from, which a head training run with
 --keep-extractor carries into its own record (and make_cards.py into the new card).
 
+With --model PATH it also writes the whole recovered model (extractor and head) as a state dict, the
+form train_two_be_three.py saves a head in: `--reuse --robust` then fine-tunes a shipped head further
+(--variant names the file's slice rule, used for the check).
+
     python extractor_from_onnx.py ../two_be_three/ws.fp32.onnx runs/two_be_three/extractor.pt
+    python extractor_from_onnx.py ../two_be_three/hn.fp32.onnx runs/two_be_three/extractor.pt \
+        --variant hn --model runs/two_be_three/hn.pt
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import re
-import sys
 import tomllib
 from pathlib import Path
 
@@ -62,12 +68,12 @@ def load_folded(model, convs, init):
             dict(model.named_parameters())[name].copy_(torch.from_numpy(init[name]))
 
 
-def main(onnx_path, out):
+def main(onnx_path, out, variant="ws", model_out=None):
     model = TwoBeThreeNet(data.TWO_BE_THREE["K"], data.TWO_BE_THREE["crop"])
     convs, init = folded_convs(onnx_path)
     load_folded(model, convs, init)
     model.eval()
-    x = np.stack([data.two_be_three_input(data.load(s), "ws") for s in data.split("val", 4)])
+    x = np.stack([data.two_be_three_input(s, variant) for s in data.load_many(data.split("val", 4))])
     want = pipeline.session(onnx_path, 2).run(None, {"pet_slices": x})[0]
     with torch.no_grad():
         got = model(torch.from_numpy(x)).numpy()
@@ -79,6 +85,12 @@ def main(onnx_path, out):
     record = Path(out).with_name("train.json")
     record.write_text(json.dumps(pretrain_record(Path(onnx_path)), indent=2))
     print(f"wrote {out} and {record}")
+    if model_out:
+        torch.save(model.state_dict(), model_out)
+        head = Path(model_out).with_name(f"head_{variant}.json")     # the record a --robust step extends
+        head.write_text(json.dumps({"recovered_from": json.loads(record.read_text())["extractor_source"]
+                                    .replace("the extractor of ", "")}, indent=2))
+        print(f"wrote {model_out} and {head}")
 
 
 def pretrain_record(onnx_path: Path) -> dict:
@@ -100,4 +112,10 @@ PRETRAIN_ITERS = {"0.2.0": 1000}
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    ap = argparse.ArgumentParser()
+    ap.add_argument("onnx")
+    ap.add_argument("extractor_out")
+    ap.add_argument("--variant", choices=("ws", "hn"), default="ws", help="the file's slice rule (the check's input)")
+    ap.add_argument("--model", help="also write the whole recovered model's state dict here")
+    a = ap.parse_args()
+    main(a.onnx, a.extractor_out, a.variant, a.model)

@@ -13,7 +13,7 @@ from two_be_three import DEPTH_RF
 
 MODELS = data.MODELS_OUT
 RUNS = data.RUNS
-VERSION = "0.4.0"   # [WS] on 700 training studies (0.3.0: 3-slab heads on 400; 0.2.0: 7-slab heads without depth padding; 0.1.0: half-scale phantom, flattening head)
+VERSION = "0.4.1"   # [H&N] robust step continued (0.4.0: [WS] on 700 training studies; 0.3.0: 3-slab heads on 400; 0.2.0: 7-slab heads without depth padding; 0.1.0: half-scale phantom, flattening head)
 L2SNET_VERSION = "0.5.0"   # 48³ 3D U-Net round 8, delineated (0.4.0: round 7; 0.3.0: rounds 5-6; 0.2.0: rounds 1-3 at 32³; 0.1.0: half-scale phantom)
 STATUS = "demonstration weights, not for clinical use (trained only on synthetic phantoms)"
 
@@ -470,6 +470,60 @@ def update_seg3d(card, exp, ev, tr, numbers, finding, version, ev_small):
     return card
 
 
+def update_hn(card, exp, ev, rec, ev_small):
+    """The two_be_three card with an [H&N] head fine-tuned further (a second robust step, from the
+    shipped file's weights recovered by extractor_from_onnx.py --model): the [H&N] files, held-out
+    figures, INT8 acceptance and auto marks replaced from runs/export.json, runs/eval.json and the
+    head's record `rec`; everything of [WS] stays as recorded, and its held-out figures must come out
+    of runs/eval.json unchanged (the same files on the same regenerated studies)."""
+    e = ev["two_be_three"]
+    hn = exp["files"]["two_be_three/hn.fp32.onnx"]
+    if e.get("hn_fp32_sha256") != hn["sha256"]:
+        raise SystemExit("runs/eval.json is not of the exported hn.fp32.onnx: run evaluate.py --only two_be_three")
+    for k in ("2be3_ws_fp32", "2be3_ws_int8"):
+        if any(abs(e[k]["auc"][o] - card["metrics"][k]["auc"][o]) > 1e-6 for o in ("lr", "dm", "os")):
+            raise SystemExit(f"{k}: runs/eval.json's AUCs differ from the card's; the held-out studies are not the same")
+    card["version"] = VERSION
+    for f in card["files"]:
+        if f["role"] == "hn":
+            f.update({k: exp["files"][f"two_be_three/{f['path']}"][k] for k in ("sha256", "bytes")})
+        f.pop("auto_engines", None)
+    for k in ("2be3_hn_fp32", "2be3_hn_int8"):
+        card["metrics"][k] = e[k]
+    card["metrics"]["int8_vs_fp32"]["int8_vs_fp32_hn"] = e["int8_vs_fp32_hn"]
+    acc = card["acceptance"]["int8_score_diff_le_0.02"]
+    acc["hn"] = {"pass": e["int8_vs_fp32_hn"]["max_abs_score_diff"] <= 0.02, **e["int8_vs_fp32_hn"]}
+    mark_auto(card, [v for v, r in acc.items() if r["pass"]])
+    small = ev_small.get("two_be_three", {})
+    if small.get("hn_fp32_sha256") == hn["sha256"]:
+        card["metrics"]["small_phantom"]["2be3_hn_fp32"] = small["2be3_hn_fp32"]
+    else:
+        card["metrics"]["small_phantom"].pop("2be3_hn_fp32", None)
+    w = {k: v for k, v in card["training"]["wall_time_s"].items() if k != "sum_of_steps"}
+    w["hn_robust_2"] = rec["seconds"]
+    card["training"]["wall_time_s"] = {**w, "sum_of_steps": sum(w.values())}
+    card["findings"].insert(card["findings"].index(next(f for f in card["findings"] if f.startswith("Quantisation-robust")))
+                            + 1, hn_second_step_finding(rec, e["int8_vs_fp32_hn"]))
+    return card
+
+
+def hn_second_step_finding(rec: dict, held_out: dict) -> str:
+    """What the second robust step of [H&N] (0.4.1) did, from its record."""
+    states = [rec["start"], *rec["history"]]
+    a, b = rec["start"], states[rec["kept"] + 1]
+    kept = "the start" if rec["kept"] < 0 else f"epoch {rec['kept']}"
+    return (f"[H&N], version 0.4.1: 0.4.0's [H&N] INT8 file missed the 0.02 bar on one held-out score of 300 "
+            f"(0.0232), so its head was fine-tuned again the same way from the shipped weights, {rec['epochs']} "
+            f"epochs at lr {rec['lr']} with weight {rec['lam']:g}, keeping the best mean validation AUC among the "
+            f"states with a validation worst case <= {rec['val_bound']} ([H&N]'s held-out worst case had run twice "
+            f"its validation one). Validation worst case {a['val_int8_max_abs_diff']:.4f} -> "
+            f"{b['val_int8_max_abs_diff']:.4f} ({kept}; per epoch "
+            + ", ".join(f"{h['val_int8_max_abs_diff']:.4f}" for h in rec["history"])
+            + f"), AUC LR / DM / OS {triple(a['val_auc'])} -> {triple(b['val_auc'])}; held-out worst case "
+            f"{held_out['max_abs_score_diff']:.4f} ({held_out['scores_over_0.02']} of {held_out['scores']} scores "
+            "over 0.02). [WS] is 0.4.0's, unchanged.")
+
+
 # [WS] scores only scans as long as those it learned from. The shortest training scan of `tracerd synth
 # --size clinical` (src/synth/acquisition.rs, ClinicalPlan::draw) starts at the skull base (190 mm of the
 # reference adult's body frame below the vertex, at most) and ends at mid-thigh (960 mm, at least) of a
@@ -640,6 +694,8 @@ def two_be_three_card(exp, ev, tr, ev_small):
             "diagnosed on held-out studies, so those are not untouched for this question). The speed-up falls from "
             "3.7x to about 2x (metrics.speed).",
             robust_finding(tr),
+            *([hn_second_step_finding(tr["hn"]["robust"], e["int8_vs_fp32_hn"])]
+              if tr.get("hn", {}).get("robust_earlier") and "int8_vs_fp32_hn" in e else []),
             "Tried on the half-scale phantom (0.1.0) before the robust fine-tuning, none reaching a worst case "
             "<= 0.02 ([WS], "
             "validation seeds 716..799 unless stated): MinMax 0.072; Percentile 99.99 0.079; cross-layer "
@@ -722,13 +778,19 @@ def wall_times(tr: dict) -> dict:
     separate `--reuse` runs, so the sum is the work, not the elapsed time)."""
     t = {"pretrain": tr.get("pretrain_s"), "feature_cache": tr.get("feature_cache_s"),
          **{k: tr[k]["seconds"] for k in ("ws", "hn", "resnet_conv2d", "cnn3d") if k in tr},
-         **{f"{k}_robust": tr[k]["robust"]["seconds"] for k in ("ws", "hn") if "robust" in tr.get(k, {})}}
+         **{f"{k}_robust": robust_records(tr[k])[0]["seconds"] for k in ("ws", "hn") if "robust" in tr.get(k, {})},
+         **{f"{k}_robust_2": tr[k]["robust"]["seconds"] for k in ("ws", "hn") if tr.get(k, {}).get("robust_earlier")}}
     return {**t, "sum_of_steps": sum(v for v in t.values() if v is not None)}
+
+
+def robust_records(head: dict) -> list[dict]:
+    """A head record's robust steps, first to last (a further step keeps the earlier under "robust_earlier")."""
+    return [*head.get("robust_earlier", []), head["robust"]]
 
 
 def robust_finding(tr: dict) -> str:
     """The quantisation-robust head fine-tuning (train_two_be_three.robust_head), from its records."""
-    r = {v: tr[v]["robust"] for v in ("ws", "hn") if "robust" in tr.get(v, {})}
+    r = {v: robust_records(tr[v])[0] for v in ("ws", "hn") if "robust" in tr.get(v, {})}
     if not r:
         return "The heads were not fine-tuned for INT8 robustness (train_two_be_three.py --robust was not run)."
     w = next(iter(r.values()))
@@ -740,10 +802,10 @@ def robust_finding(tr: dict) -> str:
     rule = (f"keeping the state with the best mean validation AUC among those with a validation worst case <= "
             f"{w['val_bound']} (two thirds of the 0.02 bar: held-out worst cases ran about 1.5x validation's)"
             if "kept" in w else "keeping the epoch with the smallest validation worst case")
-    older = [name for v, name in (("ws", "[WS]"), ("hn", "[H&N]")) if v in r and "kept" not in r[v]]
+    # heads kept by the smallest worst case: records from before the rule, or run with --val-bound 0
+    older = [name for v, name in (("ws", "[WS]"), ("hn", "[H&N]")) if v in r and r[v].get("val_bound", 0) == 0]
     if "kept" in w and older:
-        rule += (f" ({', '.join(older)}: a record from before that rule, which kept the epoch with the smallest "
-                 "validation worst case)")
+        rule += f" ({', '.join(older)}: the state with the smallest validation worst case, the rule before)"
     name = {"ws": "[WS]", "hn": "[H&N]"}
     per = "; ".join(f"{name[v]} ({x['epochs']} epochs) {x['start']['val_int8_max_abs_diff']:.4f} -> {kept(x)['val_int8_max_abs_diff']:.4f} "
                     f"(mean {x['start']['val_int8_mean_abs_diff']:.4f} -> {kept(x)['val_int8_mean_abs_diff']:.4f}; "
@@ -884,6 +946,9 @@ def main():
     ap.add_argument("--update-gate", action="store_true",
                     help="update the l2snet card's seg3d cue gate and metrics.cued_windows (data.L2SNET, "
                          "runs/l2snet_cue_gate.json from cue_gate.py)")
+    ap.add_argument("--update-hn", action="store_true",
+                    help="update the two_be_three card for an [H&N] head fine-tuned further (update_hn; needs "
+                         "runs/export.json, runs/eval.json and runs/two_be_three/head_hn.json of the new file)")
     ap.add_argument("--update-scope", action="store_true",
                     help="update the two_be_three card's [slices] minimum body length (WS_SCOPE)")
     args = ap.parse_args()
@@ -898,6 +963,14 @@ def main():
         print("l2snet card updated")
         return
     ev_small = json.loads((RUNS / "eval_small.json").read_text()) if (RUNS / "eval_small.json").exists() else {}
+    if args.update_hn:
+        path = MODELS / "two_be_three" / "model.toml"
+        rec = json.loads((RUNS / "two_be_three" / "head_hn.json").read_text())["robust"]
+        card = update_hn(tomllib.loads(path.read_text()), json.loads((RUNS / "export.json").read_text()),
+                         json.loads((RUNS / "eval.json").read_text()), rec, ev_small)
+        write(path, HEADER.format(status=STATUS), card)
+        print("two_be_three card updated")
+        return
     if args.update_seg3d:
         path = MODELS / "l2snet" / "model.toml"
         card = update_seg3d(tomllib.loads(path.read_text()), json.loads((RUNS / "export.json").read_text()),
