@@ -88,8 +88,7 @@ def main(onnx_path, out, variant="ws", model_out=None):
     if model_out:
         torch.save(model.state_dict(), model_out)
         head = Path(model_out).with_name(f"head_{variant}.json")     # the record a --robust step extends
-        head.write_text(json.dumps({"recovered_from": json.loads(record.read_text())["extractor_source"]
-                                    .replace("the extractor of ", "")}, indent=2))
+        head.write_text(json.dumps({"recovered_from": provenance(Path(onnx_path))}, indent=2))
         print(f"wrote {model_out} and {head}")
 
 
@@ -98,12 +97,17 @@ def pretrain_record(onnx_path: Path) -> dict:
     card = tomllib.loads((onnx_path.parent / "model.toml").read_text())
     studies = re.search(r"of the first (\d+) training studies", card["training"]["extractor"])
     iters = re.search(r"(\d+) iterations of", card["training"]["extractor"])
-    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     return {"pretrain_s": card["training"]["wall_time_s"]["pretrain"],
             "pretrain_studies": int(studies.group(1)),
             "pretrain_iters": PRETRAIN_ITERS.get(card["version"], int(iters.group(1))),
-            "extractor_source": f"the extractor of 2Be3-Net {card['version']} (recovered from {onnx_path.name}, "
-                                f"sha256 {digest[:16]}…, by extractor_from_onnx.py)"}
+            "extractor_source": f"the extractor of {provenance(onnx_path)}"}
+
+
+def provenance(onnx_path: Path) -> str:
+    """'2Be3-Net <card version> (recovered from <file>, sha256 <prefix>…, by extractor_from_onnx.py)'."""
+    version = tomllib.loads((onnx_path.parent / "model.toml").read_text())["version"]
+    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    return f"2Be3-Net {version} (recovered from {onnx_path.name}, sha256 {digest[:16]}…, by extractor_from_onnx.py)"
 
 
 # 0.2.0's card says 300 pre-training iterations: its heads were trained with --keep-extractor, whose
