@@ -63,7 +63,8 @@ def depth_max_net(mode):
 
 
 def option(name, default):
-    return next((int(a.split("=")[1]) for a in sys.argv[3:] if a.startswith(name + "=")), default)
+    """The value of a `name=value` argument, of `default`'s type, or `default`."""
+    return next((type(default)(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith(name + "=")), default)
 
 
 @torch.no_grad()

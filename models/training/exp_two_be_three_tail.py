@@ -21,17 +21,12 @@ import torch
 import torch.nn.functional as F
 
 import data
+import exp_two_be_three_depth as depth
 import train_two_be_three as T
+from exp_two_be_three_depth import option
 from two_be_three import FEAT_C, TwoBeThreeNet
 
 OUT = pathlib.Path("/tmp/exp_two_be_three_tail")
-
-
-def option(name, default):
-    for a in sys.argv[2:]:
-        if a.startswith(name + "="):
-            return type(default)(a.split("=", 1)[1])
-    return default
 
 
 def stem(model):
@@ -131,10 +126,9 @@ def train(epochs):
 
 def heldout(first):
     """exp_two_be_three_depth.heldout on a saved checkpoint (ckpt=..., default this script's)."""
-    from exp_two_be_three_depth import heldout as run
     model = TwoBeThreeNet(T.K, T.CROP)
     model.load_state_dict(torch.load(option("ckpt", str(OUT / "ws.pt"))))
-    run(model, first)
+    depth.heldout(model, first)
 
 
 def main():
