@@ -3,7 +3,9 @@
 Times each shipped network (the batch shapes tracerd runs: seg3d 4 windows of the card's patch, loc2d 4
 coronal slices of a clinical body box, 2Be3-Net ws one study) on onnxruntime's CPU provider under
 each combination of intra-op threads, execution mode, graph optimisation level and memory arena,
-in one run, and prints the median milliseconds per call with the ratio to ORT's defaults.
+in one run, and prints the median milliseconds per call with the ratio to ORT's defaults. Then,
+with the set tracerd uses, the batch sizes: seg3d windows and loc2d slices per call, 1 to 8, as
+milliseconds per window or slice.
 
 usage: .venv/bin/python benches/ort_options.py [repeats]
 """
@@ -59,6 +61,20 @@ def options(threads, parallel, level, arena):
     return o
 
 
+def batch_sizes(repeats):
+    """Milliseconds per item of seg3d and loc2d at 1, 2, 4 and 8 items per call (tracerd's set)."""
+    chosen = options(os.cpu_count(), False, ort.GraphOptimizationLevel.ORT_ENABLE_ALL, True)
+    per_item = {}
+    for case in ("seg3d.fp32", "loc2d.int8"):
+        rel, fixed = CASES[case]
+        row = {}
+        for n in (1, 2, 4, 8):
+            row[n] = timed(os.path.join(ROOT, rel), (n,) + fixed[1:], chosen, repeats) / n
+        print(f"{case} per item at batch 1 / 2 / 4 / 8: " + " / ".join(f"{ms:.1f}" for ms in row.values()) + " ms")
+        per_item[case] = row
+    return per_item
+
+
 def main():
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     levels = {
@@ -83,6 +99,8 @@ def main():
         best = min(rows)
         results[case] = {"default_ms": default, "best": best}
         print(f"best: {best}")
+    print()
+    results["per_item_ms_by_batch"] = batch_sizes(repeats)
     print(json.dumps(results))
 
 

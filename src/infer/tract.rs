@@ -17,6 +17,7 @@ use ndarray::{ArrayD, ArrayViewD, Axis};
 use rayon::prelude::*;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{DimLike, bail};
+use tract_onnx::tract_core::tract_data::knobs::KnobScope;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use super::{InferError, Provenance, Session};
@@ -112,10 +113,16 @@ impl TractSession {
 }
 
 /// A decluttered model with concrete shapes, made runnable: linear resizes evaluated row by row
-/// ([`resize`]), then tract's optimisation.
+/// ([`resize`]), then tract's optimisation with its direct spatial convolution turned off, so
+/// every 2D convolution becomes im2col and a matrix product. Measured on L2SNet's `loc2d`
+/// (tract 0.23.9, AVX-512, one 384×192 coronal slice): its two full-resolution decoder
+/// convolutions ran at about 33 GFLOP/s as direct convolutions against 64–111 for tract's matrix
+/// products elsewhere in the same network; turned off, the slice took 15 % less and a clinical
+/// study's `loc2d` stage 11 % less (docs/benchmarks.md), at the same peak memory.
 fn optimise(mut model: TypedModel) -> TractResult<Arc<TypedRunnableModel>> {
     resize::use_row_resize(&mut model)?;
-    model.into_optimized()?.into_runnable()
+    KnobScope::new([("TRACT_DISABLE_DIRECT_SPATIAL", "true")])?
+        .enter(|| model.into_optimized()?.into_runnable())
 }
 
 /// Binds each symbolic input dimension to the size given; fixed dimensions must match.
@@ -233,10 +240,38 @@ fn tract_version() -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The names of the ops in L2SNet's `loc2d` optimised for one coronal slice wide enough for
+    /// tract's direct spatial convolution (an output row of at least 128 points).
+    fn loc2d_ops(
+        optimise: impl Fn(TypedModel) -> TractResult<Arc<TypedRunnableModel>>,
+    ) -> Vec<String> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/l2snet/loc2d.fp32.onnx");
+        let mut model = tract_onnx::onnx().model_for_path(path).unwrap();
+        model
+            .set_input_fact(0, f32::fact([1, 1, 64, 128]).into())
+            .unwrap();
+        let plan = optimise(model.into_typed().unwrap().into_decluttered().unwrap()).unwrap();
+        plan.model()
+            .nodes()
+            .iter()
+            .map(|n| n.op().name().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn convolutions_run_as_matrix_products_not_direct_spatial() {
+        let direct = |ops: &[String]| ops.iter().any(|op| op == "DirectSpatialConv");
+        // tract's own choice has direct convolutions here: the knob is what removes them.
+        assert!(direct(&loc2d_ops(|m| m.into_optimized()?.into_runnable())));
+        assert!(!direct(&loc2d_ops(optimise)));
+    }
+
     #[test]
     fn reported_version_matches_the_pinned_crate() {
         let manifest = include_str!("../../Cargo.toml");
-        let pinned = format!("tract-onnx = \"={}\"", super::tract_version());
+        let pinned = format!("tract-onnx = \"={}\"", tract_version());
         assert!(manifest.contains(&pinned), "Cargo.toml must pin {pinned}");
     }
 }
