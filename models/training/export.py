@@ -1,7 +1,9 @@
 """Export the trained models to ONNX (fp32, legacy exporter, opset 17, dynamic batch axis, weights
 inside the file), quantise INT8 QDQ (static, per-channel, calibrated on synthetic validation
 studies), verify every file against torch / fp32 on onnxruntime and write golden input/output
-pairs (raw little-endian float32 .bin + .golden.json) next to each model file.
+pairs (raw little-endian float32 .bin + .golden.json) next to each model file. Weights that
+training left below 1e-30 are set to zero in every exported file (flush_tiny.py: the subnormal
+range, where CPUs take a slow path, and nothing a float32 output can depend on).
 
 Writes models/l2snet/{loc2d.fp32,loc2d.int8,seg3d.fp32}.onnx (seg3d INT8 only measured, under runs/) and
 models/two_be_three/{ws,hn}.{fp32,int8}.onnx
@@ -25,6 +27,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 import data
 import pipeline
+from flush_tiny import flush_tiny
 from l2snet import Loc2D, UNet3D
 from two_be_three import CNN3D, ResNetConv2d, TwoBeThreeNet
 
@@ -90,6 +93,8 @@ def export(model, x, path: Path, in_name, out_name, dyn_in, dyn_out):
                       input_names=[in_name], output_names=[out_name], do_constant_folding=True,
                       dynamic_axes={in_name: dyn_in, out_name: dyn_out}, external_data=False)
     m = onnx.load(str(path))
+    if flush_tiny(m):   # weights that decayed into the subnormal range (flush_tiny.py)
+        onnx.save(m, str(path))
     onnx.checker.check_model(m)
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in m.graph.initializer)
     with torch.no_grad():

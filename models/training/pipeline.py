@@ -13,10 +13,12 @@ from grid import MODEL_GRID
 
 
 def session(path, threads=2) -> ort.InferenceSession:
+    """onnxruntime CPU on a file (a path) or on a serialised model (bytes)."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
 def body(pet_suv: np.ndarray) -> np.ndarray:
