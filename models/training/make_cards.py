@@ -14,7 +14,7 @@ from two_be_three import DEPTH_RF
 MODELS = data.MODELS_OUT
 RUNS = data.RUNS
 VERSION = "0.4.1"   # [H&N] robust step continued (0.4.0: [WS] on 700 training studies; 0.3.0: 3-slab heads on 400; 0.2.0: 7-slab heads without depth padding; 0.1.0: half-scale phantom, flattening head)
-L2SNET_VERSION = "0.5.0"   # 48³ 3D U-Net round 8, delineated (0.4.0: round 7; 0.3.0: rounds 5-6; 0.2.0: rounds 1-3 at 32³; 0.1.0: half-scale phantom)
+L2SNET_VERSION = "0.5.1"   # 0.5.0 with its dead, subnormal weights set to zero (0.5.0: 48³ 3D U-Net round 8, delineated; 0.4.0: round 7; 0.3.0: rounds 5-6; 0.2.0: rounds 1-3 at 32³; 0.1.0: half-scale phantom)
 STATUS = "demonstration weights, not for clinical use (trained only on synthetic phantoms)"
 
 
@@ -467,6 +467,37 @@ def update_seg3d(card, exp, ev, tr, numbers, finding, version, ev_small):
         card["metrics"]["small_phantom"] = small_phantom(ev_small)
     held_out_figures(card, l2)
     card["findings"] = [detection_finding(l2), finding, adaptive_finding(l2["fp32"])] + volume_finding(l2)
+    return card
+
+
+FLUSH = "Version 0.5.1:"
+
+
+def flush_finding(rec: dict) -> str:
+    """What flush_tiny.py found in the 3D U-Net and what setting it to zero changed (runs/flush_*.json)."""
+    tensors = ", ".join(f"{name} {n}" for name, n in rec["flushed"].items())
+    return (f"{FLUSH} 0.5.0's 3D U-Net had trained its deepest level (both convolutions of enc.3, their "
+            f"instance-norm scales and shifts, and the up-sampling up.2) to weights of about 1e-38, the float32 "
+            f"subnormal range: the level is dead (its output is zero to float32 precision; up.2 passes on only its "
+            f"bias), and every product with such a weight took the CPU's slow subnormal path. Its "
+            f"{rec['flushed_total']} weights below {rec['below']:g} ({tensors}; of {rec['weights']} in the file) are "
+            f"set to zero (flush_tiny.py; export.py now does this for every export). onnxruntime gives the same "
+            f"output to the bit on the golden input and on {rec['windows']} windows of held-out studies, and one "
+            f"48³ window took {rec['window_ms_before']:.0f} -> {rec['window_ms_after']:.0f} ms ({rec['threads']} "
+            f"threads, onnxruntime {rec['onnxruntime']}). The held-out figures here were measured with 0.5.0's "
+            f"file; with the outputs the same to the bit, they hold for this one.")
+
+
+def update_flush(card, rec):
+    """The l2snet card for a seg3d file whose tiny weights flush_tiny.py set to zero: the file entry,
+    the version and a finding; every figure stays (the outputs are the same to the bit)."""
+    for f in card["files"]:
+        if f["path"] == rec["file"]:
+            if f["sha256"] not in (rec["sha256_before"], rec["sha256_after"]):
+                raise SystemExit(f"the card's {rec['file']} is neither the file flush_tiny.py read nor wrote")
+            f.update(sha256=rec["sha256_after"], bytes=rec["bytes"])
+    card["version"] = L2SNET_VERSION
+    card["findings"] = [f for f in card["findings"] if not f.startswith(FLUSH)] + [flush_finding(rec)]
     return card
 
 
@@ -960,7 +991,15 @@ def main():
                          "runs/export.json, runs/eval.json and runs/two_be_three/head_hn.json of the new file)")
     ap.add_argument("--update-scope", action="store_true",
                     help="update the two_be_three card's [slices] minimum body length (WS_SCOPE)")
+    ap.add_argument("--update-flush", action="store_true",
+                    help="update the l2snet card for seg3d.fp32.onnx after flush_tiny.py (runs/flush_seg3d.fp32.json)")
     args = ap.parse_args()
+    if args.update_flush:
+        path = MODELS / "l2snet" / "model.toml"
+        rec = json.loads((RUNS / "flush_seg3d.fp32.json").read_text())
+        write(path, HEADER.format(status=STATUS), update_flush(tomllib.loads(path.read_text()), rec))
+        print("l2snet card updated")
+        return
     if args.update_scope:
         path = MODELS / "two_be_three" / "model.toml"
         write(path, HEADER.format(status=STATUS), update_scope(tomllib.loads(path.read_text())))
