@@ -40,6 +40,12 @@ impl fmt::Display for Provenance {
 /// declares them.
 pub trait Session: Send {
     fn provenance(&self) -> &Provenance;
+    /// How many items (windows, slices) a pipeline should put in one `run` along a free batch
+    /// axis: the fewest that keep this engine's cores busy, since a larger batch only holds more
+    /// activations at once.
+    fn items_per_call(&self) -> usize {
+        1
+    }
     fn run(&mut self, inputs: &[ArrayViewD<'_, f32>]) -> Result<Vec<ArrayD<f32>>, InferError>;
 }
 

@@ -278,6 +278,19 @@ impl Session for OrtModel {
         &self.provenance
     }
 
+    /// On the CPU one item: onnxruntime spreads each operator over its intra-op threads, so a
+    /// larger batch is no faster and its arena keeps the larger activations (L2SNet 0.5.1 on the
+    /// clinical benchmark study: 811 MiB peak at 4 seg3d windows per call, 663 MiB at one; at 16
+    /// coronal slices per call loc2d once added 660 MiB). On CUDA 4, the batch tracerd has always
+    /// used there (a GPU wants batches; not measured, no GPU here).
+    fn items_per_call(&self) -> usize {
+        if self.provenance.engine == Engine::OrtCuda {
+            4
+        } else {
+            1
+        }
+    }
+
     fn run(&mut self, inputs: &[ArrayViewD<'_, f32>]) -> Result<Vec<ArrayD<f32>>, InferError> {
         let fail = |message: String| InferError {
             engine: self.provenance.engine,

@@ -159,6 +159,12 @@ impl Session for TractSession {
         &self.provenance
     }
 
+    /// One item per core: [`Self::run`] splits a batch into items run in parallel, each on one
+    /// core.
+    fn items_per_call(&self) -> usize {
+        rayon::current_num_threads()
+    }
+
     /// Runs the model. A batch (first axis > 1 on every input of a model whose first axis is
     /// free) runs as single items on one batch-1 plan, spread over the cores, and the outputs are
     /// stacked: tract's plans for batch 1 are its fastest by far (a 3D U-Net patch: 65 ms at

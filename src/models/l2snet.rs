@@ -43,13 +43,6 @@ use crate::config::Seg3dWindows;
 use crate::infer::Session;
 use crate::volume::{Geometry, Volume};
 
-/// Coronal slices per `loc2d` call. 4, not 16: ONNX Runtime keeps the largest activations in its
-/// arena, and at 16 clinical-size slices (320×192) that added 660 MiB of peak memory for no
-/// speed (`benches/pipeline.rs`: 1707 → 1048 MiB, loc2d 17.4 → 18.4 s).
-const CORONAL_BATCH: usize = 4;
-/// 3D patches per `seg3d` call.
-const PATCH_BATCH: usize = 4;
-
 /// How overlapping sliding-window predictions are combined.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Blending {
@@ -475,7 +468,7 @@ impl L2sNet {
         let (zp, xp) = (nz.div_ceil(m) * m, nx.div_ceil(m) * m);
         let mut cue = vec![0f32; pet_n.len()];
         let slices: Vec<usize> = (0..ny).filter(|&j| body.coronal(j)).collect();
-        for chunk in slices.chunks(CORONAL_BATCH) {
+        for chunk in slices.chunks(self.loc2d.items_per_call()) {
             let count = chunk.len();
             let mut batch = Array4::<f32>::zeros((count, 1, zp, xp));
             for (b, &j) in chunk.iter().enumerate() {
@@ -526,7 +519,7 @@ impl L2sNet {
         let weights = window_weights(self.params.patch_zyx, self.params.blending);
         let mut acc = vec![0f32; pet_n.len()];
         let mut wsum = vec![0f32; pet_n.len()];
-        for chunk in starts.chunks(PATCH_BATCH) {
+        for chunk in starts.chunks(self.seg3d.items_per_call()) {
             let mut batch = Array5::<f32>::zeros((chunk.len(), 2, pz, py, px));
             for (b, &[z0, y0, x0]) in chunk.iter().enumerate() {
                 let w = px.min(nx - x0);
