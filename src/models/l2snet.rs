@@ -4,8 +4,9 @@
 //! 1. The body box of the PET is laid out as the model grid (`grid`: the card's
 //!    `target_spacing_mm`); PET (SUV) and CT (HU) are resampled onto it, clipped and scaled as the
 //!    card's `[preprocessing]` says.
-//! 2. Every coronal slice of the model-grid PET goes through `loc2d`, in batches; the
-//!    probabilities stacked back into a volume are the *location cue*.
+//! 2. Every coronal slice of the model-grid PET goes through `loc2d`, as many per call as the
+//!    engine asks for (`Session::items_per_call`, as for `seg3d`'s windows); the probabilities
+//!    stacked back into a volume are the *location cue*.
 //! 3. `seg3d` slides a window of the card's patch size over the 2-channel volume with the
 //!    configured overlap; overlapping windows are blended with Gaussian importance weights
 //!    (σ = patch/8, as nnU-Net), or uniformly if the card says so.
