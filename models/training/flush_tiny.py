@@ -34,6 +34,7 @@ import data
 import pipeline
 
 BELOW = 1e-30
+THREADS = 2                            # onnxruntime intra-op threads for the comparison and timing
 WINDOW_SEEDS = range(100000, 100008)   # held-out clinical studies; two windows each
 
 
@@ -86,14 +87,14 @@ def median_ms(sess: ort.InferenceSession, name: str, x: np.ndarray, n: int = 7) 
 
 
 def compare(old: bytes, new: bytes, name: str, golden: np.ndarray, windows: list[np.ndarray]) -> dict:
-    a, b = (pipeline.session(m) for m in (old, new))
+    a, b = (pipeline.session(m, THREADS) for m in (old, new))
     diff = lambda x: float(np.abs(a.run(None, {name: x})[0] - b.run(None, {name: x})[0]).max())
     return {"golden_max_abs_diff": diff(golden),
             "windows": len(windows),
             "windows_max_abs_diff": max(diff(w) for w in windows) if windows else None,
             "window_ms_before": median_ms(a, name, windows[0]) if windows else None,
             "window_ms_after": median_ms(b, name, windows[0]) if windows else None,
-            "threads": 2, "onnxruntime": ort.__version__}
+            "threads": THREADS, "onnxruntime": ort.__version__}
 
 
 def main():

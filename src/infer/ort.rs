@@ -280,8 +280,8 @@ impl Session for OrtModel {
 
     /// On the CPU one item: onnxruntime spreads each operator over its intra-op threads, so a
     /// larger batch is no faster and its arena keeps the larger activations (L2SNet 0.5.1 on the
-    /// clinical benchmark study: 811 MiB peak at 4 seg3d windows per call, 663 MiB at one; at 16
-    /// coronal slices per call loc2d once added 660 MiB). On CUDA 4, the batch tracerd has always
+    /// clinical benchmark study: tracerd's peak 811 MiB at 4 coronal slices and 4 windows per
+    /// call, 663 MiB at one window, 530 MiB at one of each). On CUDA 4, the batch tracerd has always
     /// used there (a GPU wants batches; not measured, no GPU here).
     fn items_per_call(&self) -> usize {
         if self.provenance.engine == Engine::OrtCuda {
