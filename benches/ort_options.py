@@ -1,13 +1,13 @@
 """ONNX Runtime session options for tracerd's networks, measured rather than guessed.
 
-Times each shipped network (the batch shapes tracerd runs: seg3d 4 windows of the card's patch, loc2d 4
+Times each shipped network (seg3d in fp32 and INT8 at 4 windows of the card's patch, loc2d INT8 at 4
 coronal slices of a clinical body box, 2Be3-Net ws one study) on onnxruntime's CPU provider under
 each combination of intra-op threads, execution mode, graph optimisation level and memory arena,
 in one run, and prints the median milliseconds per call with the ratio to ORT's defaults. Then,
 with the set tracerd uses, the batch sizes: seg3d windows and loc2d slices per call, 1 to 8, as
 milliseconds per window or slice.
 
-usage: .venv/bin/python benches/ort_options.py [repeats]
+usage: .venv/bin/python benches/ort_options.py [repeats] [case,case...]   (cases: the keys of CASES; all by default)
 """
 import itertools
 import json
@@ -26,6 +26,7 @@ with open(os.path.join(ROOT, "l2snet", "model.toml"), "rb") as f:
     PATCH = tuple(tomllib.load(f)["seg3d"]["patch_zyx"])
 CASES = {
     "seg3d.fp32": ("l2snet/seg3d.fp32.onnx", (4, 2) + PATCH),
+    "seg3d.int8": ("l2snet/seg3d.int8.onnx", (4, 2) + PATCH),
     "loc2d.int8": ("l2snet/loc2d.int8.onnx", (4, 1, 448, 160)),
     "ws.fp32": ("two_be_three/ws.fp32.onnx", None),
 }
@@ -61,11 +62,11 @@ def options(threads, parallel, level, arena):
     return o
 
 
-def batch_sizes(repeats):
+def batch_sizes(repeats, cases):
     """Milliseconds per item of seg3d and loc2d at 1, 2, 4 and 8 items per call (tracerd's set)."""
     chosen = options(os.cpu_count(), False, ort.GraphOptimizationLevel.ORT_ENABLE_ALL, True)
     per_item = {}
-    for case in ("seg3d.fp32", "loc2d.int8"):
+    for case in (c for c in cases if not c.startswith("ws")):
         rel, fixed = CASES[case]
         row = {}
         for n in (1, 2, 4, 8):
@@ -77,6 +78,7 @@ def batch_sizes(repeats):
 
 def main():
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    cases = sys.argv[2].split(",") if len(sys.argv) > 2 else list(CASES)
     levels = {
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -85,7 +87,8 @@ def main():
     grid = list(itertools.product([0, 1, 2], [False, True], levels, [True, False]))
     print(f"onnxruntime {ort.__version__}, {os.cpu_count()} CPUs, median of {repeats} calls (ms)")
     results = {}
-    for case, (rel, fixed) in CASES.items():
+    for case in cases:
+        rel, fixed = CASES[case]
         path = os.path.join(ROOT, rel)
         default = timed(path, fixed, ort.SessionOptions(), repeats)
         print(f"\n{case}: ORT defaults {default:.1f} ms")
@@ -100,7 +103,7 @@ def main():
         results[case] = {"default_ms": default, "best": best}
         print(f"best: {best}")
     print()
-    results["per_item_ms_by_batch"] = batch_sizes(repeats)
+    results["per_item_ms_by_batch"] = batch_sizes(repeats, cases)
     print(json.dumps(results))
 
 

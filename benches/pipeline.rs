@@ -144,10 +144,19 @@ fn summary(rows: &[(String, serde_json::Value)]) {
     );
     let flops = seg3d_flops();
     let per_window = flops["seg3d_gflop_per_window"].as_f64().unwrap_or(f64::NAN);
-    let matmul = flops["matmul_gflops"].as_f64().unwrap_or(f64::NAN);
+    let matmul = |precision: &str| {
+        let key = if precision == "int8" {
+            "matmul_int8_gops"
+        } else {
+            "matmul_gflops"
+        };
+        flops[key].as_f64().unwrap_or(f64::NAN)
+    };
     println!(
         "seg3d: {per_window:.2} GFLOP per window (Conv + ConvTranspose); onnxruntime dense \
-         matmul 2048³ fp32 on this machine: {matmul:.1} GFLOP/s"
+         matmul 2048³ on this machine: fp32 {:.1} GFLOP/s, int8 (u8 x s8) {:.1} GOP/s",
+        matmul("fp32"),
+        matmul("int8")
     );
     for (name, r) in rows {
         let (Some(windows), Some(ms)) = (
@@ -156,12 +165,13 @@ fn summary(rows: &[(String, serde_json::Value)]) {
         ) else {
             continue;
         };
+        let precision = r["seg3d_precision"].as_str().unwrap_or("fp32");
         let rate = windows * per_window / (ms / 1e3);
         println!(
-            "  {name:<24} {windows:>5} windows in {:>6.1} s: {rate:>6.1} GFLOP/s, {:.0} % of matmul \
-             (goal >= 50 %)",
+            "  {name:<24} {windows:>5} windows in {:>6.1} s: {rate:>6.1} G(FL)OP/s, {:.0} % of the \
+             {precision} matmul (goal >= 50 %)",
             ms / 1e3,
-            100.0 * rate / matmul
+            100.0 * rate / matmul(precision)
         );
     }
 }
@@ -245,6 +255,11 @@ fn child(engine: &str, dir: &Path) {
     let findings = processor.analyse(&study, ct).expect("the models run");
     let windows = findings.lesions.as_ref().map(|l| l.seg3d_windows);
     let info = processor.model_info();
+    let seg3d_precision = info
+        .uses
+        .iter()
+        .find(|u| u.role == "seg3d")
+        .map(|u| u.precision.clone());
     let published =
         process::publish(&study, findings, &info, &outbox, ingest_ms, &[]).expect("publish");
     let r = &published.result;
@@ -262,6 +277,7 @@ fn child(engine: &str, dir: &Path) {
         "engine": r.backend.engine,
         "windows": windows.map(|w| w.run),
         "body_windows": windows.map(|w| w.body),
+        "seg3d_precision": seg3d_precision,
     });
     println!("{report}");
 }

@@ -10,6 +10,9 @@ prints one JSON line:
   matmul_gflops           onnxruntime (the library both tracerd and the peer run) multiplying two
                           float32 matrices of 2048 x 2048 with its default threads, best of 5
                           after a warm-up: the dense rate this machine reaches
+  matmul_int8_gops        the same in 8 bits (MatMulInteger, uint8 x int8 -> int32, the product
+                          onnxruntime's INT8 QDQ convolutions run on), in integer operations per
+                          second: the peer of a seg3d stage that ran the INT8 file
 """
 import json
 import math
@@ -56,16 +59,22 @@ def conv_gflop(model: onnx.ModelProto) -> float:
     return 2 * total / 1e9
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])
-    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])
-    c = helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm", [a, b], [c])
+def matmul_gflops(n: int = 2048, repeats: int = 5, int8: bool = False) -> float:
+    """Float32 MatMul, or with `int8` MatMulInteger (uint8 x int8 -> int32)."""
+    ta, tb, tc = ((TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32) if int8 else (TensorProto.FLOAT,) * 3)
+    a = helper.make_tensor_value_info("a", ta, [n, n])
+    b = helper.make_tensor_value_info("b", tb, [n, n])
+    c = helper.make_tensor_value_info("c", tc, [n, n])
+    op = "MatMulInteger" if int8 else "MatMul"
+    graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["c"])], "mm", [a, b], [c])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
-    feed = {"a": rng.random((n, n), np.float32), "b": rng.random((n, n), np.float32)}
+    if int8:
+        feed = {"a": rng.integers(0, 256, (n, n), np.uint8), "b": rng.integers(-128, 128, (n, n), np.int8)}
+    else:
+        feed = {"a": rng.random((n, n), np.float32), "b": rng.random((n, n), np.float32)}
     sess.run(None, feed)
     best = math.inf
     for _ in range(repeats):
@@ -80,6 +89,7 @@ def main(path: str, z: int, y: int, x: int) -> None:
     print(json.dumps({
         "seg3d_gflop_per_window": round(conv_gflop(model), 4),
         "matmul_gflops": round(matmul_gflops(), 1),
+        "matmul_int8_gops": round(matmul_gflops(int8=True), 1),
     }))
 
 

@@ -5,8 +5,7 @@ pairs (raw little-endian float32 .bin + .golden.json) next to each model file. W
 training left below 1e-30 are set to zero in every exported file (flush_tiny.py: the subnormal
 range, where CPUs take a slow path, and nothing a float32 output can depend on).
 
-Writes models/l2snet/{loc2d.fp32,loc2d.int8,seg3d.fp32}.onnx (seg3d INT8 only measured, under runs/) and
-models/two_be_three/{ws,hn}.{fp32,int8}.onnx
+Writes models/l2snet/{loc2d,seg3d}.{fp32,int8}.onnx and models/two_be_three/{ws,hn}.{fp32,int8}.onnx
 plus runs/export.json (sizes, checks) used by make_cards.py.
 """
 from __future__ import annotations
@@ -208,7 +207,8 @@ def export_loc2d(report, calib, test0, out, args):
 
 
 def export_seg3d(report, calib, test0, out, args):
-    """The 3D U-Net (runs/l2snet/seg3d.pt): fp32 and its golden; INT8 QDQ measured under runs/ only."""
+    """The 3D U-Net (runs/l2snet/seg3d.pt): fp32, INT8 QDQ (quantise_seg3d, calibrated on cued windows
+    of the calibration studies with loc2d.int8's cue, so after export_loc2d), goldens, speed."""
     seg = UNet3D()
     seg.load_state_dict(torch.load(RUNS / "l2snet" / "seg3d.pt"))
     seg.eval()
@@ -218,32 +218,55 @@ def export_seg3d(report, calib, test0, out, args):
     x3 = np.ascontiguousarray(full[None, :, cz:cz + pz, cy - py // 2:cy + py // 2, cx - px // 2:cx + px // 2])
     err = export(seg, x3, out / "seg3d.fp32.onnx", "petct_patch", "prob",
                  {0: "batch", 2: "depth", 3: "height", 4: "width"}, {0: "batch", 2: "depth", 3: "height", 4: "width"})
-    cal3 = []
-    for s in calib[:8]:
-        f = pipeline.petct_input(s.pet, s.ct)
-        nz, ny, nx = f.shape[1:]
-        y0, x0 = (ny - py) // 2, (nx - px) // 2
-        for z in (nz // 3, nz // 2):
-            cal3.append(np.ascontiguousarray(f[None, :, z:z + pz, y0:y0 + py, x0:x0 + px]))
-    # INT8 for the 3D U-Net is measured but not shipped: it gains nothing on CPU (DESIGN 5)
-    ops = quantise(out / "seg3d.fp32.onnx", RUNS / "l2snet" / "seg3d.int8.onnx", "petct_patch", cal3)
+    cal3 = seg3d_calibration(calib[:8], pipeline.session(out / "loc2d.int8.onnx"))
+    ops = quantise_seg3d(out / "seg3d.fp32.onnx", out / "seg3d.int8.onnx", cal3)
     report["seg3d"] = {"torch_vs_ort_max_abs": err, "int8_ops": ops, "patch_zyx": [pz, py, px]}
     # golden: a small 16x32x32 crop of a real patch
     xg3 = np.ascontiguousarray(full[None, :, cz - 8:cz + 8, cy - 16:cy + 16, cx - 16:cx + 16])
-    golden(out / "seg3d.fp32.onnx", "petct_patch", "prob", xg3, 1e-4,
-           f"PET+CT crop [z {cz - 8}:{cz + 8}, y {cy - 16}:{cy + 16}, x {cx - 16}:{cx + 16}] (model grid) "
-           f"of test study seed {test0.seed}")
+    for prec, tol in (("fp32", 1e-4), ("int8", 2e-2)):
+        golden(out / f"seg3d.{prec}.onnx", "petct_patch", "prob", xg3, tol,
+               f"PET+CT crop [z {cz - 8}:{cz + 8}, y {cy - 16}:{cy + 16}, x {cx - 16}:{cx + 16}] (model grid) "
+               f"of test study seed {test0.seed}")
     speed_ort_cpu(report, out, "seg3d", "petct_patch", x3, args)
 
 
+SEG3D_CALIB_WINDOWS = 4   # per calibration study
+
+
+def seg3d_calibration(studies, loc) -> list[np.ndarray]:
+    """INT8 calibration input for the 3D U-Net: windows of the kind tracerd runs it on, those the
+    location cue selects (pipeline.window_slices with the cued region), SEG3D_CALIB_WINDOWS spread
+    evenly over each study's (the first, last and between)."""
+    out = []
+    for s in studies:
+        x = pipeline.petct_input(s.pet, s.ct)
+        cue = pipeline.location_cue(loc, s.pet)
+        sls = pipeline.window_slices(x.shape[1:], inside=pipeline.body(s.pet), cued=pipeline.cued_region(cue))
+        xp = pipeline.pad_to_patch(x)
+        for i in np.unique(np.linspace(0, len(sls) - 1, SEG3D_CALIB_WINDOWS).round().astype(int)):
+            out.append(np.ascontiguousarray(xp[(None, slice(None)) + sls[i]]))
+    return out
+
+
+def input_convs(fp32: Path) -> list[str]:
+    """The Conv nodes that read the graph input directly."""
+    g = onnx.load(str(fp32)).graph
+    return [n.name for n in g.node if n.op_type == "Conv" and n.input[0] == g.input[0].name]
+
+
+def quantise_seg3d(fp32: Path, int8: Path, calib) -> list[str]:
+    """INT8 QDQ for the 3D U-Net with its input convolution (2 -> 16 channels, 54 products per output)
+    kept in float: quantised, onnxruntime ran it 10x slower than in fp32 (22 against 2 ms of a 48^3
+    window, 2 threads), and it is the one layer that sees PET and CT at their input scales."""
+    return quantise(fp32, int8, "petct_patch", calib, exclude=input_convs(fp32))
+
+
 def speed_ort_cpu(report, out, mname, iname, xb, args):
-    """fp32 against INT8 on onnxruntime CPU for one input (the shipped INT8 file, else the one under runs/)."""
+    """fp32 against INT8 on onnxruntime CPU for one input."""
     t32 = bench(pipeline.session(out / f"{mname}.fp32.onnx", args.threads), iname, xb)
-    p8 = out / f"{mname}.int8.onnx"
-    p8 = p8 if p8.exists() else RUNS / "l2snet" / f"{mname}.int8.onnx"
-    t8 = bench(pipeline.session(p8, args.threads), iname, xb)
+    t8 = bench(pipeline.session(out / f"{mname}.int8.onnx", args.threads), iname, xb)
     report["speed_ort_cpu"][mname] = {"input_shape": list(xb.shape), "threads": args.threads, "fp32_ms": t32,
-                                      "int8_ms": t8, "speedup": t32 / t8, "int8_shipped": p8.parent == out}
+                                      "int8_ms": t8, "speedup": t32 / t8}
 
 
 def export_two_be_three(report, calib, test0, out2, args):

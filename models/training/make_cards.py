@@ -3,6 +3,7 @@ Every preprocessing number comes from data.py (the code that trained the model).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import tomllib
@@ -14,7 +15,7 @@ from two_be_three import DEPTH_RF
 MODELS = data.MODELS_OUT
 RUNS = data.RUNS
 VERSION = "0.4.1"   # [H&N] robust step continued (0.4.0: [WS] on 700 training studies; 0.3.0: 3-slab heads on 400; 0.2.0: 7-slab heads without depth padding; 0.1.0: half-scale phantom, flattening head)
-L2SNET_VERSION = "0.5.1"   # 0.5.0 with its dead, subnormal weights set to zero (0.5.0: 48³ 3D U-Net round 8, delineated; 0.4.0: round 7; 0.3.0: rounds 5-6; 0.2.0: rounds 1-3 at 32³; 0.1.0: half-scale phantom)
+L2SNET_VERSION = "0.6.0"   # 0.5.1 with an INT8 3D U-Net for onnxruntime CPU (0.5.1: 0.5.0 with its dead, subnormal weights set to zero; 0.5.0: 48³ 3D U-Net round 8, delineated; 0.4.0: round 7; 0.3.0: rounds 5-6; 0.2.0: rounds 1-3 at 32³; 0.1.0: half-scale phantom)
 STATUS = "demonstration weights, not for clinical use (trained only on synthetic phantoms)"
 
 
@@ -257,8 +258,7 @@ def l2snet_card(exp, ev, tr, ev_small):
         "task": "whole-body FDG PET/CT lesion segmentation (binary mask on the PET grid)",
         "paper": "Cai, Huang, Zhu, Lu, Zhang: A Localization-to-Segmentation Framework for Automatic Tumor "
                  "Segmentation in Whole-Body PET/CT Images (L2SNet), AutoPET-II 2023 (../shared/papers/l2snet.md)",
-        "recommended": {"cpu": "fp32; loc2d int8 on onnxruntime CPU (auto_engines: acceptance int8_mask_dice_ge_0.97 passes), see metrics.speed", "tract": "fp32",
-                        "gpu": "fp32"},
+        "recommended": {"cpu": "", "tract": "fp32", "gpu": "fp32"},
         "files": file_entries(exp, io),
         "model_grid": dict(data.MODEL_GRID),
         "preprocessing": {
@@ -359,6 +359,8 @@ def l2snet_card(exp, ev, tr, ev_small):
     if f32:
         held_out_figures(card, l2)
         card["findings"] = [detection_finding(l2), SEG3D_FINDING, adaptive_finding(f32)] + volume_finding(l2)
+    int8_seg3d(card)
+    card["recommended"]["cpu"] = recommended_cpu(card)
     seg3d_sha = exp["files"]["l2snet/seg3d.fp32.onnx"]["sha256"]
     if ev_small.get("l2snet", {}).get("seg3d_sha256") == seg3d_sha:   # only figures of these files
         card["metrics"]["small_phantom"] = small_phantom(ev_small)
@@ -471,6 +473,87 @@ def update_seg3d(card, exp, ev, tr, numbers, finding, version, ev_small):
 
 
 FLUSH = "Version 0.5.1:"
+
+
+INT8_SEG3D_RECORD = RUNS / "l2snet_int8_seg3d.json"
+INT8_SEG3D = "INT8 3D U-Net (from 0.6.0):"
+INT8_SEG3D_ACCEPTANCE = "int8_seg3d_dice_within_0.005_same_lesions_ge_95pct"
+
+
+def seg3d_int8_entry(card) -> dict:
+    """The card's seg3d.int8.onnx entry; made from the fp32 one and the file when the card has none."""
+    files = {f["path"]: f for f in card["files"]}
+    if "seg3d.int8.onnx" not in files:
+        f = dict(files["seg3d.fp32.onnx"], path="seg3d.int8.onnx", precision="int8", golden="seg3d.int8.golden.json")
+        f["format"] += ("; INT8 QDQ static per-channel (QuantizeLinear/DequantizeLinear), activations uint8, "
+                        "weights int8; the input convolution in float")
+        card["files"].insert(card["files"].index(files["seg3d.fp32.onnx"]) + 1, f)
+        files[f["path"]] = f
+    e = files["seg3d.int8.onnx"]
+    data_bytes = (MODELS / "l2snet" / "seg3d.int8.onnx").read_bytes()
+    e.update(sha256=hashlib.sha256(data_bytes).hexdigest(), bytes=len(data_bytes))
+    return e
+
+
+def int8_seg3d(card):
+    """The INT8 3D U-Net from int8_seg3d.py's record, when it measured the card's two seg3d files:
+    metrics.int8_seg3d, metrics.speed.seg3d, its acceptance entry, `auto_engines` where that
+    passes, the recommendation and a finding."""
+    if not INT8_SEG3D_RECORD.exists() or not (MODELS / "l2snet" / "seg3d.int8.onnx").exists():
+        return
+    rec = json.loads(INT8_SEG3D_RECORD.read_text())
+    e = seg3d_int8_entry(card)
+    shas = {f["precision"]: f["sha256"] for f in card["files"] if f["role"] == "seg3d"}
+    if shas != rec["files"]:
+        raise SystemExit(f"{INT8_SEG3D_RECORD.name} measured other seg3d files than the card's")
+    iv = rec["int8_vs_fp32"]
+    card["metrics"]["int8_seg3d"] = {"test_seeds": rec["seeds"], "studies": rec["studies"], "path": rec["path"],
+                                     "fp32": rec["fp32"], "int8": rec["int8"], "int8_vs_fp32": iv}
+    card["metrics"].setdefault("speed", {})["seg3d"] = rec["window"]
+    ok = (abs(iv["mean_dice_change"]) <= 0.005 and iv["same_lesion_count"] >= 0.95 * rec["studies"]
+          and iv["mask_dice_pooled"] >= 0.97)
+    card.setdefault("acceptance", {})[INT8_SEG3D_ACCEPTANCE] = {
+        "pass": ok, "mean_dice_change": iv["mean_dice_change"], "same_lesion_count": iv["same_lesion_count"],
+        "studies": rec["studies"], "mask_dice_pooled": iv["mask_dice_pooled"]}
+    e.pop("auto_engines", None)
+    if ok:
+        mark_auto(card, ["seg3d"])
+    card["findings"] = [f for f in card["findings"] if not f.startswith(INT8_SEG3D)] + [int8_seg3d_finding(rec, ok)]
+
+
+def recommended_cpu(card) -> str:
+    auto = [f["role"] for f in card["files"] if "ort-cpu" in f.get("auto_engines", [])]
+    why = {"loc2d": "int8_mask_dice_ge_0.97", "seg3d": INT8_SEG3D_ACCEPTANCE}
+    if not auto:
+        return "fp32, see metrics.speed"
+    return (f"fp32; {' and '.join(auto)} int8 on onnxruntime CPU (auto_engines: acceptance "
+            f"{' and '.join(why[r] for r in auto)} passes), see metrics.speed")
+
+
+def int8_seg3d_finding(rec: dict, ok: bool) -> str:
+    iv, w, f, q = rec["int8_vs_fp32"], rec["window"], rec["fp32"], rec["int8"]
+    return (f"{INT8_SEG3D} seg3d.int8.onnx (int8_seg3d.py: QDQ per channel, calibrated on 32 cued windows of "
+            f"validation studies; the input convolution, 2 -> 16 channels, stays float32: quantised, it ran 10x "
+            f"slower than in fp32) against seg3d.fp32.onnx on held-out studies {rec['seeds'][0]}..{rec['seeds'][1]}, "
+            f"each as tracerd's ort-cpu default runs it (loc2d INT8 cue, cued windows, shipped post-processing, "
+            f"native grid): mask Dice INT8 vs fp32 pooled {iv['mask_dice_pooled']:.4f}, worst study "
+            f"{iv['mask_dice_min']:.4f}; the same lesion count on {iv['same_lesion_count']} of {rec['studies']}; "
+            f"mean Dice against the truth {f['mean_dice_lesion_studies']:.4f} (fp32) and "
+            f"{q['mean_dice_lesion_studies']:.4f} (INT8), FPV {f['mean_fpv_ml']:.3f} / {q['mean_fpv_ml']:.3f} ml, "
+            f"FNV {f['mean_fnv_ml']:.3f} / {q['mean_fnv_ml']:.3f} ml. One 48³ window on onnxruntime "
+            f"{w['onnxruntime']}, {w['threads']} threads, {w['cpu']}: fp32 {w['fp32_ms']:.0f} ms, INT8 "
+            f"{w['int8_ms']:.0f} ms. The INT8 file {'runs' if ok else 'does not run'} under `auto` on onnxruntime "
+            f"CPU (acceptance {INT8_SEG3D_ACCEPTANCE}). Its speed depends on the CPU: at 0.5.0's export (its "
+            f"subnormal weights still in, the input convolution quantised too) INT8 took 220 ms a window against "
+            f"205 ms in fp32, and the file was not shipped.")
+
+
+def update_int8_seg3d(card):
+    """The l2snet card with the INT8 3D U-Net (int8_seg3d); every other figure stays."""
+    card["version"] = L2SNET_VERSION
+    int8_seg3d(card)
+    card["recommended"]["cpu"] = recommended_cpu(card)
+    return card
 
 
 def flush_finding(rec: dict) -> str:
@@ -993,7 +1076,14 @@ def main():
                     help="update the two_be_three card's [slices] minimum body length (WS_SCOPE)")
     ap.add_argument("--update-flush", action="store_true",
                     help="update the l2snet card for seg3d.fp32.onnx after flush_tiny.py (runs/flush_seg3d.fp32.json)")
+    ap.add_argument("--update-int8-seg3d", action="store_true",
+                    help="update the l2snet card for seg3d.int8.onnx (int8_seg3d.py's runs/l2snet_int8_seg3d.json)")
     args = ap.parse_args()
+    if args.update_int8_seg3d:
+        path = MODELS / "l2snet" / "model.toml"
+        write(path, HEADER.format(status=STATUS), update_int8_seg3d(tomllib.loads(path.read_text())))
+        print("l2snet card updated")
+        return
     if args.update_flush:
         path = MODELS / "l2snet" / "model.toml"
         rec = json.loads((RUNS / "flush_seg3d.fp32.json").read_text())

@@ -90,14 +90,38 @@ def blend_windows(x: np.ndarray, predict, patch=None, overlap=None, batch=1, ins
     `cued` (cued_region, [z, y, x] bool) a window must hold one of its voxels too, and a cued
     voxel still gets every window that holds it (its probability is the whole-volume one)."""
     patch = patch or data.L2SNET["patch_zyx"]
-    overlap = data.L2SNET["overlap"] if overlap is None else overlap
-    c, *shape = x.shape
-    padded = [max(n, p) for n, p in zip(shape, patch)]
-    xp = np.zeros((c, *padded), np.float32)
-    xp[:, :shape[0], :shape[1], :shape[2]] = x
-    acc = np.zeros(padded, np.float32)
-    wsum = np.zeros(padded, np.float32)
+    shape = x.shape[1:]
+    xp = pad_to_patch(x, patch)
+    acc = np.zeros(xp.shape[1:], np.float32)
+    wsum = np.zeros(xp.shape[1:], np.float32)
     wg = gaussian_weights(patch)
+    sls = window_slices(shape, patch, overlap, inside, cued)
+    for i in range(0, len(sls), batch):
+        part = sls[i:i + batch]
+        pb = predict(np.stack([xp[(slice(None),) + sl] for sl in part]))
+        for sl, p in zip(part, pb):
+            acc[sl] += wg * p
+            wsum[sl] += wg
+    prob = np.divide(acc, wsum, out=np.zeros_like(acc), where=wsum > 0)
+    return prob[:shape[0], :shape[1], :shape[2]]
+
+
+def pad_to_patch(x: np.ndarray, patch=None) -> np.ndarray:
+    """x [c, z, y, x] zero-padded at the high end of every axis shorter than the patch."""
+    patch = patch or data.L2SNET["patch_zyx"]
+    padded = [max(n, p) for n, p in zip(x.shape[1:], patch)]
+    xp = np.zeros((x.shape[0], *padded), np.float32)
+    xp[:, :x.shape[1], :x.shape[2], :x.shape[3]] = x
+    return xp
+
+
+def window_slices(shape, patch=None, overlap=None, inside=None, cued=None) -> list[tuple[slice, ...]]:
+    """The sliding windows over a volume of `shape` (zero-padded to the patch, pad_to_patch) in
+    blend_windows' order: starts from data.window_starts on each axis, z outermost; with `inside`
+    or `cued` ([z, y, x] bool) only the windows holding one of their voxels (both, given both)."""
+    patch = patch or data.L2SNET["patch_zyx"]
+    overlap = data.L2SNET["overlap"] if overlap is None else overlap
+    padded = [max(n, p) for n, p in zip(shape, patch)]
     sls = [(slice(z, z + patch[0]), slice(y, y + patch[1]), slice(w, w + patch[2]))
            for z in data.window_starts(padded[0], patch[0], overlap)
            for y in data.window_starts(padded[1], patch[1], overlap)
@@ -107,14 +131,7 @@ def blend_windows(x: np.ndarray, predict, patch=None, overlap=None, batch=1, ins
             ip = np.zeros(padded, bool)
             ip[:shape[0], :shape[1], :shape[2]] = region
             sls = [sl for sl in sls if ip[sl].any()]
-    for i in range(0, len(sls), batch):
-        part = sls[i:i + batch]
-        pb = predict(np.stack([xp[(slice(None),) + sl] for sl in part]))
-        for sl, p in zip(part, pb):
-            acc[sl] += wg * p
-            wsum[sl] += wg
-    prob = np.divide(acc, wsum, out=np.zeros_like(acc), where=wsum > 0)
-    return prob[:shape[0], :shape[1], :shape[2]]
+    return sls
 
 
 def adaptive_threshold(prob: np.ndarray, cue: np.ndarray, raised: float | None = None) -> np.ndarray:

@@ -8,8 +8,8 @@
 //!   `heldout_clinical_study_reaches_the_cards_dice`, the second ([`GRID_SEED`], drawn on a 2 mm
 //!   grid) in the grid test. One clinical study costs about a minute here, so
 //!   two are what CI can afford; the card holds the held-out means. The first also runs on the
-//!   default path (precision `auto`: loc2d INT8), which must stay within the speed issue's
-//!   bounds of the fp32 run: Dice within 0.005, the same lesion count, scores within 0.02.
+//!   default path (precision `auto`: loc2d and seg3d INT8), which must stay within one study's
+//!   share of the speed issue's bounds of the fp32 run (`fast_path_agrees`).
 //! - [`GRID_SEED`] rendered at 2.0 mm and at 4.0 mm voxels finds the same lesions: Dice ≥ 0.75 at
 //!   both, found volumes (in all, and per lesion of 5 ml or more) within 10 % of each other and
 //!   each lesion of 5 ml or more within 10 % of the truth, and
@@ -98,6 +98,10 @@ impl CardFigures {
     }
 }
 
+/// The most INT8 moved one held-out study's Dice (L2SNet card, `metrics.int8_seg3d`: 0.03 on 100
+/// studies, rounded up).
+const INT8_STUDY_DICE: f64 = 0.03;
+
 /// A held-out phantom drawn on a 2 mm grid (a Philips-like adult with two neck nodes, 13 and
 /// 1.8 ml), rendered again at 4 mm by the grid test.
 const GRID_SEED: u64 = 100001;
@@ -135,22 +139,31 @@ fn heldout_clinical_study_reaches_the_cards_dice() {
     fast_path_agrees(&input, &published, &truth, d);
 }
 
-/// The default path (precision `auto`: loc2d INT8 on ort-cpu) against the fp32 run of the same
-/// study: the speed issue's bounds, Dice within 0.005 and scores within 0.02 of fp32, the same
-/// lesion count (the card's `int8_<shipped_rule>` holds the held-out means).
+/// The default path (precision `auto`: loc2d and seg3d INT8 on ort-cpu) against the fp32 run of
+/// the same study. The speed issue's bounds hold for the held-out means (mean Dice within 0.005 of
+/// fp32, the same lesion count on at least 95 % of studies; the L2SNet card's `metrics.int8_seg3d`
+/// and its acceptance entry). One study moves by more than a mean does: on the card's 100 held-out
+/// studies INT8 changed a study's Dice by at most [`INT8_STUDY_DICE`], and the masks agreed to a
+/// pooled Dice of 0.99. So here: Dice within that of fp32, mask Dice against fp32 at least 0.97,
+/// the same lesion count, scores within 0.02.
 fn fast_path_agrees(input: &Path, fp32: &Published, truth: &Volume<u8>, fp32_dice: f64) {
     let dir = tempfile::tempdir().unwrap();
     let auto = ort_processor_at(Precision::Auto)
         .process(input, "auto", dir.path())
         .unwrap();
     let mask = nifti::read_u8(&auto.dir.join("lesions.nii.gz")).unwrap();
+    let fp32_mask = nifti::read_u8(&fp32.dir.join("lesions.nii.gz")).unwrap();
     let d = common::dice(mask.data(), truth.data());
+    let agree = common::dice(mask.data(), fp32_mask.data());
     let (a, f) = (&auto.result, &fp32.result);
-    eprintln!("precision auto: Dice {d:.6} (fp32 {fp32_dice:.6})");
+    eprintln!(
+        "precision auto: Dice {d:.6} (fp32 {fp32_dice:.6}); mask Dice against fp32 {agree:.4}"
+    );
     assert!(
-        (d - fp32_dice).abs() <= 0.005,
+        (d - fp32_dice).abs() <= INT8_STUDY_DICE,
         "auto {d:.6}, fp32 {fp32_dice:.6}"
     );
+    assert!(agree >= 0.97, "auto against fp32: mask Dice {agree:.4}");
     let count = |r: &tracerd::outbox::ResultDoc| match &r.lesions {
         OrAbsent::Present(l) => l.count,
         OrAbsent::Absent { .. } => panic!("no lesion summary"),

@@ -1,7 +1,8 @@
 //! Every committed model file matches its card's sha256 and reproduces its golden output (the
 //! onnxruntime Python output saved by models/training/export.py) on tract and on ort's CPU
-//! provider, within the tolerance the golden file states; INT8 files within [`INT8_TOL`]. No
-//! committed file holds weights in float32's subnormal range.
+//! provider, within the tolerance the golden file states; INT8 files within [`INT8_MAX`] at any
+//! element and [`INT8_MEAN`] on average. No committed file holds weights in float32's
+//! subnormal range.
 
 use crate::common;
 
@@ -11,14 +12,19 @@ use common::{ort_library, read_f32_file, read_json};
 use ndarray::{ArrayD, IxDyn};
 use tracerd::config::{Engine, Inference};
 use tracerd::infer::Engines;
-use tracerd::models::card::ModelCard;
+use tracerd::models::card::{ModelCard, ModelFile};
 
-/// INT8 arithmetic is not the same on every CPU: onnxruntime picks its u8×s8 kernels by
-/// instruction set (AVX2's saturate intermediate sums). The golden was saved on an earlier
-/// machine, where ort-cpu met it within 0.02; on an AVX-512 VNNI machine onnxruntime and tract
-/// both differ from it by up to 0.071 on L2SNet 0.2.0's loc2d INT8 golden (a clinical coronal
-/// slice; 18 steps of 1/255). The fp32 files stay within the golden's own tolerance everywhere.
-const INT8_TOL: f32 = 0.1;
+/// INT8 arithmetic is not the same on every CPU or engine: onnxruntime picks its u8×s8 kernels by
+/// instruction set (AVX2's saturate intermediate sums), and tract rounds its requantisation its own
+/// way. A few elements then land several quantisation steps apart, most where a sigmoid is steep:
+/// L2SNet 0.2.0's loc2d INT8 golden (a clinical coronal slice, saved on an earlier machine) is met
+/// within 0.071 (18 steps of 1/255) by onnxruntime and tract on an AVX-512 VNNI machine, and the
+/// seg3d INT8 golden (0.6.0) within 0.122 by tract, whose sixteen quantised 3D convolutions
+/// compound the rounding. Their mean differences stay below 2e-5. So an INT8 file may differ by
+/// up to `INT8_MAX` at one element and `INT8_MEAN` on average; a wrong scale, zero point or
+/// operator moves the mean by far more.
+const INT8_MAX: f32 = 0.25;
+const INT8_MEAN: f32 = 1e-3;
 
 fn tensor(dir: &Path, spec: &serde_json::Value) -> ArrayD<f32> {
     assert_eq!(spec["dtype"], "float32");
@@ -62,30 +68,32 @@ fn committed_models_match_their_cards_and_golden_outputs() {
                     .iter()
                     .map(|s| tensor(&card.dir, s))
                     .collect();
-                let mut tol = info["tolerance_abs"].as_f64().unwrap() as f32;
-                if file.precision == "int8" {
-                    tol = tol.max(INT8_TOL);
-                }
+                let tol = info["tolerance_abs"].as_f64().unwrap() as f32;
+                let bounds = Bounds::of(file, tol);
                 let mut session = engines.load(&card.path_of(file)).unwrap();
                 let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
                 let outputs = session.run(&views).unwrap();
                 for (got, spec) in outputs.iter().zip(info["outputs"].as_array().unwrap()) {
                     let want = tensor(&card.dir, spec);
                     assert_eq!(got.shape(), want.shape(), "{} {}", card.name, file.path);
-                    let worst = got
+                    let diff: Vec<f32> = got
                         .iter()
                         .zip(want.iter())
                         .map(|(a, b)| (a - b).abs())
-                        .fold(0f32, f32::max);
+                        .collect();
+                    let worst = diff.iter().copied().fold(0f32, f32::max);
+                    let mean = diff.iter().sum::<f32>() / diff.len() as f32;
+                    let what = format!("{} {} on {engine}", card.name, file.path);
+                    println!("{what}: max |diff| {worst:.2e}, mean {mean:.2e} ({bounds:?})");
                     assert!(
-                        worst <= tol,
-                        "{} {} on {engine}: max |diff| {worst} > {tol}",
-                        card.name,
-                        file.path
+                        worst <= bounds.max,
+                        "{what}: max |diff| {worst} > {}",
+                        bounds.max
                     );
-                    println!(
-                        "{} {} on {engine}: max |diff| {worst:.2e} (tolerance {tol})",
-                        card.name, file.path
+                    assert!(
+                        mean <= bounds.mean,
+                        "{what}: mean |diff| {mean} > {}",
+                        bounds.mean
                     );
                 }
                 checked += 1;
@@ -146,4 +154,28 @@ fn committed_models_hold_no_subnormal_weights() {
         }
     }
     assert!(files >= 4, "only {files} model files checked");
+}
+
+/// How far a file's output may lie from its golden: fp32 files within the golden's own tolerance
+/// everywhere; INT8 files within [`INT8_MAX`] at any element and [`INT8_MEAN`] on average.
+#[derive(Debug)]
+struct Bounds {
+    max: f32,
+    mean: f32,
+}
+
+impl Bounds {
+    fn of(file: &ModelFile, tol: f32) -> Bounds {
+        if file.precision == "int8" {
+            Bounds {
+                max: tol.max(INT8_MAX),
+                mean: INT8_MEAN,
+            }
+        } else {
+            Bounds {
+                max: tol,
+                mean: tol,
+            }
+        }
+    }
 }

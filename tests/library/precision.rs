@@ -1,6 +1,6 @@
 //! `[inference] precision`: which file of each network runs on which engine. `auto` runs the
-//! INT8 files the cards mark for an engine (`auto_engines`: as shipped L2SNet's loc2d and
-//! 2Be3-Net's [WS], on ort-cpu) and fp32 everywhere else; `fp32` always runs fp32. What ran is what `result.json`
+//! INT8 files the cards mark for an engine (`auto_engines`: as shipped L2SNet's loc2d and seg3d
+//! and 2Be3-Net's [WS], on ort-cpu) and fp32 everywhere else; `fp32` always runs fp32. What ran is what `result.json`
 //! reports (`Models::uses`).
 
 use crate::common;
@@ -38,7 +38,7 @@ fn auto_runs_the_int8_files_the_cards_mark_on_ort_cpu_and_fp32_elsewhere() {
     let auto_cpu = ran(Engine::OrtCpu, Precision::Auto);
     assert_eq!(
         precisions(&auto_cpu),
-        [("loc2d", "int8"), ("seg3d", "fp32"), ("ws", "int8")]
+        [("loc2d", "int8"), ("seg3d", "int8"), ("ws", "int8")]
     );
     assert!(
         auto_cpu
