@@ -137,9 +137,9 @@ check "tracerd --help shows the commands" bash -c '/usr/bin/tracerd --help | gre
 if man -w tracerd >/dev/null 2>&1; then pass "man tracerd"; else echo "INFO no man page shipped (tracerd --help is the reference)"; fi
 check "config $CONFIG is installed" test -f "$CONFIG"
 check "$CONFIG is a dpkg conffile" bash -c "dpkg-query -W -f='\${Conffiles}' tracerd | grep -q ' $CONFIG '"
-check "models: two cards and 7 ONNX files under /usr/share/tracerd/models" bash -c '
+check "models: two cards and 8 ONNX files under /usr/share/tracerd/models" bash -c '
     [[ $(ls /usr/share/tracerd/models/*/model.toml | wc -l) == 2 ]] &&
-    [[ $(ls /usr/share/tracerd/models/*/*.onnx | wc -l) == 7 ]]'
+    [[ $(ls /usr/share/tracerd/models/*/*.onnx | wc -l) == 8 ]]'
 check "no training code or test vectors packaged" bash -c '! dpkg -L tracerd | grep -E "training|golden|\.py$"'
 check "sysusers.d and tmpfiles.d snippets installed" \
     test -f /usr/lib/sysusers.d/tracerd.conf -a -f /usr/lib/tmpfiles.d/tracerd.conf

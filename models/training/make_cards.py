@@ -360,6 +360,7 @@ def l2snet_card(exp, ev, tr, ev_small):
         held_out_figures(card, l2)
         card["findings"] = [detection_finding(l2), SEG3D_FINDING, adaptive_finding(f32)] + volume_finding(l2)
     int8_seg3d(card)
+    fast_path(card)
     card["recommended"]["cpu"] = recommended_cpu(card)
     seg3d_sha = exp["files"]["l2snet/seg3d.fp32.onnx"]["sha256"]
     if ev_small.get("l2snet", {}).get("seg3d_sha256") == seg3d_sha:   # only figures of these files
@@ -548,10 +549,29 @@ def int8_seg3d_finding(rec: dict, ok: bool) -> str:
             f"205 ms in fp32, and the file was not shipped.")
 
 
+FAST_PATH_RECORD = RUNS / "l2snet_fast_path.json"
+
+
+def fast_path(card):
+    """metrics.fast_path from fast_path.py's record, when it measured the card's files: tracerd's
+    ort-cpu default (INT8, cued windows) against the fp32 whole-volume path."""
+    if not FAST_PATH_RECORD.exists():
+        return
+    rec = json.loads(FAST_PATH_RECORD.read_text())
+    shas = {f["path"]: f["sha256"] for f in card["files"]}
+    if any(shas.get(f) != sha for f, sha in rec["files"].items()):
+        raise SystemExit(f"{FAST_PATH_RECORD.name} measured other files than the card's")
+    card["metrics"]["fast_path"] = {"test_seeds": rec["seeds"], "studies": rec["studies"], **rec["paths"],
+                                    "whole_fp32_results": rec["whole_fp32"], "fast_results": rec["fast"],
+                                    "fast_vs_whole_fp32": rec["fast_vs_whole_fp32"]}
+
+
 def update_int8_seg3d(card):
-    """The l2snet card with the INT8 3D U-Net (int8_seg3d); every other figure stays."""
+    """The l2snet card with the INT8 3D U-Net (int8_seg3d) and, when measured, the fast path
+    against the fp32 whole-volume path (fast_path); every other figure stays."""
     card["version"] = L2SNET_VERSION
     int8_seg3d(card)
+    fast_path(card)
     card["recommended"]["cpu"] = recommended_cpu(card)
     return card
 
