@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 from scipy import ndimage
@@ -135,17 +134,8 @@ def main():
     m = data.MODELS_OUT / "l2snet"
     loc = pipeline.session(m / "loc2d.int8.onnx")
     seg = pipeline.session(m / "seg3d.fp32.onnx")
-    RUNS.mkdir(parents=True, exist_ok=True)
-    done = {json.loads(line)["seed"]: json.loads(line) for line in ROWS.open()} if ROWS.exists() else {}
-    for seed in seeds:
-        if seed in done:
-            continue
-        t = time.time()
-        done[seed] = study_row(seed, loc, seg)
-        with ROWS.open("a") as f:
-            f.write(json.dumps(done[seed]) + "\n")
-        print(seed, done[seed]["windows"], f"{time.time() - t:.0f} s", flush=True)
-    rows = [done[s] for s in seeds]
+    rows = evaluate.resumable_rows(ROWS, seeds, lambda seed: study_row(seed, loc, seg),
+                                   lambda r: f"{r['windows']} windows")
     (RUNS / "l2snet_cue_gate.json").write_text(json.dumps(summarise(rows), indent=1))
     print(json.dumps(summarise(rows)["gates"], indent=1))
 

@@ -63,6 +63,51 @@ def summarise(rows):
             "mean_fnv_ml": float(np.mean([r["fnv_ml"] for r in rows])), "n_studies": len(rows)}
 
 
+def path_row(gt, mask, voxel_ml: float, seconds: float) -> dict:
+    """One way of running L2SNet on one study: its mask's autoPET metrics, lesion count and time."""
+    return {**autopet(gt, mask, voxel_ml), "seconds": seconds, "lesions": int(ndimage.label(mask, CONN18)[1])}
+
+
+def overlap(a: np.ndarray, b: np.ndarray) -> dict:
+    """Two masks of one study: voxels in both, and the two sizes summed (a mask Dice's parts)."""
+    return {"both": int((a & b).sum()), "either_sum": int(a.sum() + b.sum())}
+
+
+def agreement(rows, a: str, b: str) -> dict:
+    """Path `b` against path `a` over rows holding path_row under each name and overlap's fields:
+    mask Dice (pooled, worst and mean study), studies with the same lesion count, the change of the
+    mean Dice against the truth, and the largest change of one study's."""
+    per = [2 * r["both"] / r["either_sum"] if r["either_sum"] else 1.0 for r in rows]
+    both, either = sum(r["both"] for r in rows), sum(r["either_sum"] for r in rows)
+    changes = [r[b]["dice"] - r[a]["dice"] for r in rows if not np.isnan(r[a]["dice"])]
+    return {
+        "mask_dice_pooled": 2 * both / either if either else 1.0,
+        "mask_dice_min": float(min(per)), "mask_dice_mean": float(np.mean(per)),
+        "same_lesion_count": sum(r[b]["lesions"] == r[a]["lesions"] for r in rows),
+        "mean_dice_change": summarise([r[b] for r in rows])["mean_dice_lesion_studies"]
+                            - summarise([r[a] for r in rows])["mean_dice_lesion_studies"],
+        "largest_study_dice_change": float(max(changes, key=abs)),
+        "differing_lesion_counts": [[r["seed"], r[a]["lesions"], r[b]["lesions"]]
+                                    for r in rows if r[b]["lesions"] != r[a]["lesions"]],
+    }
+
+
+def resumable_rows(path, seeds, row_of, shown=lambda row: ""):
+    """Per seed, the row in the JSON-lines file `path`, or `row_of(seed)` appended to it (a long
+    measurement survives being stopped); printed with its time and `shown(row)` as it goes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = {json.loads(line)["seed"]: json.loads(line) for line in path.open()} if path.exists() else {}
+    for seed in seeds:
+        if seed in done:
+            continue
+        t = time.time()
+        done[seed] = row_of(seed)
+        with path.open("a") as f:
+            f.write(json.dumps(done[seed]) + "\n")
+        print(seed, f"{time.time() - t:.0f} s", shown(done[seed]), flush=True)
+    return [done[s] for s in seeds]
+
+
 def native(seed: int):
     """A held-out study's native files: (OnModelGrid, native SEG [z, y, x] bool, voxel ml, labels)."""
     import nibabel as nib

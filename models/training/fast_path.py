@@ -17,9 +17,6 @@ import argparse
 import json
 import time
 
-import numpy as np
-from scipy import ndimage
-
 import data
 import evaluate
 import export
@@ -41,11 +38,8 @@ def study_row(seed, sessions):
         loc, seg = sessions[prec]
         cue_m, prob_m = pipeline.segment_model_grid(loc, seg, m.pet, m.ct, cued=cued)
         masks[name] = pipeline.l2snet_mask(m.to_native(prob_m), m.to_native(cue_m))
-        row[name] = {**evaluate.autopet(gt, masks[name], voxel_ml), "seconds": time.perf_counter() - t,
-                     "lesions": int(ndimage.label(masks[name], evaluate.CONN18)[1])}
-    a, b = masks["whole_fp32"], masks["fast"]
-    row["both"], row["either_sum"] = int((a & b).sum()), int(a.sum() + b.sum())
-    return row
+        row[name] = evaluate.path_row(gt, masks[name], voxel_ml, time.perf_counter() - t)
+    return {**row, **evaluate.overlap(masks["whole_fp32"], masks["fast"])}
 
 
 def summarise(rows):
@@ -54,18 +48,7 @@ def summarise(rows):
                      "fast": "loc2d.int8 + seg3d.int8 on the cued windows (tracerd ort-cpu default)"}}
     for name in PATHS:
         out[name] = evaluate.summarise([r[name] for r in rows])
-    per = [2 * r["both"] / r["either_sum"] if r["either_sum"] else 1.0 for r in rows]
-    both, either = sum(r["both"] for r in rows), sum(r["either_sum"] for r in rows)
-    changes = [r["fast"]["dice"] - r["whole_fp32"]["dice"] for r in rows if not np.isnan(r["whole_fp32"]["dice"])]
-    out["fast_vs_whole_fp32"] = {
-        "mask_dice_pooled": 2 * both / either if either else 1.0,
-        "mask_dice_min": float(min(per)),
-        "same_lesion_count": sum(r["fast"]["lesions"] == r["whole_fp32"]["lesions"] for r in rows),
-        "mean_dice_change": out["fast"]["mean_dice_lesion_studies"] - out["whole_fp32"]["mean_dice_lesion_studies"],
-        "largest_study_dice_change": float(max(changes, key=abs)),
-        "differing_lesion_counts": [[r["seed"], r["whole_fp32"]["lesions"], r["fast"]["lesions"]]
-                                    for r in rows if r["fast"]["lesions"] != r["whole_fp32"]["lesions"]],
-    }
+    out["fast_vs_whole_fp32"] = evaluate.agreement(rows, "whole_fp32", "fast")
     return out
 
 
@@ -78,18 +61,9 @@ def main():
     data.ensure(seeds, keep_native=True)
     sessions = {p: (pipeline.session(L2 / f"loc2d.{p}.onnx"), pipeline.session(L2 / f"seg3d.{p}.onnx"))
                 for p in ("fp32", "int8")}
-    data.RUNS.mkdir(parents=True, exist_ok=True)
-    done = {json.loads(line)["seed"]: json.loads(line) for line in ROWS.open()} if ROWS.exists() else {}
-    for seed in seeds:
-        if seed in done:
-            continue
-        t = time.time()
-        done[seed] = study_row(seed, sessions)
-        with ROWS.open("a") as f:
-            f.write(json.dumps(done[seed]) + "\n")
-        print(seed, f"{time.time() - t:.0f} s", done[seed]["whole_fp32"]["lesions"], done[seed]["fast"]["lesions"],
-              flush=True)
-    out = summarise([done[s] for s in seeds])
+    rows = evaluate.resumable_rows(ROWS, seeds, lambda seed: study_row(seed, sessions),
+                                   lambda r: f"lesions {r['whole_fp32']['lesions']} / {r['fast']['lesions']}")
+    out = summarise(rows)
     out["files"] = {f: export.sha256(L2 / f) for f in FILES}
     SUMMARY.write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))

@@ -58,29 +58,18 @@ def study_row(seed, loc, segs):
         t = time.perf_counter()
         prob = pipeline.sliding_window(seg, x, inside=pipeline.body(m.pet), cued=pipeline.cued_region(cue_m))
         masks[prec] = pipeline.l2snet_mask(m.to_native(prob), cue)
-        row[prec] = {**evaluate.autopet(gt, masks[prec], voxel_ml), "seconds": time.perf_counter() - t,
-                     "lesions": int(ndimage.label(masks[prec], evaluate.CONN18)[1])}
-    a, b = masks["fp32"], masks["int8"]
-    row["both"], row["either_sum"] = int((a & b).sum()), int(a.sum() + b.sum())
-    return row
+        row[prec] = evaluate.path_row(gt, masks[prec], voxel_ml, time.perf_counter() - t)
+    return {**row, **evaluate.overlap(masks["fp32"], masks["int8"])}
 
 
 def summarise(rows):
-    """Per precision the autoPET summary; INT8 against fp32: pooled, worst and mean mask Dice,
-    studies with the same lesion count, the change of mean Dice."""
+    """Per precision the autoPET summary; INT8 against fp32 (evaluate.agreement)."""
     out = {"studies": len(rows), "seeds": [rows[0]["seed"], rows[-1]["seed"]],
            "path": "tracerd ort-cpu default: loc2d INT8 cue, seg3d on the cued windows, shipped post-processing, native grid"}
     for prec in PRECISIONS:
         out[prec] = evaluate.summarise([r[prec] for r in rows])
         out[prec]["seconds_seg3d_mean"] = float(np.mean([r[prec]["seconds"] for r in rows]))
-    per = [2 * r["both"] / r["either_sum"] if r["either_sum"] else 1.0 for r in rows]
-    both, either = sum(r["both"] for r in rows), sum(r["either_sum"] for r in rows)
-    out["int8_vs_fp32"] = {
-        "mask_dice_pooled": 2 * both / either if either else 1.0,
-        "mask_dice_min": float(min(per)), "mask_dice_mean": float(np.mean(per)),
-        "same_lesion_count": sum(r["int8"]["lesions"] == r["fp32"]["lesions"] for r in rows),
-        "mean_dice_change": out["int8"]["mean_dice_lesion_studies"] - out["fp32"]["mean_dice_lesion_studies"],
-    }
+    out["int8_vs_fp32"] = evaluate.agreement(rows, "fp32", "int8")
     return out
 
 
@@ -109,18 +98,9 @@ def measure(n, start):
     data.ensure(seeds, keep_native=True)
     loc = pipeline.session(L2 / "loc2d.int8.onnx")
     segs = {p: pipeline.session(L2 / f"seg3d.{p}.onnx") for p in PRECISIONS}
-    data.RUNS.mkdir(parents=True, exist_ok=True)
-    done = {json.loads(line)["seed"]: json.loads(line) for line in ROWS.open()} if ROWS.exists() else {}
-    for seed in seeds:
-        if seed in done:
-            continue
-        t = time.time()
-        done[seed] = study_row(seed, loc, segs)
-        with ROWS.open("a") as f:
-            f.write(json.dumps(done[seed]) + "\n")
-        print(seed, f"{time.time() - t:.0f} s", done[seed]["fp32"]["lesions"], done[seed]["int8"]["lesions"],
-              flush=True)
-    out = summarise([done[s] for s in seeds])
+    rows = evaluate.resumable_rows(ROWS, seeds, lambda seed: study_row(seed, loc, segs),
+                                   lambda r: f"lesions {r['fp32']['lesions']} / {r['int8']['lesions']}")
+    out = summarise(rows)
     out["window"] = {**window_ms(segs), "cpu": cpu_name(), "onnxruntime": ort.__version__}
     out["files"] = {p: export.sha256(L2 / f"seg3d.{p}.onnx") for p in PRECISIONS}
     SUMMARY.write_text(json.dumps(out, indent=1))
