@@ -2,10 +2,11 @@
 //! (ingest, both models, publish) on ort-cpu (and on ort-cpu with every body window of seg3d,
 //! `seg3d_windows = "body"`, the whole-volume result) and on tract, and the Python peer
 //! (`benches/peer/peer.py`: the same job in nibabel, numpy, scipy, onnxruntime, on the fp32 ONNX
-//! files, where tracerd's default precision runs loc2d in INT8 on ort-cpu) on the same study in
-//! the same run. Wall time, peak RSS and per-stage times; the ratios the inference issue sets
-//! goals for; and the seg3d stage's achieved GFLOP/s against the dense matrix-multiply rate
-//! onnxruntime reaches on this machine in the same run (`benches/peer/flops.py`).
+//! files, where tracerd's default precision runs loc2d, seg3d and 2Be3-Net [WS] in INT8 on
+//! ort-cpu) on the same study in the same run. Wall time, peak RSS and per-stage times; the ratios
+//! the inference issue sets goals for; and the seg3d stage's achieved rate against the dense
+//! matrix-multiply rate onnxruntime reaches on this machine in the same run at the precision the
+//! stage ran (`benches/peer/flops.py`: fp32, or u8 × s8 for an INT8 seg3d).
 //!
 //! One command: `bash benches/pipeline.sh` (sets up the Python peer's packages in `.venv`, then
 //! runs `cargo bench --bench pipeline`). Arguments after `--`: `small` for a quick run,

@@ -22,12 +22,13 @@ onnxruntime — with every parameter read from the model cards (models/*/model.t
 
 Two choices differ from tracerd's defaults, as a typical user would make them: the peer runs the
 fp32 files (`*.fp32.onnx`) whatever the card recommends (tracerd's precision "auto" runs
-loc2d.int8.onnx and ws.int8.onnx on ort-cpu), and it runs loc2d and seg3d over the whole body
+loc2d.int8.onnx, seg3d.int8.onnx and ws.int8.onnx on ort-cpu), and it runs loc2d and seg3d over the whole body
 box, as sliding_window_inference would, without skipping the coronal slices and windows that hold
 no body voxel (tracerd skips them; a body voxel's cue and probability are the same either way). With
-precision "fp32" tracerd gives this peer's scores, lesions and mask; with "auto" the INT8 cue can
-move a few voxels and, rarely, a lesion, and the INT8 [WS] file moves scores by up to 0.013 (its
-card, 100 held-out clinical studies). Batches: 16 coronal slices, 4 windows; onnxruntime's
+precision "fp32" tracerd gives this peer's scores, lesions and mask; with "auto" the INT8 files
+move a few voxels and, rarely, a lesion (L2SNet card, metrics.int8_seg3d: the same lesion count on
+99 of 100 held-out clinical studies), and the INT8 [WS] file moves scores by up to 0.013 (its card,
+100 held-out clinical studies). Batches: 16 coronal slices, 4 windows; onnxruntime's
 default session options.
 
 usage: peer.py STUDY_DIR MODELS_DIR OUT_DIR

@@ -479,6 +479,7 @@ FLUSH = "Version 0.5.1:"
 INT8_SEG3D_RECORD = RUNS / "l2snet_int8_seg3d.json"
 INT8_SEG3D = "INT8 3D U-Net (from 0.6.0):"
 INT8_SEG3D_ACCEPTANCE = "int8_seg3d_dice_within_0.005_same_lesions_ge_95pct"
+INPUT_CONV_FLOAT = "; the input convolution in float"
 
 
 def seg3d_int8_entry(card) -> dict:
@@ -487,10 +488,12 @@ def seg3d_int8_entry(card) -> dict:
     if "seg3d.int8.onnx" not in files:
         f = dict(files["seg3d.fp32.onnx"], path="seg3d.int8.onnx", precision="int8", golden="seg3d.int8.golden.json")
         f["format"] += ("; INT8 QDQ static per-channel (QuantizeLinear/DequantizeLinear), activations uint8, "
-                        "weights int8; the input convolution in float")
+                        "weights int8")
         card["files"].insert(card["files"].index(files["seg3d.fp32.onnx"]) + 1, f)
         files[f["path"]] = f
     e = files["seg3d.int8.onnx"]
+    if not e["format"].endswith(INPUT_CONV_FLOAT):
+        e["format"] += INPUT_CONV_FLOAT
     data_bytes = (MODELS / "l2snet" / "seg3d.int8.onnx").read_bytes()
     e.update(sha256=hashlib.sha256(data_bytes).hexdigest(), bytes=len(data_bytes))
     return e
