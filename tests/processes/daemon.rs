@@ -113,6 +113,7 @@ fn a_study_copied_slowly_is_processed_once_after_its_last_byte() {
     let dest = spool.dir("inbox").join("slow");
     fs::create_dir(&dest).unwrap();
     let mut chunks = 0;
+    let mut last_byte = Instant::now();
     for name in before.keys() {
         let bytes = fs::read(source.join(name)).unwrap();
         for chunk in bytes
@@ -126,11 +127,11 @@ fn a_study_copied_slowly_is_processed_once_after_its_last_byte() {
                 .expect("the study was claimed before its last byte");
             f.write_all(chunk).unwrap();
             drop(f);
+            last_byte = Instant::now();
             chunks += 1;
             std::thread::sleep(Duration::from_millis(800));
         }
     }
-    let last_byte = Instant::now();
     assert!(chunks >= 6, "only {chunks} chunks");
 
     wait_until(&spool, MINUTE, "slow study published", || {
